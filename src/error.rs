@@ -1,0 +1,164 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// A specialized [`Result`](std::result::Result) whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a task, a future or a pool.
+///
+/// Errors are plain values: they are `Clone`, `PartialEq` and `Eq`, so a
+/// test can `assert_eq!` them and a future can hand the same failure to
+/// several observers. Messages are lowercase without a trailing period.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Error, ThreadPoolExecutor};
+///
+/// assert!(matches!(ThreadPoolExecutor::new(0), Err(Error::InvalidArgument(_))));
+///
+/// let pool = ThreadPoolExecutor::new(1)?;
+/// let fut = pool.submit(|| -> u32 { panic!("boom") });
+/// match fut.result() {
+///     Err(Error::Panicked { message, .. }) => assert_eq!(message, "boom"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The future was cancelled before its task started.
+    #[error("the future was cancelled")]
+    Cancelled,
+    /// A deadline passed first. `unfinished` of `total` futures were still
+    /// pending (both are 1 for a wait on a single future or a `map` item).
+    #[error("{}", Timeout(*unfinished, *total))]
+    Timeout {
+        /// How many of the awaited futures had not finished.
+        unfinished: usize,
+        /// How many distinct futures were awaited.
+        total: usize,
+    },
+    /// The task panicked (in a worker thread or a worker process).
+    #[error("{}", Panic(message, location.as_deref()))]
+    Panicked {
+        /// The panic payload when it was a string, else a placeholder.
+        message: String,
+        /// `file:line:column` of the panic, when it is known.
+        location: Option<String>,
+    },
+    /// The pool can no longer run tasks: its initializer failed or a worker
+    /// died. The reason names the exit status or signal and, for a process,
+    /// the last lines of its stderr.
+    #[error("the pool is broken: {0}")]
+    BrokenPool(String),
+    /// The pool was shut down before the task could be scheduled.
+    #[error("cannot schedule new tasks after shutdown")]
+    Shutdown,
+    /// An argument was out of range (zero workers, zero chunk size, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The value of this future was already moved out by an earlier call.
+    #[error("the result of this future was already taken")]
+    AlreadyTaken,
+    /// A worker process does not know the named task (or knows it with other
+    /// argument or result types).
+    #[error("task not found in the worker: {0}")]
+    TaskNotFound(String),
+    /// An argument or result could not be serialized or deserialized.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// A worker process broke the wire protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An operating-system call failed.
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+impl Error {
+    /// The timeout error for a wait on a single future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Error;
+    /// assert_eq!(Error::timeout().to_string(), "timed out");
+    /// ```
+    pub const fn timeout() -> Error {
+        Error::Timeout {
+            unfinished: 1,
+            total: 1,
+        }
+    }
+
+    /// True for [`Error::Timeout`], whatever its counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Error;
+    /// assert!(Error::Timeout { unfinished: 2, total: 4 }.is_timeout());
+    /// assert!(!Error::Cancelled.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// Builds [`Error::Panicked`] from a payload caught by `catch_unwind`.
+    pub(crate) fn from_panic(
+        payload: &(dyn std::any::Any + Send),
+        location: Option<String>,
+    ) -> Self {
+        Error::Panicked {
+            message: panic_message(payload),
+            location,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+/// The text of a panic payload: `&str` and `String` payloads as they are.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+struct Timeout(usize, usize);
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 <= 1 {
+            f.write_str("timed out")
+        } else {
+            write!(
+                f,
+                "timed out: {} (of {}) futures unfinished",
+                self.0, self.1
+            )
+        }
+    }
+}
+
+struct Panic<'a>(&'a str, Option<&'a str>);
+
+impl fmt::Display for Panic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(at) => write!(f, "task panicked at {at}: {}", self.0),
+            None => write!(f, "task panicked: {}", self.0),
+        }
+    }
+}

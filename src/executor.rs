@@ -1,0 +1,95 @@
+//! What both pools share: the [`Executor`] trait and [`Shutdown`] options.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Future, Map, Task};
+
+/// How [`shutdown_with`](Executor::shutdown_with) stops a pool.
+///
+/// The default, used by `shutdown()` and by `Drop`, is
+/// `Shutdown { wait: true, cancel_futures: false }`: finish every submitted
+/// task and join the workers.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Shutdown, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new(2)?;
+/// let fut = pool.submit(|| 1);
+/// pool.shutdown_with(Shutdown { wait: true, cancel_futures: true });
+/// assert!(fut.done());
+/// assert_eq!(Shutdown::default(), Shutdown { wait: true, cancel_futures: false });
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shutdown {
+    /// Block until every running and queued (not cancelled) task has
+    /// finished and every worker has exited.
+    pub wait: bool,
+    /// Cancel every task that has not started.
+    pub cancel_futures: bool,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            wait: true,
+            cancel_futures: false,
+        }
+    }
+}
+
+/// The interface both pools implement, so code written against
+/// `impl Executor` moves between threads and processes by changing one line.
+///
+/// Work is given as a [`Task`] (made by [`task!`](crate::task!)) because a
+/// process pool can only run functions it can find by name; the thread pool
+/// runs the same task in-process. Arguments and results are serde types for
+/// the same reason.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{task, Executor, ThreadPoolExecutor};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn sum_of_squares(pool: &impl Executor, n: u64) -> u64 {
+///     pool.map_task(task!(square), 0..n).map(|r| r.unwrap()).sum()
+/// }
+///
+/// let pool = ThreadPoolExecutor::new(2)?;   // or ProcessPoolExecutor::new(2)?
+/// assert_eq!(sum_of_squares(&pool, 4), 14);
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+pub trait Executor {
+    /// Schedules `task(arg)` and returns its future. Never fails: after
+    /// shutdown, or on a broken pool, the future is already finished with
+    /// the error.
+    fn submit_task<A, R>(&self, task: Task<A, R>, arg: A) -> Future<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Maps `task` over `items`; see [`Map`] for the options.
+    fn map_task<A, R, I>(&self, task: Task<A, R>, items: I) -> Map<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static;
+
+    /// Stops the pool; see [`Shutdown`]. Idempotent.
+    fn shutdown_with(&self, options: Shutdown);
+
+    /// `shutdown_with(Shutdown::default())`: finish the submitted work and
+    /// join the workers.
+    fn shutdown(&self) {
+        self.shutdown_with(Shutdown::default());
+    }
+
+    /// The most workers the pool runs at once.
+    fn max_workers(&self) -> usize;
+}

@@ -1,0 +1,836 @@
+//! `Future<T>`: the handle to a result that a pool will produce.
+//!
+//! # State machine
+//!
+//! ```text
+//!            cancel()                 (terminal, notifies)
+//!  PENDING ───────────────────────▶ CANCELLED
+//!     │ set_running()
+//!     ▼            complete(r)
+//!  RUNNING ───────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
+//! ```
+//!
+//! A `PENDING` future may also be completed directly (a pool that fails it
+//! before it runs). Every transition happens under the future's mutex; the
+//! listeners (done-callbacks, an async waker, `as_completed`/`wait` waiters)
+//! are taken out under the lock and run after it is released, in the
+//! completing thread.
+
+use std::cell::Cell;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::panic::run_callback;
+use crate::wait::Waiter;
+use crate::Error;
+
+/// Where a future is in its life.
+enum Phase<T> {
+    /// Queued; may still be cancelled.
+    Pending,
+    /// A worker has started it; it can no longer be cancelled.
+    Running,
+    /// Cancelled before it started. Terminal.
+    Cancelled,
+    /// Finished with a value or an error (boxed to keep pending futures small).
+    Finished(Result<T, Box<Error>>),
+    /// Finished with a value that has since been moved out.
+    Taken,
+}
+
+/// A done-callback.
+type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send>;
+
+/// Someone to tell when the future is done.
+enum Listener<T> {
+    Callback(Callback<T>),
+    Waker(Waker),
+    Waiter(Arc<Waiter>, usize),
+}
+
+/// A singly linked list of listeners, newest first: one word inline, so a
+/// future nobody listens to stays small.
+struct Node<T> {
+    listener: Listener<T>,
+    next: Option<Box<Node<T>>>,
+}
+
+struct State<T> {
+    phase: Phase<T>,
+    listeners: Option<Box<Node<T>>>,
+}
+
+pub(crate) struct Inner<T> {
+    state: Mutex<State<T>>,
+    cond: Condvar,
+}
+
+/// The outcome a listener is told about.
+#[derive(Clone, Copy)]
+pub(crate) struct Outcome {
+    /// Finished with an error (not cancelled).
+    pub(crate) failed: bool,
+}
+
+impl<T> State<T> {
+    fn is_done(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Cancelled | Phase::Finished(_) | Phase::Taken
+        )
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            failed: matches!(self.phase, Phase::Finished(Err(_))),
+        }
+    }
+
+    fn push(&mut self, listener: Listener<T>) {
+        let next = self.listeners.take();
+        self.listeners = Some(Box::new(Node { listener, next }));
+    }
+
+    /// Takes every listener out, oldest first.
+    fn take_listeners(&mut self) -> Vec<Listener<T>> {
+        let mut out = Vec::new();
+        let mut cur = self.listeners.take();
+        while let Some(node) = cur {
+            let Node { listener, next } = *node;
+            out.push(listener);
+            cur = next;
+        }
+        out.reverse();
+        out
+    }
+}
+
+impl<T> Inner<T> {
+    fn new() -> Self {
+        Inner {
+            state: Mutex::new(State {
+                phase: Phase::Pending,
+                listeners: None,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Tells everyone who listens; called with the lock released.
+    fn notify(self: &Arc<Self>, listeners: Vec<Listener<T>>, outcome: Outcome) {
+        if listeners.is_empty() {
+            return;
+        }
+        let mut callbacks = Vec::new();
+        for l in listeners {
+            match l {
+                Listener::Waiter(w, index) => w.notify(index, outcome),
+                Listener::Waker(w) => w.wake(),
+                Listener::Callback(cb) => callbacks.push(cb),
+            }
+        }
+        if !callbacks.is_empty() {
+            let handle = Future {
+                inner: Arc::clone(self),
+            };
+            for cb in callbacks {
+                run_callback("a done callback", || cb(&handle));
+            }
+        }
+    }
+
+    fn cancel(self: &Arc<Self>) -> bool {
+        let mut st = self.state.lock();
+        match st.phase {
+            Phase::Pending => {
+                st.phase = Phase::Cancelled;
+                let listeners = st.take_listeners();
+                let outcome = st.outcome();
+                drop(st);
+                self.cond.notify_all();
+                self.notify(listeners, outcome);
+                true
+            }
+            Phase::Cancelled => true,
+            _ => false,
+        }
+    }
+}
+
+/// The handle to the result of a task.
+///
+/// Returned by [`ThreadPoolExecutor::submit`](crate::ThreadPoolExecutor::submit)
+/// and [`ProcessPoolExecutor::submit`](crate::ProcessPoolExecutor::submit).
+/// Block on it with [`result`](Future::result), poll it with
+/// [`done`](Future::done), or `.await` it: it implements
+/// [`std::future::Future`] with `Output = Result<T, Error>`.
+///
+/// A `Future` is `Send + Sync` when `T: Send`. It is not `Clone`: its value
+/// moves out exactly once. Dropping it does not cancel the task; use
+/// [`cancel`](Future::cancel) or a [`CancelHandle`] for that.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::new(2)?;
+/// let fut = pool.submit(|| 6 * 7);
+/// assert_eq!(fut.result()?, 42);
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+pub struct Future<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Future<T> {
+    /// A future that is already finished with `result`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Future};
+    ///
+    /// let ok = Future::ready(Ok(3));
+    /// assert!(ok.done());
+    /// assert_eq!(ok.result(), Ok(3));
+    /// let failed: Future<u8> = Future::ready(Err(Error::Shutdown));
+    /// assert_eq!(failed.result(), Err(Error::Shutdown));
+    /// ```
+    pub fn ready(result: Result<T, Error>) -> Future<T> {
+        Future {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    phase: Phase::Finished(result.map_err(Box::new)),
+                    listeners: None,
+                }),
+                cond: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Blocks until the task is done and returns its outcome: the value,
+    /// [`Error::Cancelled`], or the task's error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`] if the future was cancelled; the task's error
+    /// (for example [`Error::Panicked`]) if it failed;
+    /// [`Error::AlreadyTaken`] if [`result_timeout`](Future::result_timeout)
+    /// already moved the value out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// assert_eq!(pool.submit(|| "hello".to_uppercase()).result()?, "HELLO");
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn result(mut self) -> Result<T, Error> {
+        self.take_result(None)
+    }
+
+    /// Like [`result`](Future::result), giving up after `timeout`.
+    ///
+    /// On [`Error::Timeout`] the future stays pending and can be waited on
+    /// again; on success the value moves out (a later call gives
+    /// [`Error::AlreadyTaken`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the task is not done in time, else as
+    /// [`result`](Future::result).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let mut fut = pool.submit(move || rx.recv().is_ok());
+    /// assert_eq!(fut.result_timeout(Duration::ZERO), Err(Error::timeout()));
+    /// tx.send(()).unwrap();
+    /// assert_eq!(fut.result_timeout(Duration::from_secs(5)), Ok(true));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
+        self.take_result(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`result`](Future::result), giving up at `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`result_timeout`](Future::result_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let mut fut = pool.submit(|| 1 + 1);
+    /// assert_eq!(fut.result_deadline(Instant::now() + Duration::from_secs(5)), Ok(2));
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn result_deadline(&mut self, deadline: Instant) -> Result<T, Error> {
+        self.take_result(Some(deadline))
+    }
+
+    fn take_result(&mut self, deadline: Option<Instant>) -> Result<T, Error> {
+        let mut st = self.inner.state.lock();
+        if !self.wait_locked(&mut st, deadline) {
+            return Err(Error::timeout());
+        }
+        match std::mem::replace(&mut st.phase, Phase::Taken) {
+            Phase::Finished(Ok(v)) => Ok(v),
+            Phase::Finished(Err(e)) => {
+                let err = (*e).clone();
+                st.phase = Phase::Finished(Err(e));
+                Err(err)
+            }
+            Phase::Cancelled => {
+                st.phase = Phase::Cancelled;
+                Err(Error::Cancelled)
+            }
+            Phase::Taken => Err(Error::AlreadyTaken),
+            // Not reached: `wait_locked` returned true, so the future is done.
+            phase @ (Phase::Pending | Phase::Running) => {
+                st.phase = phase;
+                Err(Error::timeout())
+            }
+        }
+    }
+
+    /// Waits on the condition variable until done or `deadline`; true if done.
+    fn wait_locked(
+        &self,
+        st: &mut parking_lot::MutexGuard<'_, State<T>>,
+        deadline: Option<Instant>,
+    ) -> bool {
+        while !st.is_done() {
+            match deadline {
+                None => self.inner.cond.wait(st),
+                Some(d) => {
+                    if self.inner.cond.wait_until(st, d).timed_out() {
+                        return st.is_done();
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Blocks until the future is done (finished or cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let fut = pool.submit(|| ());
+    /// fut.wait();
+    /// assert!(fut.done());
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        let mut st = self.inner.state.lock();
+        self.wait_locked(&mut st, None);
+    }
+
+    /// Blocks until the future is done or `timeout` passes; true if done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let fut = pool.submit(|| ());
+    /// assert!(fut.wait_timeout(Duration::from_secs(5)));
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_deadline_opt(Instant::now().checked_add(timeout))
+    }
+
+    /// Blocks until the future is done or `deadline` passes; true if done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let fut = pool.submit(|| ());
+    /// assert!(fut.wait_deadline(Instant::now() + Duration::from_secs(5)));
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> bool {
+        self.wait_deadline_opt(Some(deadline))
+    }
+
+    fn wait_deadline_opt(&self, deadline: Option<Instant>) -> bool {
+        let mut st = self.inner.state.lock();
+        self.wait_locked(&mut st, deadline)
+    }
+
+    /// True once the future is finished or cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Future;
+    /// assert!(Future::ready(Ok(1)).done());
+    /// ```
+    pub fn done(&self) -> bool {
+        self.inner.state.lock().is_done()
+    }
+
+    /// True while a worker is running the task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Future;
+    /// assert!(!Future::ready(Ok(1)).running());
+    /// ```
+    pub fn running(&self) -> bool {
+        matches!(self.inner.state.lock().phase, Phase::Running)
+    }
+
+    /// True if the future was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (_promise, fut) = Promise::<u8>::new();
+    /// assert!(fut.cancel());
+    /// assert!(fut.cancelled());
+    /// ```
+    pub fn cancelled(&self) -> bool {
+        matches!(self.inner.state.lock().phase, Phase::Cancelled)
+    }
+
+    /// Cancels the task if it has not started.
+    ///
+    /// Returns true if the future is now cancelled (it was pending, or was
+    /// already cancelled); false if the task is running or finished. A
+    /// successful cancel wakes every waiter and runs the done-callbacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let blocker = pool.submit(move || rx.recv().is_ok());
+    /// let queued = pool.submit(|| 1);
+    /// assert!(queued.cancel());
+    /// assert_eq!(queued.result(), Err(Error::Cancelled));
+    /// tx.send(()).unwrap();
+    /// assert_eq!(blocker.result(), Ok(true));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.inner.cancel()
+    }
+
+    /// The task's error, blocking until it is done: `None` on success,
+    /// `Some(Error::Cancelled)` if cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Future};
+    ///
+    /// assert_eq!(Future::ready(Ok(1)).exception(), None);
+    /// let f: Future<u8> = Future::ready(Err(Error::Shutdown));
+    /// assert_eq!(f.exception(), Some(Error::Shutdown));
+    /// ```
+    pub fn exception(&self) -> Option<Error> {
+        let mut st = self.inner.state.lock();
+        self.wait_locked(&mut st, None);
+        phase_error(&st.phase)
+    }
+
+    /// Like [`exception`](Future::exception), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the future is not done in time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::Future;
+    ///
+    /// assert_eq!(Future::ready(Ok(1)).exception_timeout(Duration::ZERO), Ok(None));
+    /// ```
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>, Error> {
+        let mut st = self.inner.state.lock();
+        if !self.wait_locked(&mut st, Instant::now().checked_add(timeout)) {
+            return Err(Error::timeout());
+        }
+        Ok(phase_error(&st.phase))
+    }
+
+    /// Calls `callback` once the future is done, with the future itself.
+    ///
+    /// The callback runs exactly once: in the thread that completes or
+    /// cancels the future, or at once in this thread if it is already done.
+    /// A panicking callback is reported on stderr; the other callbacks still
+    /// run and the worker survives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let fut = pool.submit(|| 5);
+    /// fut.add_done_callback(move |f| tx.send(f.exception().is_none()).unwrap());
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(true));
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&Future<T>) + Send + 'static,
+    {
+        let mut st = self.inner.state.lock();
+        if st.is_done() {
+            drop(st);
+            run_callback("a done callback", || callback(self));
+        } else {
+            st.push(Listener::Callback(Box::new(callback)));
+        }
+    }
+
+    /// A handle that can cancel this future from anywhere, even while
+    /// another thread blocks in [`result`](Future::result).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (_promise, fut) = Promise::<u8>::new();
+    /// let handle = fut.cancel_handle();
+    /// let waiter = std::thread::spawn(move || fut.result());
+    /// assert!(handle.cancel());
+    /// assert_eq!(waiter.join().unwrap(), Err(Error::Cancelled));
+    /// ```
+    pub fn cancel_handle(&self) -> CancelHandle
+    where
+        T: Send + 'static,
+    {
+        CancelHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Registers an `as_completed`/`wait` waiter; true if already done (then
+    /// nothing is registered).
+    pub(crate) fn register(&self, waiter: &Arc<Waiter>, index: usize) -> Option<Outcome> {
+        let mut st = self.inner.state.lock();
+        if st.is_done() {
+            Some(st.outcome())
+        } else {
+            st.push(Listener::Waiter(Arc::clone(waiter), index));
+            None
+        }
+    }
+
+    /// Removes a waiter registered by [`register`](Future::register).
+    pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
+        let mut st = self.inner.state.lock();
+        let mut kept = Vec::new();
+        for l in st.take_listeners() {
+            match &l {
+                Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter) => {}
+                _ => kept.push(l),
+            }
+        }
+        for l in kept {
+            st.push(l);
+        }
+    }
+
+    /// An address identifying the shared state (for de-duplication).
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    pub(crate) fn outcome_if_done(&self) -> Option<Outcome> {
+        let st = self.inner.state.lock();
+        st.is_done().then(|| st.outcome())
+    }
+}
+
+fn phase_error<T>(phase: &Phase<T>) -> Option<Error> {
+    match phase {
+        Phase::Finished(Err(e)) => Some((**e).clone()),
+        Phase::Cancelled => Some(Error::Cancelled),
+        _ => None,
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.inner.state.lock().phase {
+            Phase::Pending => "pending",
+            Phase::Running => "running",
+            Phase::Cancelled => "cancelled",
+            Phase::Finished(Ok(_)) | Phase::Taken => "finished",
+            Phase::Finished(Err(_)) => "failed",
+        };
+        f.debug_struct("Future").field("state", &state).finish()
+    }
+}
+
+impl<T> std::future::Future for Future<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        {
+            let mut st = self.inner.state.lock();
+            if !st.is_done() {
+                // Replace our waker if we polled before, else add it.
+                let mut node = st.listeners.as_deref_mut();
+                while let Some(n) = node {
+                    if let Listener::Waker(w) = &mut n.listener {
+                        if !w.will_wake(cx.waker()) {
+                            *w = cx.waker().clone();
+                        }
+                        return Poll::Pending;
+                    }
+                    node = n.next.as_deref_mut();
+                }
+                st.push(Listener::Waker(cx.waker().clone()));
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.get_mut().take_result(None))
+    }
+}
+
+/// Cancels a [`Future`] from another thread; see [`Future::cancel_handle`].
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::Promise;
+///
+/// let (_promise, fut) = Promise::<()>::new();
+/// let handle = fut.cancel_handle();
+/// assert!(handle.clone().cancel());
+/// assert!(fut.cancelled());
+/// ```
+#[derive(Clone)]
+pub struct CancelHandle {
+    inner: Arc<dyn Cancel>,
+}
+
+trait Cancel: Send + Sync {
+    fn cancel(self: Arc<Self>) -> bool;
+}
+
+impl<T: Send> Cancel for Inner<T> {
+    fn cancel(self: Arc<Self>) -> bool {
+        Inner::cancel(&self)
+    }
+}
+
+impl CancelHandle {
+    /// Same as [`Future::cancel`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Future;
+    /// // A finished future cannot be cancelled.
+    /// assert!(!Future::ready(Ok(1)).cancel_handle().cancel());
+    /// ```
+    pub fn cancel(&self) -> bool {
+        Arc::clone(&self.inner).cancel()
+    }
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHandle").finish_non_exhaustive()
+    }
+}
+
+/// The producing side of a [`Future`]: what an executor holds.
+///
+/// Pools use it internally; it is public so that you can write your own
+/// executor (or adapt a callback API) and still hand out [`Future`]s that work
+/// with [`as_completed`](crate::as_completed) and [`wait`](crate::wait).
+/// Dropping a promise that was never completed fails its future with
+/// [`Error::BrokenPool`], so a lost task can never leave a waiter hanging.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Error, Promise};
+///
+/// let (promise, fut) = Promise::new();
+/// assert!(promise.set_running());
+/// assert!(fut.running());
+/// assert!(promise.complete(Ok(10)).is_ok());
+/// // A future completes once; a second completion is refused.
+/// assert_eq!(promise.complete(Ok(11)), Err(Ok(11)));
+/// assert_eq!(fut.result(), Ok(10));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct Promise<T> {
+    inner: Arc<Inner<T>>,
+    /// Set once `complete` succeeded, so that `Drop` need not take the lock.
+    settled: Cell<bool>,
+}
+
+impl<T> Promise<T> {
+    /// A new pending future and the promise that completes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// let (promise, fut) = Promise::new();
+    /// std::thread::spawn(move || promise.complete(Ok("done")));
+    /// assert_eq!(fut.result(), Ok("done"));
+    /// ```
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> (Promise<T>, Future<T>) {
+        let inner = Arc::new(Inner::new());
+        (
+            Promise {
+                inner: Arc::clone(&inner),
+                settled: Cell::new(false),
+            },
+            Future { inner },
+        )
+    }
+
+    /// Marks the future running, unless it was cancelled (then false: do not
+    /// run the task). Like Python's `set_running_or_notify_cancel`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// let (promise, fut) = Promise::<u8>::new();
+    /// fut.cancel();
+    /// assert!(!promise.set_running());
+    /// ```
+    pub fn set_running(&self) -> bool {
+        let mut st = self.inner.state.lock();
+        match st.phase {
+            Phase::Pending => {
+                st.phase = Phase::Running;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Completes the future with `result` and runs its listeners.
+    ///
+    /// # Errors
+    ///
+    /// If the future is already done (finished or cancelled), the result is
+    /// refused and handed back; the first outcome stays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    /// let (promise, fut) = Promise::<u8>::new();
+    /// fut.cancel();
+    /// assert_eq!(promise.complete(Ok(1)), Err(Ok(1)));
+    /// assert_eq!(fut.result(), Err(Error::Cancelled));
+    /// ```
+    pub fn complete(&self, result: Result<T, Error>) -> Result<(), Result<T, Error>> {
+        let mut st = self.inner.state.lock();
+        if st.is_done() {
+            return Err(result);
+        }
+        st.phase = Phase::Finished(result.map_err(Box::new));
+        let listeners = st.take_listeners();
+        let outcome = st.outcome();
+        drop(st);
+        self.settled.set(true);
+        self.inner.cond.notify_all();
+        self.inner.notify(listeners, outcome);
+        Ok(())
+    }
+
+    /// Cancels the future if it has not started; see [`Future::cancel`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// let (promise, fut) = Promise::<u8>::new();
+    /// assert!(promise.cancel());
+    /// assert!(fut.cancelled());
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.inner.cancel()
+    }
+
+    /// True once the future is done (for example cancelled by its holder).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// let (promise, fut) = Promise::<u8>::new();
+    /// assert!(!promise.is_done());
+    /// drop(fut.cancel());
+    /// assert!(promise.is_done());
+    /// ```
+    pub fn is_done(&self) -> bool {
+        self.inner.state.lock().is_done()
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        // Fast path: completed here, or nobody is left to tell.
+        if self.settled.get() || Arc::strong_count(&self.inner) == 1 {
+            return;
+        }
+        let _ = self.complete(Err(Error::BrokenPool(
+            "the task was dropped before it completed".to_string(),
+        )));
+    }
+}
+
+impl<T> fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}

@@ -1,0 +1,24 @@
+//! Python's `concurrent.futures`, done properly in Rust.
+#![forbid(unsafe_code)]
+
+mod error;
+mod executor;
+mod future;
+mod map;
+mod panic;
+mod task;
+mod thread;
+mod wait;
+
+pub use error::{Error, Result};
+pub use executor::{Executor, Shutdown};
+pub use future::{CancelHandle, Future, Promise};
+pub use map::Map;
+pub use task::{Task, TaskFn};
+pub use thread::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};
+pub use wait::{as_completed, wait, AsCompleted, AsCompletedTimeout, AsFuture, ReturnWhen};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};
+}

@@ -1,0 +1,76 @@
+//! Catching panics at the task boundary, with their location.
+//!
+//! `catch_unwind` hands back only the payload. To also report *where* a task
+//! panicked, a panic hook is installed once; while a thread runs a task it
+//! records the location in a thread-local instead of printing the panic (the
+//! panic reaches the user as [`Error::Panicked`], like an exception stored in
+//! a Python future). Panics outside tasks go to the previous hook unchanged.
+
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use crate::Error;
+
+thread_local! {
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static HOOK: Once = Once::new();
+
+fn install_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_TASK.with(Cell::get) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                LOCATION.with(|slot| *slot.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into [`Error::Panicked`] with its message and
+/// location.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
+    install_hook();
+    let outer = IN_TASK.with(|flag| flag.replace(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_TASK.with(|flag| flag.set(outer));
+    result.map_err(|payload| {
+        let location = LOCATION.with(|slot| slot.borrow_mut().take());
+        Error::from_panic(payload.as_ref(), location)
+    })
+}
+
+/// Runs a user callback; a panic is reported on stderr and swallowed so that
+/// the callbacks after it still run and the calling worker survives.
+pub(crate) fn run_callback(what: &str, f: impl FnOnce()) {
+    if let Err(e) = catch(f) {
+        eprintln!("concurrent-futures: {what} panicked: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_reports_message_and_location() {
+        let err = catch(|| -> u8 { panic!("boom {}", 7) }).unwrap_err();
+        match err {
+            Error::Panicked { message, location } => {
+                assert_eq!(message, "boom 7");
+                let at = location.expect("location recorded");
+                assert!(at.starts_with("src/panic.rs:"), "{at}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(catch(|| 5), Ok(5));
+    }
+}

@@ -1,0 +1,286 @@
+//! `Task<A, R>`: a function registered by name, runnable on either pool.
+//!
+//! [`task!`](crate::task!) places a `static` describing the function into a
+//! link-time slice ([`linkme`]), so every binary carries a table of the tasks
+//! it names. A worker process looks tasks up in that table by name; no code
+//! address ever crosses a pipe.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[doc(hidden)]
+pub use linkme;
+
+use crate::Error;
+
+/// A function of any arity from 0 to 6, seen as taking one tuple.
+///
+/// Implemented for every `Fn(A, B, ..) -> R`; [`task!`](crate::task!) uses
+/// it so that `fn add(a: u64, b: u64) -> u64` becomes a
+/// `Task<(u64, u64), u64>`.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::TaskFn;
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+/// assert_eq!(TaskFn::call(&add, (2, 3)), 5);
+/// ```
+pub trait TaskFn<Args>: Send + Sync + 'static {
+    /// The function's return type.
+    type Output;
+    /// Calls the function with the tuple spread out as arguments.
+    fn call(&self, args: Args) -> Self::Output;
+}
+
+macro_rules! task_fn_arity {
+    ($($a:ident),*) => {
+        impl<Func, Ret, $($a,)*> TaskFn<($($a,)*)> for Func
+        where
+            Func: Fn($($a),*) -> Ret + Send + Sync + 'static,
+        {
+            type Output = Ret;
+            #[allow(non_snake_case)]
+            fn call(&self, ($($a,)*): ($($a,)*)) -> Ret {
+                self($($a),*)
+            }
+        }
+    };
+}
+
+task_fn_arity!();
+task_fn_arity!(A1);
+task_fn_arity!(A1, A2);
+task_fn_arity!(A1, A2, A3);
+task_fn_arity!(A1, A2, A3, A4);
+task_fn_arity!(A1, A2, A3, A4, A5);
+task_fn_arity!(A1, A2, A3, A4, A5, A6);
+
+/// The type-erased view of a registered task that a worker process uses.
+#[doc(hidden)]
+pub trait ErasedTask: Sync {
+    /// The name the task is looked up by.
+    fn name(&self) -> String;
+    /// Its argument and result types, to catch mismatched builds.
+    fn signature(&self) -> String;
+    /// Decodes one argument, calls the task, appends the encoded result.
+    fn invoke(&self, arg: &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
+    /// Decodes a `Vec` of arguments, calls the task on each, appends the
+    /// encoded `Vec` of results.
+    fn invoke_chunk(&self, args: &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
+}
+
+/// Every task named by [`task!`](crate::task!) in this binary.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static TASKS: [&'static dyn ErasedTask];
+
+/// The registry entry `task!` builds; public only for the macro.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub struct TaskEntry<F, Args> {
+    f: F,
+    site: &'static str,
+    _args: PhantomData<fn(Args)>,
+}
+
+impl<F, Args> TaskEntry<F, Args> {
+    /// Used by `task!` in a `static` initializer.
+    pub const fn new(f: F, site: &'static str) -> Self
+    where
+        F: TaskFn<Args>,
+    {
+        TaskEntry {
+            f,
+            site,
+            _args: PhantomData,
+        }
+    }
+}
+
+/// The stable name of a task: the function's path, or `closure@file:line:col`.
+fn task_name<F>(site: &str) -> String {
+    let name = std::any::type_name::<F>();
+    if name.contains("{{closure}}") {
+        format!("closure@{site}")
+    } else {
+        name.to_string()
+    }
+}
+
+pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+    let taken = std::mem::take(out);
+    match postcard::to_extend(value, taken) {
+        Ok(v) => {
+            *out = v;
+            Ok(())
+        }
+        Err(e) => Err(Error::Codec(format!(
+            "cannot serialize {}: {e}",
+            std::any::type_name::<T>()
+        ))),
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::Codec(format!(
+            "cannot deserialize {}: {e}",
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+impl<F, Args> ErasedTask for TaskEntry<F, Args>
+where
+    F: TaskFn<Args> + Sync,
+    Args: DeserializeOwned,
+    F::Output: Serialize,
+{
+    fn name(&self) -> String {
+        task_name::<F>(self.site)
+    }
+
+    fn signature(&self) -> String {
+        format!(
+            "{} -> {}",
+            std::any::type_name::<Args>(),
+            std::any::type_name::<F::Output>()
+        )
+    }
+
+    fn invoke(&self, arg: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let args: Args = decode(arg)?;
+        encode_into(&self.f.call(args), out)
+    }
+
+    fn invoke_chunk(&self, args: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let args: Vec<Args> = decode(args)?;
+        let results: Vec<F::Output> = args.into_iter().map(|a| self.f.call(a)).collect();
+        encode_into(&results, out)
+    }
+}
+
+/// A function registered for the pools, made by [`task!`](crate::task!).
+///
+/// `A` is the argument (a tuple for several arguments, `()` for none) and
+/// `R` the result. A `Task` is `Copy`; it can be called in this process
+/// with [`call`](Task::call), submitted to a [`ThreadPoolExecutor`] or sent
+/// by name to a [`ProcessPoolExecutor`] worker.
+///
+/// [`ThreadPoolExecutor`]: crate::ThreadPoolExecutor
+/// [`ProcessPoolExecutor`]: crate::ProcessPoolExecutor
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::task;
+///
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+/// let t = task!(add);
+/// assert_eq!(t.call((2, 3)), 5);
+/// assert!(t.name().ends_with("add"));
+/// ```
+pub struct Task<A: 'static, R: 'static> {
+    entry: &'static dyn ErasedTask,
+    f: &'static dyn TaskFn<A, Output = R>,
+}
+
+impl<A: 'static, R: 'static> Clone for Task<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A: 'static, R: 'static> Copy for Task<A, R> {}
+
+impl<A: 'static, R: 'static> Task<A, R> {
+    /// Used by `task!`: pairs the registry entry with the typed function.
+    #[doc(hidden)]
+    pub fn __new<F>(entry: &'static dyn ErasedTask, f: F) -> Self
+    where
+        F: TaskFn<A, Output = R>,
+    {
+        // `F` is a function item or a non-capturing closure: zero-sized, so
+        // leaking its box allocates nothing.
+        Task {
+            entry,
+            f: Box::leak(Box::new(f)),
+        }
+    }
+
+    /// Calls the task in this thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::task;
+    /// fn hello() -> &'static str { "hi" }
+    /// assert_eq!(task!(hello).call(()), "hi");
+    /// ```
+    pub fn call(&self, arg: A) -> R {
+        self.f.call(arg)
+    }
+
+    /// The name a worker process finds the task by: the function's path, or
+    /// `closure@file:line:column` for a closure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::task;
+    /// mod m { pub fn double(x: i32) -> i32 { 2 * x } }
+    /// assert!(task!(m::double).name().ends_with("m::double"));
+    /// assert!(task!(|x: i32| x).name().starts_with("closure@"));
+    /// ```
+    pub fn name(&self) -> String {
+        self.entry.name()
+    }
+
+    /// The argument and result types, as the wire checks them.
+    pub(crate) fn signature(&self) -> String {
+        self.entry.signature()
+    }
+}
+
+impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.entry.name())
+            .field("signature", &self.entry.signature())
+            .finish()
+    }
+}
+
+/// Registers a function for the pools and returns its [`Task`].
+///
+/// Works with a path to a function (`task!(heavy_compute)`,
+/// `task!(my::module::f)`, `task!(generic::<u32>)`) or a non-capturing
+/// closure with typed arguments (`task!(|x: u64| x * 2)`). Functions of
+/// several arguments take them as one tuple. Arguments and results must be
+/// serde types, checked at compile time. Registration happens at link time,
+/// so worker processes know every task the parent can send.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{task, ThreadPoolExecutor, Executor};
+///
+/// fn area(w: u32, h: u32) -> u32 { w * h }
+/// let pool = ThreadPoolExecutor::new(2)?;
+/// assert_eq!(pool.submit_task(task!(area), (3, 4)).result()?, 12);
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+#[macro_export]
+macro_rules! task {
+    ($f:expr) => {{
+        #[$crate::__private::linkme::distributed_slice($crate::__private::TASKS)]
+        #[linkme(crate = $crate::__private::linkme)]
+        static ENTRY: &'static dyn $crate::__private::ErasedTask =
+            &$crate::__private::TaskEntry::new($f, concat!(file!(), ":", line!(), ":", column!()));
+        $crate::Task::__new(ENTRY, $f)
+    }};
+}

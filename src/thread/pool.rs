@@ -1,0 +1,473 @@
+//! [`ThreadPoolExecutor`]: closures on a lazily grown set of threads.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::builder::{default_thread_workers, Initializer, ThreadPoolBuilder};
+use super::worker::{self, ClosureJob, Job};
+use crate::map::{Source, Submitted};
+use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
+
+/// How many tasks a `map` keeps in flight per worker by default.
+const MAP_WINDOW_PER_WORKER: usize = 4;
+
+/// Numbers the pools of this process for the default thread names.
+static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) prefix: String,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) initializer: Option<Initializer>,
+}
+
+/// What submitters and `shutdown` agree on, under one lock.
+struct Gate {
+    /// Dropped at shutdown: workers exit when the queue is empty.
+    sender: Option<Sender<Job>>,
+    /// Why the pool is broken, once it is.
+    broken: Option<String>,
+    /// Workers not yet joined.
+    threads: Vec<JoinHandle<()>>,
+    /// Workers ever started.
+    spawned: usize,
+}
+
+/// The state the workers share with the pool handle.
+pub(crate) struct Shared {
+    gate: Mutex<Gate>,
+    pub(crate) jobs: Receiver<Job>,
+    /// Idle tokens: workers blocked on an empty queue that no submitter has
+    /// claimed yet.
+    pub(crate) idle: AtomicUsize,
+    pub(crate) config: Config,
+}
+
+impl Shared {
+    /// Marks the pool broken and fails every queued task.
+    pub(crate) fn break_pool(&self, reason: String) {
+        let mut gate = self.gate.lock();
+        if gate.broken.is_none() {
+            gate.broken = Some(reason.clone());
+        }
+        drop(gate);
+        while let Ok(job) = self.jobs.try_recv() {
+            job.abandon(Some(Error::BrokenPool(reason.clone())));
+        }
+    }
+}
+
+/// The owner of a pool's workers: shuts the pool down when the last
+/// handle (the pool itself, or a `Map` still pulling input) goes away.
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        shutdown(&self.shared, Shutdown::default());
+    }
+}
+
+/// A pool of threads running closures, like Python's
+/// `concurrent.futures.ThreadPoolExecutor`.
+///
+/// Threads start lazily, one per submit while none is idle, up to
+/// `max_workers`; an idle thread is always reused before a new one starts.
+/// Tasks are closures returning any `T: Send`; a task that panics gives
+/// `Err(Error::Panicked)` and the pool keeps working.
+///
+/// # Shutdown
+///
+/// [`shutdown`](ThreadPoolExecutor::shutdown) (and `Drop`) lets every
+/// submitted task finish and joins the threads.
+/// [`shutdown_with`](ThreadPoolExecutor::shutdown_with) can cancel the queued
+/// tasks and not wait. A [`Map`] still being iterated keeps the pool alive
+/// until it is dropped. After shutdown, `submit` returns futures already
+/// failed with [`Error::Shutdown`].
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{as_completed, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new(4)?;
+/// let futures: Vec<_> = (1..=3u64).map(|n| pool.submit(move || n * 10)).collect();
+/// let mut got: Vec<u64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
+/// got.sort();
+/// assert_eq!(got, [10, 20, 30]);
+/// pool.shutdown();
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+pub struct ThreadPoolExecutor {
+    owner: Arc<Owner>,
+}
+
+impl ThreadPoolExecutor {
+    /// A pool of at most `max_workers` threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `max_workers` is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    /// let pool = ThreadPoolExecutor::new(4)?;
+    /// assert_eq!(pool.max_workers(), 4);
+    /// assert!(matches!(ThreadPoolExecutor::new(0), Err(Error::InvalidArgument(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn new(max_workers: usize) -> Result<Self, Error> {
+        Self::builder().max_workers(max_workers).build()
+    }
+
+    /// The builder, for thread names, an initializer or the stack size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::builder().max_workers(2).build()?;
+    /// assert_eq!(pool.submit(|| 2 + 2).result()?, 4);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::new()
+    }
+
+    pub(crate) fn from_builder(b: ThreadPoolBuilder) -> Result<Self, Error> {
+        let max_workers = b.max_workers.unwrap_or_else(default_thread_workers);
+        if max_workers == 0 {
+            return Err(Error::InvalidArgument(
+                "max_workers must be greater than 0".to_string(),
+            ));
+        }
+        Ok(Self::create(max_workers, b))
+    }
+
+    /// Creates the pool; `max_workers` is already checked.
+    fn create(max_workers: usize, b: ThreadPoolBuilder) -> Self {
+        let prefix = b.thread_name_prefix.unwrap_or_else(|| {
+            format!(
+                "ThreadPoolExecutor-{}",
+                POOL_COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            gate: Mutex::new(Gate {
+                sender: Some(tx),
+                broken: None,
+                threads: Vec::new(),
+                spawned: 0,
+            }),
+            jobs: rx,
+            idle: AtomicUsize::new(0),
+            config: Config {
+                max_workers,
+                prefix,
+                stack_size: b.stack_size,
+                initializer: b.initializer,
+            },
+        });
+        ThreadPoolExecutor {
+            owner: Arc::new(Owner { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
+    }
+
+    /// Schedules `f` and returns the future of its result.
+    ///
+    /// Never fails: after shutdown the future is already finished with
+    /// [`Error::Shutdown`], on a broken pool with [`Error::BrokenPool`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2)?;
+    /// let data = vec![1, 2, 3];
+    /// let fut = pool.submit(move || data.iter().sum::<i32>());
+    /// assert_eq!(fut.result()?, 6);
+    /// pool.shutdown();
+    /// assert_eq!(pool.submit(|| 0).result(), Err(Error::Shutdown));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn submit<F, T>(&self, f: F) -> Future<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit(&self.owner, f)
+    }
+
+    /// Runs `f` on every item, yielding the results in input order.
+    ///
+    /// Lazy: nothing is submitted until the first `next()`; then at most
+    /// [`buffersize`](Map::buffersize) tasks (default 4 per worker) run ahead
+    /// of the consumer. See [`Map`] for `timeout`, `buffersize` and
+    /// `chunksize`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(4)?;
+    /// let lens: Vec<usize> = pool
+    ///     .map(|s: &str| s.len(), ["a", "bb", "ccc"])
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(lens, [1, 2, 3]);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn map<F, A, T, I>(&self, f: F, items: I) -> Map<T>
+    where
+        F: Fn(A) -> T + Send + Sync + 'static,
+        A: Send + 'static,
+        T: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        let source = ClosureSource {
+            items: items.into_iter(),
+            f: Arc::new(f),
+            owner: Arc::clone(&self.owner),
+        };
+        let window = self.max_workers().saturating_mul(MAP_WINDOW_PER_WORKER);
+        Map::new(Box::new(source), window)
+    }
+
+    /// Finishes the submitted tasks and joins the threads; see
+    /// [`shutdown_with`](ThreadPoolExecutor::shutdown_with). Idempotent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(2)?;
+    /// let fut = pool.submit(|| 1);
+    /// pool.shutdown();
+    /// assert!(fut.done());
+    /// assert_eq!(pool.num_threads(), 0);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn shutdown(&self) {
+        self.shutdown_with(Shutdown::default());
+    }
+
+    /// Stops accepting tasks; optionally cancels the queued ones
+    /// (`cancel_futures`) and waits for the rest and for the threads to exit
+    /// (`wait`). Idempotent; a later call with `wait` joins what an earlier
+    /// one left running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Shutdown, ThreadPoolExecutor};
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// pool.shutdown_with(Shutdown { wait: false, cancel_futures: true });
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn shutdown_with(&self, options: Shutdown) {
+        shutdown(self.shared(), options);
+    }
+
+    /// The most threads this pool starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// assert_eq!(ThreadPoolExecutor::new(3)?.max_workers(), 3);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn max_workers(&self) -> usize {
+        self.shared().config.max_workers
+    }
+
+    /// How many worker threads are started and not yet joined.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::new(8)?;
+    /// assert_eq!(pool.num_threads(), 0); // threads start on demand
+    /// pool.submit(|| ()).result()?;
+    /// pool.submit(|| ()).result()?;
+    /// assert_eq!(pool.num_threads(), 1); // the idle one was reused
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn num_threads(&self) -> usize {
+        self.shared().gate.lock().threads.len()
+    }
+}
+
+impl Default for ThreadPoolExecutor {
+    /// A pool of `min(32, cpus + 4)` threads.
+    fn default() -> Self {
+        Self::create(default_thread_workers(), Self::builder())
+    }
+}
+
+fn submit<F, T>(owner: &Arc<Owner>, f: F) -> Future<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = &owner.shared;
+    let (promise, future) = Promise::new();
+    let job: Job = Box::new(ClosureJob { promise, f });
+    let mut gate = shared.gate.lock();
+    let refusal = if let Some(reason) = &gate.broken {
+        Some(Error::BrokenPool(reason.clone()))
+    } else if gate.sender.is_none() {
+        Some(Error::Shutdown)
+    } else {
+        None
+    };
+    if let Some(e) = refusal {
+        drop(gate);
+        job.abandon(Some(e));
+        return future;
+    }
+    let claimed_idle = shared
+        .idle
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok();
+    if !claimed_idle && gate.threads.len() < shared.config.max_workers {
+        if let Err(e) = spawn_worker(shared, &mut gate) {
+            if gate.threads.is_empty() {
+                drop(gate);
+                job.abandon(Some(Error::Io(format!(
+                    "cannot start a worker thread: {e}"
+                ))));
+                return future;
+            }
+        }
+    }
+    if let Some(tx) = &gate.sender {
+        // The receiver lives in `shared`, so the send cannot fail.
+        let _ = tx.send(job);
+    }
+    future
+}
+
+fn spawn_worker(shared: &Arc<Shared>, gate: &mut Gate) -> std::io::Result<()> {
+    let mut builder =
+        thread::Builder::new().name(format!("{}_{}", shared.config.prefix, gate.spawned));
+    if let Some(size) = shared.config.stack_size {
+        builder = builder.stack_size(size);
+    }
+    let worker_shared = Arc::clone(shared);
+    let handle = builder.spawn(move || worker::run(worker_shared))?;
+    gate.spawned += 1;
+    gate.threads.push(handle);
+    Ok(())
+}
+
+fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
+    let mut gate = shared.gate.lock();
+    gate.sender = None;
+    if options.cancel_futures {
+        while let Ok(job) = shared.jobs.try_recv() {
+            job.abandon(None);
+        }
+    }
+    if !options.wait {
+        return;
+    }
+    let threads = std::mem::take(&mut gate.threads);
+    drop(gate);
+    let me = thread::current().id();
+    for t in threads {
+        // A pool dropped by one of its own tasks cannot join that thread.
+        if t.thread().id() != me {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The input side of [`ThreadPoolExecutor::map`].
+struct ClosureSource<I, F> {
+    items: I,
+    f: Arc<F>,
+    owner: Arc<Owner>,
+}
+
+impl<I, F, A, T> Source<T> for ClosureSource<I, F>
+where
+    I: Iterator<Item = A> + Send,
+    F: Fn(A) -> T + Send + Sync + 'static,
+    A: Send + 'static,
+    T: Send + 'static,
+{
+    fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<T>> {
+        let f = Arc::clone(&self.f);
+        if chunksize <= 1 {
+            let item = self.items.next()?;
+            Some(Submitted::One(submit(&self.owner, move || f(item))))
+        } else {
+            let chunk: Vec<A> = self.items.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            Some(Submitted::Chunk(submit(&self.owner, move || {
+                chunk.into_iter().map(|x| f(x)).collect()
+            })))
+        }
+    }
+}
+
+impl Executor for ThreadPoolExecutor {
+    fn submit_task<A, R>(&self, task: Task<A, R>, arg: A) -> Future<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit(move || task.call(arg))
+    }
+
+    fn map_task<A, R, I>(&self, task: Task<A, R>, items: I) -> Map<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.map(move |a| task.call(a), items)
+    }
+
+    fn shutdown_with(&self, options: Shutdown) {
+        ThreadPoolExecutor::shutdown_with(self, options);
+    }
+
+    fn max_workers(&self) -> usize {
+        ThreadPoolExecutor::max_workers(self)
+    }
+}
+
+impl fmt::Debug for ThreadPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gate = self.shared().gate.lock();
+        f.debug_struct("ThreadPoolExecutor")
+            .field("max_workers", &self.shared().config.max_workers)
+            .field("threads", &gate.threads.len())
+            .field("shutdown", &gate.sender.is_none())
+            .field("broken", &gate.broken)
+            .finish()
+    }
+}
