@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests.
+//!
+//! Each test file uses only some of them.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The upper bound for "did not hang": generous, since a loaded CI machine
+/// may be slow, but short enough that a hang fails the run quickly.
+pub const LONG: Duration = Duration::from_secs(10);
+
+/// Counts how many of its tokens were dropped.
+#[derive(Debug, Clone, Default)]
+pub struct DropCounter(Arc<AtomicUsize>);
+
+impl DropCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A value that bumps the count once when it is dropped.
+    pub fn token(&self) -> Token {
+        Token(Arc::clone(&self.0))
+    }
+
+    /// How many tokens were dropped so far.
+    pub fn dropped(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A value counted by its [`DropCounter`] when dropped.
+#[derive(Debug)]
+pub struct Token(Arc<AtomicUsize>);
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than
+/// `limit`: a hang becomes a failure instead of a stuck test run. A panic in
+/// `f` is passed on unchanged.
+#[track_caller]
+pub fn with_timeout<R, F>(limit: Duration, f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => {
+            let _ = handle.join();
+            r
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => unreachable!("the closure neither returned nor panicked"),
+        },
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            panic!("hung: did not finish within {limit:?}")
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after [`LONG`]. For things
+/// that happen right after an event the test cannot observe directly (a
+/// worker dropping what it held after publishing a result).
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A gate that blocked tasks wait on: `wait()` returns true once `open()`
+/// was called, false after [`LONG`] so that a forgotten gate fails a test
+/// instead of hanging it. Clones share one gate.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    rx: crossbeam_channel::Receiver<()>,
+    /// Holds the only sender until the gate opens; dropping it wakes every
+    /// waiter, present and future.
+    tx: Arc<Mutex<Option<crossbeam_channel::Sender<()>>>>,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        Gate {
+            rx,
+            tx: Arc::new(Mutex::new(Some(tx))),
+        }
+    }
+
+    /// Blocks until the gate opens; false if it stayed shut for [`LONG`].
+    pub fn wait(&self) -> bool {
+        matches!(
+            self.rx.recv_timeout(LONG),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
+    }
+
+    /// Opens the gate for every present and future waiter.
+    pub fn open(&self) {
+        self.tx.lock().unwrap().take();
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Receives from `rx`, failing the test after [`LONG`].
+#[track_caller]
+pub fn recv<T>(rx: &crossbeam_channel::Receiver<T>) -> T {
+    match rx.recv_timeout(LONG) {
+        Ok(v) => v,
+        Err(e) => panic!("nothing received within {LONG:?}: {e}"),
+    }
+}
