@@ -6,6 +6,7 @@ mod executor;
 mod future;
 mod map;
 mod panic;
+mod process;
 mod task;
 mod thread;
 mod wait;
@@ -14,7 +15,8 @@ pub use error::{Error, Result};
 pub use executor::{Executor, Shutdown};
 pub use future::{CancelHandle, Future, Promise};
 pub use map::Map;
-pub use task::{Task, TaskFn};
+pub use process::{init, ProcessPoolBuilder, ProcessPoolExecutor};
+pub use task::{Single, Spread, Task, TaskFn};
 pub use thread::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{as_completed, wait, AsCompleted, AsCompletedTimeout, AsFuture, ReturnWhen};
 

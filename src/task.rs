@@ -16,34 +16,57 @@ pub use linkme;
 
 use crate::Error;
 
-/// A function of any arity from 0 to 6, seen as taking one tuple.
+/// A function of any arity from 0 to 6, seen as taking one argument.
 ///
-/// Implemented for every `Fn(A, B, ..) -> R`; [`task!`](crate::task!) uses
-/// it so that `fn add(a: u64, b: u64) -> u64` becomes a
-/// `Task<(u64, u64), u64>`.
+/// Implemented for every `Fn(A) -> R` (argument `A`) and every
+/// `Fn(A, B, ..) -> R` of 0 or 2 to 6 arguments (argument: the tuple).
+/// [`task!`](crate::task!) uses it so that `fn square(x: u64) -> u64` becomes
+/// a `Task<u64, u64>` and `fn add(a: u64, b: u64) -> u64` a
+/// `Task<(u64, u64), u64>`. `Marker` only keeps the two families apart
+/// ([`Single`] or [`Spread`]); it is always inferred.
 ///
 /// # Examples
 ///
 /// ```
 /// use concurrent_futures::TaskFn;
 /// fn add(a: u64, b: u64) -> u64 { a + b }
+/// fn square(x: u64) -> u64 { x * x }
 /// assert_eq!(TaskFn::call(&add, (2, 3)), 5);
+/// assert_eq!(TaskFn::call(&square, 4), 16);
 /// ```
-pub trait TaskFn<Args>: Send + Sync + 'static {
+pub trait TaskFn<Args, Marker>: Send + Sync + 'static {
     /// The function's return type.
     type Output;
-    /// Calls the function with the tuple spread out as arguments.
+    /// Calls the function (a tuple is spread out into the arguments).
     fn call(&self, args: Args) -> Self::Output;
+}
+
+/// [`TaskFn`] marker: a function of one argument.
+#[derive(Debug)]
+pub enum Single {}
+
+/// [`TaskFn`] marker: a function of 0 or 2 to 6 arguments, taking a tuple.
+#[derive(Debug)]
+pub enum Spread {}
+
+impl<Func, Ret, A> TaskFn<A, Single> for Func
+where
+    Func: Fn(A) -> Ret + Send + Sync + 'static,
+{
+    type Output = Ret;
+    fn call(&self, arg: A) -> Ret {
+        self(arg)
+    }
 }
 
 macro_rules! task_fn_arity {
     ($($a:ident),*) => {
-        impl<Func, Ret, $($a,)*> TaskFn<($($a,)*)> for Func
+        impl<Func, Ret, $($a,)*> TaskFn<($($a,)*), Spread> for Func
         where
             Func: Fn($($a),*) -> Ret + Send + Sync + 'static,
         {
             type Output = Ret;
-            #[allow(non_snake_case)]
+            #[allow(non_snake_case, clippy::unused_unit)]
             fn call(&self, ($($a,)*): ($($a,)*)) -> Ret {
                 self($($a),*)
             }
@@ -52,12 +75,27 @@ macro_rules! task_fn_arity {
 }
 
 task_fn_arity!();
-task_fn_arity!(A1);
 task_fn_arity!(A1, A2);
 task_fn_arity!(A1, A2, A3);
 task_fn_arity!(A1, A2, A3, A4);
 task_fn_arity!(A1, A2, A3, A4, A5);
 task_fn_arity!(A1, A2, A3, A4, A5, A6);
+
+/// A typed call through a leaked zero-sized function value.
+trait Call<A, R>: Send + Sync {
+    fn call(&self, arg: A) -> R;
+}
+
+struct Wrap<F, M>(F, PhantomData<fn() -> M>);
+
+impl<F, M, A, R> Call<A, R> for Wrap<F, M>
+where
+    F: TaskFn<A, M, Output = R>,
+{
+    fn call(&self, arg: A) -> R {
+        self.0.call(arg)
+    }
+}
 
 /// The type-erased view of a registered task that a worker process uses.
 #[doc(hidden)]
@@ -81,17 +119,17 @@ pub static TASKS: [&'static dyn ErasedTask];
 /// The registry entry `task!` builds; public only for the macro.
 #[doc(hidden)]
 #[allow(missing_debug_implementations)]
-pub struct TaskEntry<F, Args> {
+pub struct TaskEntry<F, Args, M> {
     f: F,
     site: &'static str,
-    _args: PhantomData<fn(Args)>,
+    _args: PhantomData<fn(Args) -> M>,
 }
 
-impl<F, Args> TaskEntry<F, Args> {
+impl<F, Args, M> TaskEntry<F, Args, M> {
     /// Used by `task!` in a `static` initializer.
     pub const fn new(f: F, site: &'static str) -> Self
     where
-        F: TaskFn<Args>,
+        F: TaskFn<Args, M>,
     {
         TaskEntry {
             f,
@@ -134,9 +172,9 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
-impl<F, Args> ErasedTask for TaskEntry<F, Args>
+impl<F, Args, M> ErasedTask for TaskEntry<F, Args, M>
 where
-    F: TaskFn<Args> + Sync,
+    F: TaskFn<Args, M> + Sync,
     Args: DeserializeOwned,
     F::Output: Serialize,
 {
@@ -186,7 +224,7 @@ where
 /// ```
 pub struct Task<A: 'static, R: 'static> {
     entry: &'static dyn ErasedTask,
-    f: &'static dyn TaskFn<A, Output = R>,
+    f: &'static dyn Call<A, R>,
 }
 
 impl<A: 'static, R: 'static> Clone for Task<A, R> {
@@ -200,15 +238,15 @@ impl<A: 'static, R: 'static> Copy for Task<A, R> {}
 impl<A: 'static, R: 'static> Task<A, R> {
     /// Used by `task!`: pairs the registry entry with the typed function.
     #[doc(hidden)]
-    pub fn __new<F>(entry: &'static dyn ErasedTask, f: F) -> Self
+    pub fn __new<F, M: 'static>(entry: &'static dyn ErasedTask, f: F) -> Self
     where
-        F: TaskFn<A, Output = R>,
+        F: TaskFn<A, M, Output = R>,
     {
         // `F` is a function item or a non-capturing closure: zero-sized, so
         // leaking its box allocates nothing.
         Task {
             entry,
-            f: Box::leak(Box::new(f)),
+            f: Box::leak(Box::new(Wrap(f, PhantomData))),
         }
     }
 
@@ -240,9 +278,9 @@ impl<A: 'static, R: 'static> Task<A, R> {
         self.entry.name()
     }
 
-    /// The argument and result types, as the wire checks them.
-    pub(crate) fn signature(&self) -> String {
-        self.entry.signature()
+    /// The registry entry a worker process finds the task by.
+    pub(crate) fn entry(&self) -> &'static dyn ErasedTask {
+        self.entry
     }
 }
 

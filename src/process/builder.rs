@@ -1,0 +1,295 @@
+//! [`ProcessPoolBuilder`]: the options of a [`ProcessPoolExecutor`].
+
+use std::ffi::OsString;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::launcher::WorkerCommand;
+use super::ProcessPoolExecutor;
+use crate::task::{decode, encode_into, ErasedTask};
+use crate::{Error, InitResult, Task};
+
+/// The initializer as the pool holds it: the task, its encoded argument, and
+/// how to judge the encoded result.
+#[derive(Clone)]
+pub(crate) struct ProcessInitializer {
+    pub(crate) entry: &'static dyn ErasedTask,
+    pub(crate) arg: Vec<u8>,
+    pub(crate) judge: Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>,
+}
+
+/// The pool's settings once built.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) max_tasks_per_child: Option<usize>,
+    pub(crate) initializer: Option<ProcessInitializer>,
+    pub(crate) command: WorkerCommand,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) restart_workers: bool,
+}
+
+/// The options of a [`ProcessPoolExecutor`], set by value and checked by
+/// [`build`](ProcessPoolBuilder::build).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::{task, ProcessPoolExecutor};
+///
+/// fn setup(level: u8) { std::env::set_var("LEVEL", level.to_string()); }
+/// fn level() -> String { std::env::var("LEVEL").unwrap_or_default() }
+///
+/// fn main() -> Result<(), concurrent_futures::Error> {
+///     concurrent_futures::init();
+///     let pool = ProcessPoolExecutor::builder()
+///         .max_workers(2)
+///         .initializer(task!(setup), 3)
+///         .max_tasks_per_child(100)
+///         .handshake_timeout(Duration::from_secs(20))
+///         .build()?;
+///     assert_eq!(pool.submit(task!(level), ()).result()?, "3");
+///     Ok(())
+/// }
+/// ```
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct ProcessPoolBuilder {
+    max_workers: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+    initializer: Option<Result<ProcessInitializer, Error>>,
+    command: WorkerCommand,
+    handshake_timeout: Duration,
+    restart_workers: bool,
+}
+
+/// The default number of worker processes: the number of CPUs.
+pub(crate) fn default_process_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+impl ProcessPoolBuilder {
+    pub(crate) fn new() -> Self {
+        ProcessPoolBuilder {
+            max_workers: None,
+            max_tasks_per_child: None,
+            initializer: None,
+            command: WorkerCommand::default(),
+            handshake_timeout: Duration::from_secs(10),
+            restart_workers: false,
+        }
+    }
+
+    /// The most worker processes (default: the number of CPUs). Must be at
+    /// least 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor};
+    /// assert!(matches!(ProcessPoolExecutor::builder().max_workers(0).build(),
+    ///                  Err(Error::InvalidArgument(_))));
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Replaces a worker after it has run `n` tasks (default: never), like
+    /// Python's `max_tasks_per_child`. Must be at least 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor};
+    /// assert!(matches!(ProcessPoolExecutor::builder().max_tasks_per_child(0).build(),
+    ///                  Err(Error::InvalidArgument(_))));
+    /// ```
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// Runs `task(arg)` in every worker before its first task. If it panics,
+    /// or returns an `Err` (when its result is a `Result`), the pool is
+    /// broken: pending and later futures fail with [`Error::BrokenPool`]
+    /// naming the initializer.
+    ///
+    /// # Examples
+    ///
+    /// See [`ProcessPoolBuilder`].
+    pub fn initializer<A, R>(mut self, task: Task<A, R>, arg: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: InitResult + Serialize + DeserializeOwned + Send + 'static,
+    {
+        let mut bytes = Vec::new();
+        self.initializer = Some(encode_into(&arg, &mut bytes).map(|()| ProcessInitializer {
+            entry: task.entry(),
+            arg: bytes,
+            judge: Arc::new(|bytes| {
+                decode::<R>(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(InitResult::into_init_result)
+            }),
+        }));
+        self
+    }
+
+    /// Runs `program` as the worker instead of this executable. Its `main`
+    /// must call [`init`](crate::init) first and name (with
+    /// [`task!`](crate::task!)) every task the pool will send.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .worker_command("/usr/local/bin/my-worker")
+    ///     .build()?;
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn worker_command(mut self, program: impl Into<OsString>) -> Self {
+        self.command.program = Some(program.into());
+        self
+    }
+
+    /// Arguments for the worker command. In a `#[test]`, pass the name of a
+    /// test that calls [`init`](crate::init), so that the re-run test binary
+    /// becomes a worker: `["worker_entry", "--exact", "--nocapture"]`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// // In a test file, next to `#[test] fn worker_entry() { concurrent_futures::init(); }`:
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .worker_args(["worker_entry", "--exact", "--nocapture"])
+    ///     .build()?;
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn worker_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.command.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets an environment variable for the workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{task, ProcessPoolExecutor};
+    /// fn mode() -> String { std::env::var("MODE").unwrap_or_default() }
+    /// fn main() -> Result<(), concurrent_futures::Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::builder().max_workers(1).env("MODE", "fast").build()?;
+    ///     assert_eq!(pool.submit(task!(mode), ()).result()?, "fast");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.command.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// How long a new worker may take to answer the handshake (default
+    /// 10 s). A worker that does not answer is killed and the pool breaks
+    /// with an error that names [`init`](crate::init).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder().handshake_timeout(Duration::from_secs(30)).build()?;
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// When a worker dies, start a replacement and fail only the futures it
+    /// held, instead of breaking the whole pool as Python does (the
+    /// default). A failing initializer still breaks the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder().restart_workers(true).build()?;
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn restart_workers(mut self, yes: bool) -> Self {
+        self.restart_workers = yes;
+        self
+    }
+
+    /// Checks the options and creates the pool. No process starts until the
+    /// first task is submitted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for 0 workers or 0 tasks per child, or
+    /// when called inside a worker process (pools do not nest: that would
+    /// let a missing [`init`](crate::init) fork without bound);
+    /// [`Error::Codec`] if the initializer's argument cannot be serialized.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+    /// assert_eq!(pool.max_workers(), 2);
+    /// assert!(pool.worker_pids().is_empty());
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
+        if super::worker::is_worker_process() {
+            return Err(Error::InvalidArgument(
+                "a process pool cannot be created inside a worker process".to_string(),
+            ));
+        }
+        let max_workers = self.max_workers.unwrap_or_else(default_process_workers);
+        if max_workers == 0 {
+            return Err(Error::InvalidArgument(
+                "max_workers must be greater than 0".to_string(),
+            ));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_tasks_per_child must be at least 1".to_string(),
+            ));
+        }
+        let initializer = self.initializer.transpose()?;
+        Ok(ProcessPoolExecutor::from_config(Config {
+            max_workers,
+            max_tasks_per_child: self.max_tasks_per_child,
+            initializer,
+            command: self.command,
+            handshake_timeout: self.handshake_timeout,
+            restart_workers: self.restart_workers,
+        }))
+    }
+}
+
+impl fmt::Debug for ProcessPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("initializer", &self.initializer.is_some())
+            .field("command", &self.command)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("restart_workers", &self.restart_workers)
+            .finish()
+    }
+}

@@ -1,0 +1,243 @@
+//! Starting a worker process: the command, its pipes, its stderr.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::protocol::WORKER_ENV;
+use crate::Error;
+
+/// How many lines of a worker's stderr an error quotes.
+const STDERR_TAIL_LINES: usize = 12;
+/// How long a quoted stderr line may be.
+const STDERR_LINE_MAX: usize = 400;
+/// The pipe size asked for on Linux, for large arguments.
+const PIPE_SIZE: usize = 1 << 20;
+
+/// What runs as a worker: a program, its arguments, extra environment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WorkerCommand {
+    /// `None`: this executable.
+    pub(crate) program: Option<OsString>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+}
+
+/// The last lines a worker wrote to stderr (which is also forwarded to ours).
+#[derive(Debug, Default)]
+pub(crate) struct StderrTail {
+    lines: Mutex<VecDeque<String>>,
+    /// Set when the worker's stderr reached its end.
+    closed: Mutex<bool>,
+    closed_cond: Condvar,
+}
+
+impl StderrTail {
+    fn close(&self) {
+        *self.closed.lock() = true;
+        self.closed_cond.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until the forwarder has read everything.
+    pub(crate) fn wait_closed(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut closed = self.closed.lock();
+        while !*closed {
+            if self
+                .closed_cond
+                .wait_until(&mut closed, deadline)
+                .timed_out()
+            {
+                return;
+            }
+        }
+    }
+
+    fn push(&self, line: &[u8]) {
+        let mut text = String::from_utf8_lossy(line).trim_end().to_string();
+        if text.len() > STDERR_LINE_MAX {
+            let mut cut = STDERR_LINE_MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        let mut lines = self.lines.lock();
+        if lines.len() == STDERR_TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(text);
+    }
+
+    /// The quoted tail, or an empty string when the worker wrote nothing.
+    pub(crate) fn quote(&self) -> String {
+        let lines = self.lines.lock();
+        if lines.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("; its last stderr lines:");
+        for l in lines.iter() {
+            out.push_str("\n    ");
+            out.push_str(l);
+        }
+        out
+    }
+}
+
+/// A started worker process and its pipes.
+pub(crate) struct Launched {
+    pub(crate) child: Child,
+    pub(crate) stdin: ChildStdin,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) tail: Arc<StderrTail>,
+    pub(crate) stderr_thread: JoinHandle<()>,
+}
+
+/// Starts one worker process.
+pub(crate) fn launch(cmd: &WorkerCommand) -> Result<Launched, Error> {
+    let program = match &cmd.program {
+        Some(p) => p.clone(),
+        None => this_executable()?,
+    };
+    let mut command = Command::new(&program);
+    command
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .env(WORKER_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|e| {
+        Error::Io(format!(
+            "cannot start worker process {}: {e}",
+            program.to_string_lossy()
+        ))
+    })?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::Io("a worker process has no stdio pipes".to_string()));
+    };
+    grow_pipe(&stdin);
+    grow_pipe(&stdout);
+    let tail = Arc::new(StderrTail::default());
+    let stderr_thread = spawn_stderr_forwarder(stderr, Arc::clone(&tail), child.id())?;
+    Ok(Launched {
+        child,
+        stdin,
+        stdout,
+        tail,
+        stderr_thread,
+    })
+}
+
+/// This process's executable. On Linux `/proc/self/exe` names the very file
+/// we run even if it was replaced on disk since (a rebuild), so workers
+/// always match the pool.
+fn this_executable() -> Result<OsString, Error> {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.as_os_str().to_owned());
+    }
+    std::env::current_exe()
+        .map(|p| p.into_os_string())
+        .map_err(|e| Error::Io(format!("cannot find the current executable: {e}")))
+}
+
+#[cfg(target_os = "linux")]
+fn grow_pipe(fd: &impl std::os::fd::AsFd) {
+    // Best effort: a larger pipe means fewer wake-ups for big arguments.
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn grow_pipe(_fd: &impl std::os::fd::AsFd) {
+    let _ = PIPE_SIZE;
+}
+
+/// Copies the worker's stderr to ours, line by line, keeping the tail.
+fn spawn_stderr_forwarder(
+    stderr: ChildStderr,
+    tail: Arc<StderrTail>,
+    pid: u32,
+) -> Result<JoinHandle<()>, Error> {
+    thread::Builder::new()
+        .name(format!("concurrent-futures-stderr-{pid}"))
+        .spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => {
+                        tail.close();
+                        return;
+                    }
+                    Ok(_) => {
+                        let _ = std::io::stderr().write_all(&line);
+                        tail.push(&line);
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::Io(format!("cannot start a stderr thread: {e}")))
+}
+
+/// Says how a worker ended: `exit code 3`, `signal SIGKILL`, ...
+pub(crate) fn describe_exit(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            return format!("was killed by signal {} ({sig}{core})", signal_name(sig));
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exited with code {code}"),
+        None => format!("ended with {status}"),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn signal_name(_sig: i32) -> &'static str {
+    "signal"
+}
+
+/// Linux's numbering.
+#[cfg(target_os = "linux")]
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => "unknown signal",
+    }
+}

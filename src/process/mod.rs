@@ -1,0 +1,13 @@
+//! The process pool: [`ProcessPoolExecutor`], its wire protocol, the worker
+//! side ([`init`]) and the launcher.
+
+mod builder;
+mod conn;
+mod launcher;
+mod pool;
+mod protocol;
+mod worker;
+
+pub use builder::ProcessPoolBuilder;
+pub use pool::ProcessPoolExecutor;
+pub use worker::init;

@@ -1,0 +1,284 @@
+//! The child side: what [`init`] runs in a worker process.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::protocol::{
+    begin_frame, build_identity, decode_wire, end_frame, read_frame, Body, Frame, CALL, DECLARE,
+    FLAG_CHUNK, HELLO, INIT, INIT_DONE, MAGIC, PROTOCOL_VERSION, RESULT, WORKER_ENV,
+};
+use crate::panic::catch;
+use crate::task::{encode_into, ErasedTask, TASKS};
+use crate::Error;
+
+/// Enters the worker loop if this process was started as a pool worker;
+/// returns at once otherwise.
+///
+/// Call it first thing in `main`: it is Rust's form of Python's
+/// `if __name__ == "__main__":`. A [`ProcessPoolExecutor`] starts its
+/// workers by running the current executable again with a marker in the
+/// environment; in such a process `init()` serves tasks until the pool
+/// closes the pipe and then exits the process, so it never returns.
+///
+/// [`ProcessPoolExecutor`]: crate::ProcessPoolExecutor
+///
+/// # Examples
+///
+/// ```
+/// fn double(x: u64) -> u64 { 2 * x }
+///
+/// fn main() -> Result<(), concurrent_futures::Error> {
+///     concurrent_futures::init();
+///     let pool = concurrent_futures::ProcessPoolExecutor::new(2)?;
+///     let fut = pool.submit(concurrent_futures::task!(double), 21);
+///     assert_eq!(fut.result()?, 42);
+///     Ok(())
+/// }
+/// ```
+pub fn init() {
+    if !is_worker_process() {
+        return;
+    }
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("concurrent-futures worker {}: {e}", std::process::id());
+            3
+        }
+    };
+    std::process::exit(code);
+}
+
+/// True in a process started by a [`ProcessPoolExecutor`] (and in anything
+/// it starts, since the marker is inherited).
+///
+/// [`ProcessPoolExecutor`]: crate::ProcessPoolExecutor
+pub(crate) fn is_worker_process() -> bool {
+    std::env::var_os(WORKER_ENV).is_some_and(|v| v == "1")
+}
+
+/// Moves the protocol off fds 0 and 1: returns private copies and points
+/// fd 0 at /dev/null and fd 1 at stderr, so tasks cannot touch the pipe.
+fn take_stdio() -> Result<(OwnedFd, OwnedFd), Error> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+        rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| Error::Io(format!("dup: {e}")))
+    };
+    let input = dup(std::io::stdin().as_fd())?;
+    let output = dup(std::io::stdout().as_fd())?;
+    let null = File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null).map_err(|e| Error::Io(format!("dup2 stdin: {e}")))?;
+    rustix::stdio::dup2_stdout(std::io::stderr().as_fd())
+        .map_err(|e| Error::Io(format!("dup2 stdout: {e}")))?;
+    Ok((input, output))
+}
+
+/// A task known under the id the pool gave it.
+type Declared = Result<&'static dyn ErasedTask, Error>;
+
+fn serve() -> Result<(), Error> {
+    let (input, output) = take_stdio()?;
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let mut hello = MAGIC.to_vec();
+    let start = begin_frame(&mut hello, HELLO);
+    hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    hello.extend_from_slice(&std::process::id().to_le_bytes());
+    hello.extend_from_slice(
+        &postcard::to_stdvec(&build_identity()).map_err(|e| Error::Codec(e.to_string()))?,
+    );
+    end_frame(&mut hello, start)?;
+    let _ = tx.send(hello);
+    let writer = thread::Builder::new()
+        .name("concurrent-futures-writer".into())
+        .spawn(move || write_loop(File::from(output), rx))?;
+    let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
+    let parent = rustix::process::getppid();
+    let reader = thread::Builder::new()
+        .name("concurrent-futures-reader".into())
+        .spawn(move || feed_frames(File::from(input), &frames_tx, parent))?;
+    let result = run_frames(&frames_rx, &tx);
+    drop(tx);
+    drop(frames_rx);
+    // The pool reads until we exit; flush what is queued first.
+    let _ = writer.join();
+    let fed = reader.join().unwrap_or(Ok(()));
+    result.and(fed)
+}
+
+/// Reads frames from the pool and hands them to the main thread.
+///
+/// At end of input it checks whether the pool process is still our parent:
+/// if it died (we were re-parented), the worker exits at once even when a
+/// task is running, so a killed pool leaves no orphans. Otherwise the pool
+/// closed the pipe on purpose, and the queued tasks are finished first.
+fn feed_frames(
+    input: File,
+    frames: &Sender<Frame>,
+    parent: Option<rustix::process::Pid>,
+) -> Result<(), Error> {
+    let mut reader = BufReader::with_capacity(256 * 1024, input);
+    loop {
+        match read_frame(&mut reader) {
+            Ok(Some(frame)) => {
+                if frames.send(frame).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {
+                if rustix::process::getppid() != parent {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes queued frames, batching whatever is ready into one write.
+fn write_loop(mut out: File, rx: Receiver<Vec<u8>>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Ok(first) = rx.recv() {
+        if rx.is_empty() {
+            if out.write_all(&first).is_err() {
+                return;
+            }
+            continue;
+        }
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < (1 << 20) {
+            match rx.try_recv() {
+                Ok(f) => batch.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        if out.write_all(&batch).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the frames in order on the main thread.
+fn run_frames(frames: &Receiver<Frame>, tx: &Sender<Vec<u8>>) -> Result<(), Error> {
+    let registry = Registry::load();
+    let mut declared: HashMap<u32, Declared> = HashMap::new();
+    while let Ok(frame) = frames.recv() {
+        let mut body = Body::new(&frame.body);
+        match frame.kind {
+            DECLARE => {
+                let id = body.u32("task id")?;
+                let (name, signature): (String, String) =
+                    decode_wire(body.rest(), "task declaration")?;
+                declared.insert(id, registry.find(&name, &signature));
+            }
+            CALL => {
+                let seq = body.u64("sequence number")?;
+                let id = body.u32("task id")?;
+                let flags = body.u8("flags")?;
+                let args = body.rest();
+                let mut out = Vec::with_capacity(64);
+                let start = begin_frame(&mut out, RESULT);
+                out.extend_from_slice(&seq.to_le_bytes());
+                let status_at = out.len();
+                out.push(0);
+                let outcome = match declared.get(&id) {
+                    None => Err(Error::Protocol(format!("a call of undeclared task {id}"))),
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(task)) => catch(|| {
+                        if flags & FLAG_CHUNK != 0 {
+                            task.invoke_chunk(args, &mut out)
+                        } else {
+                            task.invoke(args, &mut out)
+                        }
+                    })
+                    .and_then(|r| r),
+                };
+                if let Err(e) = outcome {
+                    out.truncate(status_at);
+                    out.push(1);
+                    encode_into(&e, &mut out)?;
+                }
+                if end_frame(&mut out, start).is_err() {
+                    out.truncate(status_at);
+                    out.push(1);
+                    encode_into(
+                        &Error::Codec("the result exceeds the frame size limit".to_string()),
+                        &mut out,
+                    )?;
+                    end_frame(&mut out, start)?;
+                }
+                if tx.send(out).is_err() {
+                    return Ok(());
+                }
+            }
+            INIT => {
+                let id = body.u32("task id")?;
+                let args = body.rest();
+                let mut out = Vec::new();
+                let start = begin_frame(&mut out, INIT_DONE);
+                out.push(0);
+                let outcome = match declared.get(&id) {
+                    None => Err(Error::Protocol(format!(
+                        "an initializer of undeclared task {id}"
+                    ))),
+                    Some(Err(e)) => Err(e.clone()),
+                    // The pool decodes the initializer's result and decides.
+                    Some(Ok(task)) => catch(|| task.invoke(args, &mut out)).and_then(|r| r),
+                };
+                if let Err(e) = &outcome {
+                    out.truncate(start + 5);
+                    out.push(1);
+                    encode_into(e, &mut out)?;
+                }
+                end_frame(&mut out, start)?;
+                let _ = tx.send(out);
+                if outcome.is_err() {
+                    // The pool is broken now; nothing more will be asked.
+                    return Ok(());
+                }
+            }
+            other => {
+                return Err(Error::Protocol(format!("an unknown frame kind {other:#x}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tasks this binary registered with `task!`, by name.
+struct Registry {
+    by_name: HashMap<String, Vec<&'static dyn ErasedTask>>,
+}
+
+impl Registry {
+    fn load() -> Self {
+        let mut by_name: HashMap<String, Vec<&'static dyn ErasedTask>> = HashMap::new();
+        for task in TASKS {
+            by_name.entry(task.name()).or_default().push(*task);
+        }
+        Registry { by_name }
+    }
+
+    fn find(&self, name: &str, signature: &str) -> Declared {
+        let Some(candidates) = self.by_name.get(name) else {
+            return Err(Error::TaskNotFound(format!(
+                "{name} (the worker binary does not name it with task!)"
+            )));
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|t| t.signature() == signature)
+            .ok_or_else(|| {
+                Error::TaskNotFound(format!(
+                    "{name} with signature {signature} (the worker has {})",
+                    candidates[0].signature()
+                ))
+            })
+    }
+}
