@@ -344,6 +344,12 @@ where
         job.abandon(Some(e));
         return future;
     }
+    // Queue first, then decide on a thread: a thread started before its job
+    // is queued could find the queue empty and report itself idle.
+    if let Some(tx) = &gate.sender {
+        // The receiver lives in `shared`, so the send cannot fail.
+        let _ = tx.send(job);
+    }
     let claimed_idle = shared
         .idle
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -351,17 +357,16 @@ where
     if !claimed_idle && gate.threads.len() < shared.config.max_workers {
         if let Err(e) = spawn_worker(shared, &mut gate) {
             if gate.threads.is_empty() {
+                // No thread will ever run the job we queued: fail it.
                 drop(gate);
-                job.abandon(Some(Error::Io(format!(
-                    "cannot start a worker thread: {e}"
-                ))));
+                while let Ok(job) = shared.jobs.try_recv() {
+                    job.abandon(Some(Error::Io(format!(
+                        "cannot start a worker thread: {e}"
+                    ))));
+                }
                 return future;
             }
         }
-    }
-    if let Some(tx) = &gate.sender {
-        // The receiver lives in `shared`, so the send cannot fail.
-        let _ = tx.send(job);
     }
     future
 }
