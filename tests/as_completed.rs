@@ -16,7 +16,7 @@ fn running_task(value: u32) -> (ThreadPoolExecutor, Gate, Future<u32>) {
     let pool = ThreadPoolExecutor::new(1).unwrap();
     let gate = Gate::new();
     let (started_tx, started) = unbounded();
-    let g = gate.clone();
+    let g = gate.waiter();
     let fut = pool.submit(move || {
         started_tx.send(()).unwrap();
         assert!(g.wait());
@@ -29,7 +29,7 @@ fn running_task(value: u32) -> (ThreadPoolExecutor, Gate, Future<u32>) {
 #[test]
 fn yields_finished_cancelled_and_running_futures() {
     // A1
-    let (pool, gate, running) = running_task(3);
+    let (pool, mut gate, running) = running_task(3);
     let cancelled = pool.submit(|| 2);
     assert!(cancelled.cancel());
     let finished = Future::ready(Ok(1));
@@ -78,7 +78,7 @@ fn yields_futures_in_completion_order() {
 #[test]
 fn zero_timeout_yields_only_the_finished_futures_then_timeout() {
     // A2
-    let (pool, gate, running) = running_task(0);
+    let (pool, mut gate, running) = running_task(0);
     let queued = pool.submit(|| 0);
     let futures = vec![Future::ready(Ok(1)), running, Future::ready(Ok(2)), queued];
     let mut it = as_completed(&futures).timeout(Duration::ZERO);
@@ -103,7 +103,7 @@ fn zero_timeout_yields_only_the_finished_futures_then_timeout() {
 #[test]
 fn short_timeout_waits_that_long_then_times_out() {
     // A2: 100 ms.
-    let (_pool, gate, running) = running_task(0);
+    let (_pool, mut gate, running) = running_task(0);
     let done = Future::ready(Ok(5));
     let start = Instant::now();
     let mut it = as_completed([&done, &running]).timeout(Duration::from_millis(100));
@@ -125,7 +125,7 @@ fn short_timeout_waits_that_long_then_times_out() {
 #[test]
 fn timeout_is_measured_from_the_call() {
     // A2: the deadline does not restart with each item.
-    let (_pool, gate, running) = running_task(0);
+    let (_pool, mut gate, running) = running_task(0);
     let mut it = as_completed([&running]).timeout(Duration::from_millis(200));
     thread::sleep(Duration::from_millis(250));
     let start = Instant::now();
@@ -320,11 +320,15 @@ async fn as_completed_stream_under_tokio_yields_every_pool_future() {
         .collect();
     let mut got: Vec<u64> = tokio::time::timeout(
         LONG,
-        as_completed(futures).then(|f| async move { f.await.unwrap() }).collect::<Vec<_>>(),
+        as_completed(futures)
+            .then(|f| async move { f.await.unwrap() })
+            .collect::<Vec<_>>(),
     )
     .await
     .expect("hung");
     got.sort_unstable();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
-    tokio::task::spawn_blocking(move || drop(pool)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(pool))
+        .await
+        .unwrap();
 }

@@ -51,7 +51,7 @@ fn blocked_pool() -> (ThreadPoolExecutor, Gate, Future<bool>) {
     let pool = ThreadPoolExecutor::new(1).unwrap();
     let gate = Gate::new();
     let (started_tx, started) = unbounded();
-    let g = gate.clone();
+    let g = gate.waiter();
     let blocker = pool.submit(move || {
         started_tx.send(()).unwrap();
         g.wait()
@@ -86,7 +86,7 @@ fn callback_added_before_completion_runs_once_in_the_completing_thread() {
 #[test]
 fn callback_added_before_a_panic_sees_the_panic() {
     // F1: finished with a panic.
-    let (pool, gate, blocker) = blocked_pool();
+    let (pool, mut gate, blocker) = blocked_pool();
     let fut = pool.submit(|| -> u8 { panic!("boom") });
     let seen = observe(&fut);
     gate.open();
@@ -156,7 +156,9 @@ fn callback_added_after_completion_runs_at_once_in_the_callers_thread() {
 
     let (_promise, cancelled) = Promise::<u8>::new();
     assert!(cancelled.cancel());
-    let report = observe(&cancelled).try_recv().expect("the callback ran at once");
+    let report = observe(&cancelled)
+        .try_recv()
+        .expect("the callback ran at once");
     assert!(report.cancelled);
     assert_eq!(report.error, Some(Error::Cancelled));
 }
@@ -169,8 +171,8 @@ fn panicking_callback_does_not_stop_the_others_and_the_worker_survives() {
         .thread_name_prefix("cb")
         .build()
         .unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
+    let mut gate = Gate::new();
+    let g = gate.waiter();
     let fut = pool.submit(move || g.wait());
     let (tx, rx) = unbounded();
     let tx1 = tx.clone();
@@ -223,7 +225,7 @@ fn panicking_callback_is_reported_on_stderr() {
 #[test]
 fn cancel_pending_returns_true_and_marks_cancelled() {
     // F4
-    let (pool, gate, blocker) = blocked_pool();
+    let (pool, mut gate, blocker) = blocked_pool();
     let queued = pool.submit(|| 1);
     assert!(queued.cancel());
     assert!(queued.cancelled());
@@ -241,7 +243,7 @@ fn cancel_pending_returns_true_and_marks_cancelled() {
 #[test]
 fn cancel_running_returns_false() {
     // F4
-    let (_pool, gate, mut blocker) = blocked_pool();
+    let (_pool, mut gate, mut blocker) = blocked_pool();
     assert!(blocker.running());
     assert!(!blocker.cancel());
     assert!(!blocker.cancel_handle().cancel());
@@ -330,13 +332,22 @@ fn done_running_and_cancelled_follow_the_state() {
 #[test]
 fn result_timeout_zero_on_pending_or_running_times_out_and_stays_usable() {
     // F6
-    let (pool, gate, mut running) = blocked_pool();
+    let (pool, mut gate, mut running) = blocked_pool();
     let mut pending = pool.submit(|| 3);
-    assert_eq!(running.result_timeout(Duration::ZERO), Err(Error::timeout()));
-    assert_eq!(pending.result_timeout(Duration::ZERO), Err(Error::timeout()));
+    assert_eq!(
+        running.result_timeout(Duration::ZERO),
+        Err(Error::timeout())
+    );
+    assert_eq!(
+        pending.result_timeout(Duration::ZERO),
+        Err(Error::timeout())
+    );
     assert!(running.running());
     assert!(!pending.done());
-    assert_eq!(pending.exception_timeout(Duration::ZERO), Err(Error::timeout()));
+    assert_eq!(
+        pending.exception_timeout(Duration::ZERO),
+        Err(Error::timeout())
+    );
     assert!(!pending.wait_timeout(Duration::ZERO));
     gate.open();
     assert_eq!(running.result_timeout(LONG), Ok(true));
@@ -371,7 +382,7 @@ fn result_timeout_returns_as_soon_as_the_task_finishes() {
 #[test]
 fn result_blocked_in_one_thread_returns_cancelled_when_another_cancels() {
     // F8
-    let (pool, gate, blocker) = blocked_pool();
+    let (pool, mut gate, blocker) = blocked_pool();
     let fut = pool.submit(|| 1);
     let handle = fut.cancel_handle();
     let (about_to_wait_tx, about_to_wait) = unbounded();
@@ -424,7 +435,9 @@ fn exception_wakes_when_another_thread_finishes_the_future() {
     });
     recv(&about_to_wait);
     thread::sleep(Duration::from_millis(20));
-    promise.complete(Err(Error::Codec("bad bytes".into()))).unwrap();
+    promise
+        .complete(Err(Error::Codec("bad bytes".into())))
+        .unwrap();
     assert_eq!(recv(&rx), Some(Error::Codec("bad bytes".into())));
     waiter.join().unwrap();
 
@@ -492,7 +505,7 @@ fn result_after_the_value_was_taken_is_already_taken() {
 
 #[test]
 fn dropping_a_future_does_not_cancel_its_task() {
-    let (pool, gate, blocker) = blocked_pool();
+    let (pool, mut gate, blocker) = blocked_pool();
     let (tx, rx) = unbounded();
     drop(pool.submit(move || tx.send("ran").unwrap()));
     gate.open();
@@ -522,8 +535,8 @@ fn failed_future_gives_its_error_to_every_observer() {
 async fn awaiting_under_tokio_gives_the_same_outcome_as_result() {
     // F11
     let pool = ThreadPoolExecutor::new(2).unwrap();
-    let gate = Gate::new();
-    let g = gate.clone();
+    let mut gate = Gate::new();
+    let g = gate.waiter();
     let fut = pool.submit(move || {
         g.wait();
         7
@@ -553,7 +566,9 @@ async fn awaiting_under_tokio_gives_the_same_outcome_as_result() {
     let ready: Future<u8> = Future::ready(Err(Error::Shutdown));
     assert_eq!(ready.await, Err(Error::Shutdown));
     // The pool's `Drop` joins its threads; do it off the runtime's threads.
-    tokio::task::spawn_blocking(move || drop(pool)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(pool))
+        .await
+        .unwrap();
 }
 
 #[test]

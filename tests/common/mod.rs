@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The upper bound for "did not hang": generous, since a loaded CI machine
@@ -81,43 +81,51 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A gate that blocked tasks wait on: `wait()` returns true once `open()`
-/// was called, false after [`LONG`] so that a forgotten gate fails a test
-/// instead of hanging it. Clones share one gate.
-#[derive(Debug, Clone)]
+/// A gate that blocked tasks wait on. The test holds the `Gate`; tasks hold
+/// a [`Waiter`] from [`Gate::waiter`]. The gate opens with [`Gate::open`] or
+/// when the `Gate` is dropped (so a failing test does not leave tasks
+/// blocked); a waiter gives up after [`LONG`] so a forgotten gate fails a
+/// test instead of hanging it.
+#[derive(Debug)]
 pub struct Gate {
+    tx: Option<crossbeam_channel::Sender<()>>,
     rx: crossbeam_channel::Receiver<()>,
-    /// Holds the only sender until the gate opens; dropping it wakes every
-    /// waiter, present and future.
-    tx: Arc<Mutex<Option<crossbeam_channel::Sender<()>>>>,
 }
+
+/// The tasks' side of a [`Gate`].
+#[derive(Debug, Clone)]
+pub struct Waiter(crossbeam_channel::Receiver<()>);
 
 impl Gate {
     pub fn new() -> Self {
         let (tx, rx) = crossbeam_channel::bounded(0);
-        Gate {
-            rx,
-            tx: Arc::new(Mutex::new(Some(tx))),
-        }
+        Gate { tx: Some(tx), rx }
     }
 
-    /// Blocks until the gate opens; false if it stayed shut for [`LONG`].
-    pub fn wait(&self) -> bool {
-        matches!(
-            self.rx.recv_timeout(LONG),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
-        )
+    /// A handle for a task to wait on.
+    pub fn waiter(&self) -> Waiter {
+        Waiter(self.rx.clone())
     }
 
     /// Opens the gate for every present and future waiter.
-    pub fn open(&self) {
-        self.tx.lock().unwrap().take();
+    pub fn open(&mut self) {
+        self.tx = None;
     }
 }
 
 impl Default for Gate {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Waiter {
+    /// Blocks until the gate opens; false if it stayed shut for [`LONG`].
+    pub fn wait(&self) -> bool {
+        matches!(
+            self.0.recv_timeout(LONG),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
     }
 }
 
