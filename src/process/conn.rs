@@ -476,11 +476,14 @@ fn adapt_window(link: &mut Link) {
         let fit = WINDOW_TARGET.as_nanos() as f64 / link.interval_ns.max(1.0);
         link.window = (fit as usize).clamp(MIN_WINDOW, MAX_WINDOW);
     }
-    link.last_result = if link.inflight.is_empty() {
-        None
+    if link.inflight.is_empty() {
+        // Idle: the next burst may be of other tasks; learn it afresh.
+        link.last_result = None;
+        link.interval_ns = 0.0;
+        link.window = MIN_WINDOW;
     } else {
-        Some(now)
-    };
+        link.last_result = Some(now);
+    }
 }
 
 /// The worker's output ended: reap it, and fail what it held.

@@ -24,6 +24,9 @@ pub(crate) const MAX_NOISE: usize = 64 * 1024;
 /// The largest frame either side accepts (1 GiB).
 pub(crate) const MAX_FRAME: usize = 1 << 30;
 
+/// How much of a frame body is read before its length is believed.
+const FIRST_READ: usize = 16 << 20;
+
 /// The environment variable that marks a worker process.
 pub(crate) const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";
 
@@ -112,8 +115,20 @@ pub(crate) fn read_frame(r: &mut impl BufRead) -> Result<Option<Frame>, Error> {
         )));
     }
     let want = len - 1;
-    let mut body = Vec::with_capacity(want.min(1 << 20));
-    let got = r.by_ref().take(want as u64).read_to_end(&mut body)?;
+    // Trust the length only as far as the peer backs it with data: a bogus
+    // length costs at most `FIRST_READ` before the stream runs dry.
+    let mut body = Vec::with_capacity(want.min(FIRST_READ));
+    let mut got = r
+        .by_ref()
+        .take(want.min(FIRST_READ) as u64)
+        .read_to_end(&mut body)?;
+    if got == FIRST_READ && want > FIRST_READ {
+        body.reserve_exact(want - FIRST_READ);
+        got += r
+            .by_ref()
+            .take((want - FIRST_READ) as u64)
+            .read_to_end(&mut body)?;
+    }
     if got != want {
         return Err(Error::Protocol(format!(
             "the stream ended inside a frame ({} of {len} bytes)",
