@@ -126,7 +126,7 @@ fn main() {
         while i < ROUND_TRIPS {
             let end = (i + PROCSPAWN_WINDOW as u64).min(ROUND_TRIPS);
             let hs: Vec<_> = (i..end).map(|x| ps.spawn(x, noop)).collect();
-            for mut h in hs {
+            for h in hs {
                 s += h.join().expect("procspawn noop");
             }
             i = end;
@@ -196,7 +196,7 @@ fn main() {
             let hs: Vec<_> = (0..HEAVY_TASKS)
                 .map(|_| ps.spawn(n, heavy_compute))
                 .collect();
-            for mut h in hs {
+            for h in hs {
                 black_box(h.join().expect("procspawn heavy"));
             }
             t.elapsed().as_secs_f64()
