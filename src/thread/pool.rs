@@ -385,9 +385,10 @@ fn spawn_worker(shared: &Arc<Shared>, gate: &mut Gate) -> std::io::Result<()> {
 }
 
 fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
-    let mut gate = shared.gate.lock();
-    gate.sender = None;
+    shared.gate.lock().sender = None;
     if options.cancel_futures {
+        // Without the lock: cancelling runs the futures' done-callbacks,
+        // which may call `submit` (and get `Error::Shutdown`).
         while let Ok(job) = shared.jobs.try_recv() {
             job.abandon(None);
         }
