@@ -396,8 +396,7 @@ fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
     if !options.wait {
         return;
     }
-    let threads = std::mem::take(&mut gate.threads);
-    drop(gate);
+    let threads = std::mem::take(&mut shared.gate.lock().threads);
     let me = thread::current().id();
     for t in threads {
         // A pool dropped by one of its own tasks cannot join that thread.
