@@ -123,6 +123,18 @@ impl<T> Inner<T> {
 
     /// Tells everyone who listens; called with the lock released.
     fn notify(self: &Arc<Self>, listeners: Vec<Listener<T>>, outcome: Outcome) {
+        self.notify_then(listeners, outcome, || {});
+    }
+
+    /// [`notify`](Inner::notify), calling `before_callbacks` after the
+    /// waiters and wakers were told and before the first done-callback runs
+    /// (not at all if there is none).
+    fn notify_then(
+        self: &Arc<Self>,
+        listeners: Vec<Listener<T>>,
+        outcome: Outcome,
+        before_callbacks: impl FnOnce(),
+    ) {
         if listeners.is_empty() {
             return;
         }
@@ -135,6 +147,7 @@ impl<T> Inner<T> {
             }
         }
         if !callbacks.is_empty() {
+            before_callbacks();
             let handle = Future {
                 inner: Arc::clone(self),
             };
@@ -771,6 +784,18 @@ impl<T> Promise<T> {
     /// assert_eq!(fut.result(), Err(Error::Cancelled));
     /// ```
     pub fn complete(&self, result: Result<T, Error>) -> Result<(), Result<T, Error>> {
+        self.complete_then(result, || {})
+    }
+
+    /// [`complete`](Promise::complete), calling `before_callbacks` once the
+    /// threads blocked on the future were woken, just before its done-callbacks
+    /// run (not at all if it has none). A pool worker uses it to stop
+    /// counting itself idle while it runs user callbacks.
+    pub(crate) fn complete_then(
+        &self,
+        result: Result<T, Error>,
+        before_callbacks: impl FnOnce(),
+    ) -> Result<(), Result<T, Error>> {
         let mut st = self.inner.state.lock();
         if st.is_done() {
             return Err(result);
@@ -781,7 +806,7 @@ impl<T> Promise<T> {
         drop(st);
         self.settled.set(true);
         self.inner.cond.notify_all();
-        self.inner.notify(listeners, outcome);
+        self.inner.notify_then(listeners, outcome, before_callbacks);
         Ok(())
     }
 

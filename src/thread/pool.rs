@@ -344,16 +344,18 @@ where
         job.abandon(Some(e));
         return future;
     }
-    // Queue first, then decide on a thread: a thread started before its job
-    // is queued could find the queue empty and report itself idle.
-    if let Some(tx) = &gate.sender {
-        // The receiver lives in `shared`, so the send cannot fail.
-        let _ = tx.send(job);
-    }
+    // Claim an idle worker before queueing: once the job is queued, that
+    // worker may take it and withdraw its token first, and this submit would
+    // start a thread that is not needed. (A new thread does not count itself
+    // idle before its first job, so queueing after starting it is safe too.)
     let claimed_idle = shared
         .idle
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
         .is_ok();
+    if let Some(tx) = &gate.sender {
+        // The receiver lives in `shared`, so the send cannot fail.
+        let _ = tx.send(job);
+    }
     if !claimed_idle && gate.threads.len() < shared.config.max_workers {
         if let Err(e) = spawn_worker(shared, &mut gate) {
             if gate.threads.is_empty() {

@@ -1,5 +1,6 @@
 //! The worker side of the thread pool: jobs and the loop that runs them.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ pub(crate) type Job = Box<dyn Runnable>;
 /// What the queue holds; erased over the closure and result types.
 pub(crate) trait Runnable: Send {
     /// Runs the task unless its future was cancelled, and completes it.
-    fn run(self: Box<Self>);
+    fn run(self: Box<Self>, idle: &IdleToken<'_>);
     /// Never runs the task: cancels its future (`None`) or fails it.
     fn abandon(self: Box<Self>, error: Option<Error>);
 }
@@ -30,13 +31,20 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    fn run(self: Box<Self>) {
+    fn run(self: Box<Self>, idle: &IdleToken<'_>) {
         let ClosureJob { promise, f } = *self;
         if promise.set_running() {
             // `f` is consumed by the call: the closure and what it captured
             // are dropped here, before the result is published.
             let result = catch(f);
-            let _ = promise.complete(result);
+            // Count this worker idle before anyone can see the result: a
+            // caller woken by it that submits at once must find this thread
+            // free instead of starting another. Not while done-callbacks run:
+            // they may wait for a task they submit.
+            if idle.shared.jobs.is_empty() {
+                idle.offer();
+            }
+            let _ = promise.complete_then(result, || idle.withdraw());
         }
     }
 
@@ -52,10 +60,38 @@ where
     }
 }
 
+/// One worker's share of the pool's idle count: a token `submit` consumes
+/// instead of starting a thread.
+pub(crate) struct IdleToken<'a> {
+    shared: &'a Shared,
+    /// Whether this worker has added itself to the count.
+    offered: Cell<bool>,
+}
+
+impl IdleToken<'_> {
+    /// Counts this worker idle (once).
+    fn offer(&self) {
+        if !self.offered.replace(true) {
+            self.shared.idle.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes the token back, unless a submitter already consumed one.
+    fn withdraw(&self) {
+        if self.offered.replace(false) {
+            let _ = self
+                .shared
+                .idle
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+}
+
 /// The loop of one worker thread.
 ///
-/// Holds no lock while it runs a job. Before blocking on an empty queue it
-/// leaves an idle token that `submit` consumes instead of starting a thread.
+/// Holds no lock while it runs a job. It counts itself idle while it blocks
+/// on an empty queue, and already from the moment its last job's result is
+/// about to be published (see [`ClosureJob::run`]).
 pub(crate) fn run(shared: Arc<Shared>) {
     if let Some(init) = &shared.config.initializer {
         let outcome = catch(|| init()).and_then(|r| r.map_err(Error::BrokenPool));
@@ -68,23 +104,29 @@ pub(crate) fn run(shared: Arc<Shared>) {
             return;
         }
     }
+    let idle = IdleToken {
+        shared: &shared,
+        offered: Cell::new(false),
+    };
+    // A new thread is started for a job just queued: it waits for its first
+    // job without counting itself idle, or the next submit could count on it
+    // and queue behind that job instead of starting a thread.
+    let Ok(mut job) = shared.jobs.recv() else {
+        return;
+    };
     loop {
-        let job = match shared.jobs.try_recv() {
+        job.run(&idle);
+        job = match shared.jobs.try_recv() {
             Ok(job) => job,
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
-                shared.idle.fetch_add(1, Ordering::AcqRel);
-                let got = shared.jobs.recv();
-                // Take our token back unless a submitter already consumed one.
-                let _ = shared
-                    .idle
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-                match got {
+                idle.offer();
+                match shared.jobs.recv() {
                     Ok(job) => job,
                     Err(_) => return,
                 }
             }
         };
-        job.run();
+        idle.withdraw();
     }
 }
