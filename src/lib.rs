@@ -1,4 +1,147 @@
 //! Python's `concurrent.futures`, done properly in Rust.
+//!
+//! Two executors hand out one kind of [`Future`]:
+//!
+//! - [`ThreadPoolExecutor`] runs closures on a pool of threads. Rust has no
+//!   GIL, so this is the pool for CPU-bound work too.
+//! - [`ProcessPoolExecutor`] runs registered functions ([`task!`]) in worker
+//!   processes, for isolation: a crash, an abort or a leak in a task cannot
+//!   take your process down, and a worker can be killed.
+//!
+//! Both implement [`Executor`], and their futures work with [`as_completed`],
+//! [`wait`] and `.await`.
+//!
+//! # Threads
+//!
+//! [`submit`](ThreadPoolExecutor::submit) returns a [`Future`];
+//! [`result`](Future::result) blocks for the value. A panic in a task is an
+//! `Err`, not a crash:
+//!
+//! ```
+//! use concurrent_futures::{Error, ThreadPoolExecutor};
+//!
+//! let pool = ThreadPoolExecutor::new(4)?;
+//! let answer = pool.submit(|| 6 * 7);
+//! assert_eq!(answer.result()?, 42);
+//!
+//! let oops = pool.submit(|| -> u8 { panic!("disk full") });
+//! assert!(matches!(oops.result(), Err(Error::Panicked { message, .. }) if message == "disk full"));
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! [`map`](ThreadPoolExecutor::map) yields results in input order. It is a
+//! lazy iterator: items are pulled and submitted as you iterate, at most
+//! [`buffersize`](Map::buffersize) ahead, so an endless input is fine:
+//!
+//! ```
+//! use concurrent_futures::ThreadPoolExecutor;
+//!
+//! let pool = ThreadPoolExecutor::new(4)?;
+//! let squares: Vec<u64> = pool.map(|n: u64| n * n, 0..).take(5).collect::<Result<_, _>>()?;
+//! assert_eq!(squares, [0, 1, 4, 9, 16]);
+//! # Ok::<(), concurrent_futures::Error>(())
+//! ```
+//!
+//! # Waiting for many
+//!
+//! [`as_completed`] yields futures as they finish; [`wait`] splits them into
+//! done and not done:
+//!
+//! ```
+//! use std::time::Duration;
+//! use concurrent_futures::{as_completed, wait, ReturnWhen, ThreadPoolExecutor};
+//!
+//! let pool = ThreadPoolExecutor::new(3)?;
+//! let sleepy = |ms: u64| move || { std::thread::sleep(Duration::from_millis(ms)); ms };
+//! let futures = vec![pool.submit(sleepy(60)), pool.submit(sleepy(20)), pool.submit(sleepy(40))];
+//!
+//! let (done, not_done) = wait(&futures, Some(Duration::from_secs(5)), ReturnWhen::FirstCompleted);
+//! assert!(!done.is_empty() && done.len() + not_done.len() == 3);
+//!
+//! // Usually 20, 40, 60: the order in which they finish.
+//! let mut order: Vec<u64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
+//! order.sort();
+//! assert_eq!(order, [20, 40, 60]);
+//! # Ok::<(), concurrent_futures::Error>(())
+//! ```
+//!
+//! # Cancelling and shutting down
+//!
+//! A future that has not started can be [cancelled](Future::cancel).
+//! Dropping a pool finishes the submitted work first;
+//! [`shutdown_with`](ThreadPoolExecutor::shutdown_with) can cancel it instead:
+//!
+//! ```
+//! use concurrent_futures::{Error, Shutdown, ThreadPoolExecutor};
+//!
+//! let pool = ThreadPoolExecutor::new(1)?;
+//! let (tx, rx) = std::sync::mpsc::channel::<()>();
+//! let busy = pool.submit(move || rx.recv().is_ok());
+//! let queued = pool.submit(|| "never runs");
+//! assert!(queued.cancel());
+//! assert_eq!(queued.result(), Err(Error::Cancelled));
+//! tx.send(()).unwrap();
+//! pool.shutdown_with(Shutdown { wait: true, cancel_futures: true });
+//! assert_eq!(busy.result(), Ok(true));
+//! assert_eq!(pool.submit(|| 1).result(), Err(Error::Shutdown));
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Async
+//!
+//! A [`Future`] is also a [`std::future::Future`], and [`AsCompleted`] a
+//! `Stream`:
+//!
+//! ```
+//! use concurrent_futures::ThreadPoolExecutor;
+//!
+//! let pool = ThreadPoolExecutor::new(2)?;
+//! let fut = pool.submit(|| "from a thread");
+//! assert_eq!(futures::executor::block_on(fut), Ok("from a thread"));
+//! # Ok::<(), concurrent_futures::Error>(())
+//! ```
+//!
+//! # Processes
+//!
+//! A worker process is your program started again. [`init`] must come first
+//! in `main` (Rust's `if __name__ == "__main__":`): in a worker it runs the
+//! worker loop and never returns. Functions are sent by name, registered with
+//! [`task!`]; arguments and results are serde types (several arguments travel
+//! as a tuple):
+//!
+//! ```
+//! use concurrent_futures::{task, Error, ProcessPoolExecutor};
+//!
+//! fn heavy_compute(n: u64) -> u64 { (0..n).map(|i| i * i).sum() }
+//! fn add(a: u64, b: u64) -> u64 { a + b }
+//!
+//! fn main() -> Result<(), Error> {
+//!     concurrent_futures::init();
+//!     let pool = ProcessPoolExecutor::new(2)?;
+//!     let sums: Vec<u64> = pool.map(task!(heavy_compute), vec![1_000; 4]).collect::<Result<_, _>>()?;
+//!     assert_eq!(sums, [332_833_500; 4]);
+//!     assert_eq!(pool.submit(task!(add), (2, 3)).result()?, 5);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A worker that dies fails its futures with [`Error::BrokenPool`], naming
+//! the exit code or signal and the last lines of its stderr. See
+//! [`ProcessPoolExecutor`] for the failure rules, and its builder for
+//! initializers, `max_tasks_per_child` and running workers from `#[test]`s.
+//!
+//! # One function, either pool
+//!
+//! ```
+//! use concurrent_futures::{task, Executor, ThreadPoolExecutor};
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//! fn total(pool: &impl Executor) -> u64 {
+//!     pool.map_task(task!(square), 1..=3).map(Result::unwrap).sum()
+//! }
+//! assert_eq!(total(&ThreadPoolExecutor::new(2)?), 14);
+//! # Ok::<(), concurrent_futures::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod error;
@@ -6,6 +149,7 @@ mod executor;
 mod future;
 mod map;
 mod panic;
+#[cfg(unix)]
 mod process;
 mod task;
 mod thread;
@@ -15,10 +159,23 @@ pub use error::{Error, Result};
 pub use executor::{Executor, Shutdown};
 pub use future::{CancelHandle, Future, Promise};
 pub use map::Map;
+#[cfg(unix)]
 pub use process::{init, ProcessPoolBuilder, ProcessPoolExecutor};
 pub use task::{Single, Spread, Task, TaskFn};
 pub use thread::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{as_completed, wait, AsCompleted, AsCompletedTimeout, AsFuture, ReturnWhen};
+
+/// Enters the worker loop in a pool worker process; see the Unix docs. On
+/// platforms without the process pool it does nothing, so that a `main`
+/// written for both compiles everywhere.
+///
+/// # Examples
+///
+/// ```
+/// concurrent_futures::init();
+/// ```
+#[cfg(not(unix))]
+pub fn init() {}
 
 #[doc(hidden)]
 pub mod __private {

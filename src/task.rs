@@ -149,6 +149,7 @@ fn task_name<F>(site: &str) -> String {
     }
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
     let taken = std::mem::take(out);
     match postcard::to_extend(value, taken) {
@@ -163,6 +164,7 @@ pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<
     }
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     postcard::from_bytes(bytes).map_err(|e| {
         Error::Codec(format!(

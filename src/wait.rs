@@ -158,7 +158,14 @@ pub struct AsCompleted<F: AsFuture> {
 ///     .into_iter()
 ///     .map(|ms| pool.submit(move || { std::thread::sleep(Duration::from_millis(ms)); ms }))
 ///     .collect();
-/// let order: Vec<u64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
+/// // Printed in the order they finish: 100, 200, 300 (timing permitting).
+/// let mut order = Vec::new();
+/// for fut in as_completed(futures) {
+///     let ms = fut.result()?;
+///     println!("{ms} ms");
+///     order.push(ms);
+/// }
+/// order.sort();
 /// assert_eq!(order, [100, 200, 300]);
 /// # Ok::<(), concurrent_futures::Error>(())
 /// ```
