@@ -13,13 +13,16 @@ use super::ProcessPoolExecutor;
 use crate::task::{decode, encode_into, ErasedTask};
 use crate::{Error, InitResult, Task};
 
+/// Decodes an initializer's result and says whether it failed.
+pub(crate) type Judge = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
 /// The initializer as the pool holds it: the task, its encoded argument, and
 /// how to judge the encoded result.
 #[derive(Clone)]
 pub(crate) struct ProcessInitializer {
     pub(crate) entry: &'static dyn ErasedTask,
     pub(crate) arg: Vec<u8>,
-    pub(crate) judge: Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>,
+    pub(crate) judge: Judge,
 }
 
 /// The pool's settings once built.
