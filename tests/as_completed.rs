@@ -228,7 +228,7 @@ fn empty_input_yields_nothing() {
 
 #[test]
 fn mutable_references_come_back_usable() {
-    let mut futures = vec![Future::ready(Ok(1)), Future::ready(Ok(2))];
+    let mut futures = [Future::ready(Ok(1)), Future::ready(Ok(2))];
     let mut sum = 0;
     for f in as_completed(futures.iter_mut()) {
         sum += f.result_timeout(Duration::ZERO).unwrap();

@@ -4,8 +4,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use concurrent_futures::{Future, ThreadPoolExecutor};
+use crossbeam_channel::{unbounded, Receiver};
 
 /// The upper bound for "did not hang": generous, since a loaded CI machine
 /// may be slow, but short enough that a hang fails the run quickly.
@@ -136,4 +139,61 @@ pub fn recv<T>(rx: &crossbeam_channel::Receiver<T>) -> T {
         Ok(v) => v,
         Err(e) => panic!("nothing received within {LONG:?}: {e}"),
     }
+}
+
+// ------------------------------------------------------ thread pool helpers --
+
+/// A thread pool of `n` workers.
+pub fn pool(n: usize) -> ThreadPoolExecutor {
+    ThreadPoolExecutor::new(n).unwrap()
+}
+
+/// Submits `n` tasks that report their index on the returned channel once
+/// they run, then block until `gate` opens and return their index.
+pub fn blocked_tasks(
+    pool: &ThreadPoolExecutor,
+    gate: &Gate,
+    n: usize,
+) -> (Vec<Future<usize>>, Receiver<usize>) {
+    let (tx, rx) = unbounded();
+    let futures = (0..n)
+        .map(|i| {
+            let tx = tx.clone();
+            let waiter = gate.waiter();
+            pool.submit(move || {
+                tx.send(i).unwrap();
+                assert!(waiter.wait());
+                i
+            })
+        })
+        .collect();
+    (futures, rx)
+}
+
+/// Records which items a mapped function ran on.
+#[derive(Debug, Clone, Default)]
+pub struct Ran(Arc<Mutex<Vec<usize>>>);
+
+impl Ran {
+    pub fn push(&self, x: usize) {
+        self.0.lock().unwrap().push(x);
+    }
+    pub fn get(&self) -> Vec<usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// An input iterator that counts how many items were pulled from it.
+pub fn counted(
+    items: impl Iterator<Item = usize> + Send + 'static,
+) -> (
+    impl Iterator<Item = usize> + Send + 'static,
+    Arc<AtomicUsize>,
+) {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&pulled);
+    let it = items.inspect(move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+    });
+    (it, pulled)
 }
