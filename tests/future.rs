@@ -86,7 +86,7 @@ fn callback_added_before_completion_runs_once_in_the_completing_thread() {
 #[test]
 fn callback_added_before_a_panic_sees_the_panic() {
     // F1: finished with a panic.
-    let (pool, mut gate, blocker) = blocked_pool();
+    let (pool, mut gate, mut blocker) = blocked_pool();
     let fut = pool.submit(|| -> u8 { panic!("boom") });
     let seen = observe(&fut);
     gate.open();
@@ -97,7 +97,7 @@ fn callback_added_before_a_panic_sees_the_panic() {
         Some(Error::Panicked { message, .. }) => assert_eq!(message, "boom"),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(blocker.result(), Ok(true));
+    assert_eq!(blocker.result_timeout(LONG), Ok(true));
 }
 
 #[test]
@@ -184,8 +184,8 @@ fn panicking_callback_does_not_stop_the_others_and_the_worker_survives() {
     assert_eq!(recv(&rx), "third");
     assert_eq!(fut.result(), Ok(true));
     // The same worker thread runs the next task.
-    let name = pool.submit(|| thread::current().name().map(String::from));
-    assert_eq!(name.result(), Ok(Some("cb_0".to_string())));
+    let mut name = pool.submit(|| thread::current().name().map(String::from));
+    assert_eq!(name.result_timeout(LONG), Ok(Some("cb_0".to_string())));
     assert_eq!(pool.num_threads(), 1);
 
     // A panicking callback run at once does not unwind into the caller.
@@ -225,14 +225,14 @@ fn panicking_callback_is_reported_on_stderr() {
 #[test]
 fn cancel_pending_returns_true_and_marks_cancelled() {
     // F4
-    let (pool, mut gate, blocker) = blocked_pool();
+    let (pool, mut gate, mut blocker) = blocked_pool();
     let queued = pool.submit(|| 1);
     assert!(queued.cancel());
     assert!(queued.cancelled());
     assert!(queued.done());
     gate.open();
     assert_eq!(queued.result(), Err(Error::Cancelled));
-    assert_eq!(blocker.result(), Ok(true));
+    assert_eq!(blocker.result_timeout(LONG), Ok(true));
 
     let (promise, fut) = Promise::<u8>::new();
     assert!(fut.cancel());
@@ -382,7 +382,7 @@ fn result_timeout_returns_as_soon_as_the_task_finishes() {
 #[test]
 fn result_blocked_in_one_thread_returns_cancelled_when_another_cancels() {
     // F8
-    let (pool, mut gate, blocker) = blocked_pool();
+    let (pool, mut gate, mut blocker) = blocked_pool();
     let fut = pool.submit(|| 1);
     let handle = fut.cancel_handle();
     let (about_to_wait_tx, about_to_wait) = unbounded();
@@ -398,7 +398,7 @@ fn result_blocked_in_one_thread_returns_cancelled_when_another_cancels() {
     assert_eq!(recv(&result), Err(Error::Cancelled));
     waiter.join().unwrap();
     gate.open();
-    assert_eq!(blocker.result(), Ok(true));
+    assert_eq!(blocker.result_timeout(LONG), Ok(true));
 }
 
 #[test]
@@ -505,12 +505,12 @@ fn result_after_the_value_was_taken_is_already_taken() {
 
 #[test]
 fn dropping_a_future_does_not_cancel_its_task() {
-    let (pool, mut gate, blocker) = blocked_pool();
+    let (pool, mut gate, mut blocker) = blocked_pool();
     let (tx, rx) = unbounded();
     drop(pool.submit(move || tx.send("ran").unwrap()));
     gate.open();
     assert_eq!(recv(&rx), "ran");
-    assert_eq!(blocker.result(), Ok(true));
+    assert_eq!(blocker.result_timeout(LONG), Ok(true));
 }
 
 #[test]

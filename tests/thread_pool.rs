@@ -27,11 +27,11 @@ fn submit_result_returns_the_functions_value() {
     let pool = pool(2);
     let words = ["a".to_string(), "bc".to_string()];
     assert_eq!(
-        pool.submit(move || words.concat()).result(),
+        pool.submit(move || words.concat()).result_timeout(LONG),
         Ok("abc".into())
     );
-    assert_eq!(pool.submit(|| 6 * 7).result(), Ok(42));
-    assert_eq!(pool.submit(|| ()).result(), Ok(()));
+    assert_eq!(pool.submit(|| 6 * 7).result_timeout(LONG), Ok(42));
+    assert_eq!(pool.submit(|| ()).result_timeout(LONG), Ok(()));
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn submit_task_and_map_task_run_through_the_executor_trait() {
         x * x
     }
     fn run(pool: &impl Executor) -> (Result<u64, Error>, Vec<u64>) {
-        let one = pool.submit_task(task!(square), 7).result();
+        let one = pool.submit_task(task!(square), 7).result_timeout(LONG);
         let many = pool
             .map_task(task!(square), 0..5)
             .collect::<Result<Vec<_>, _>>()
@@ -53,7 +53,7 @@ fn submit_task_and_map_task_run_through_the_executor_trait() {
     assert_eq!(Executor::max_workers(&pool), 2);
     Executor::shutdown(&pool);
     assert_eq!(
-        pool.submit_task(task!(square), 1).result(),
+        pool.submit_task(task!(square), 1).result_timeout(LONG),
         Err(Error::Shutdown)
     );
 }
@@ -120,7 +120,7 @@ fn sequential_submits_reuse_one_thread() {
     let pool = pool(8);
     assert_eq!(pool.num_threads(), 0);
     for i in 0..3 {
-        assert_eq!(pool.submit(move || i * 2).result(), Ok(i * 2));
+        assert_eq!(pool.submit(move || i * 2).result_timeout(LONG), Ok(i * 2));
     }
     assert_eq!(pool.num_threads(), 1);
 }
@@ -186,7 +186,7 @@ fn thread_names_are_the_prefix_and_a_number() {
 
 fn pool_name(pool: &ThreadPoolExecutor) -> String {
     pool.submit(|| thread::current().name().unwrap().to_string())
-        .result()
+        .result_timeout(LONG)
         .unwrap()
 }
 
@@ -207,7 +207,9 @@ fn saturated_pool_map_with_zero_timeout_times_out_and_starts_nothing() {
     gate.open();
     pool.shutdown();
     assert_eq!(ran.get(), []);
-    assert!(blocker.into_iter().all(|f| f.result() == Ok(0)));
+    assert!(blocker
+        .into_iter()
+        .all(|mut f| f.result_timeout(LONG) == Ok(0)));
 }
 
 #[test]
@@ -215,8 +217,8 @@ fn task_panic_becomes_panicked_and_the_pool_keeps_working() {
     // T7
     let pool = pool(1);
     let at = format!("{}:{}:", file!(), line!() + 1);
-    let fut = pool.submit(|| -> u8 { panic!("boom {}", 7) });
-    match fut.result() {
+    let mut fut = pool.submit(|| -> u8 { panic!("boom {}", 7) });
+    match fut.result_timeout(LONG) {
         Err(Error::Panicked { message, location }) => {
             assert_eq!(message, "boom 7");
             let location = location.expect("a location");
@@ -224,19 +226,19 @@ fn task_panic_becomes_panicked_and_the_pool_keeps_working() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let odd = pool.submit(|| -> u8 { std::panic::panic_any(42_u32) });
-    match odd.result() {
+    let mut odd = pool.submit(|| -> u8 { std::panic::panic_any(42_u32) });
+    match odd.result_timeout(LONG) {
         Err(Error::Panicked { message, .. }) => {
             assert_eq!(message, "panic with a non-string payload")
         }
         other => panic!("unexpected {other:?}"),
     }
     // The same single worker survived and runs the next task.
-    assert_eq!(pool.submit(|| 5).result(), Ok(5));
+    assert_eq!(pool.submit(|| 5).result_timeout(LONG), Ok(5));
     assert_eq!(pool.num_threads(), 1);
     let err = pool
         .submit(|| -> u8 { panic!("shown") })
-        .result()
+        .result_timeout(LONG)
         .unwrap_err();
     assert!(err
         .to_string()
@@ -281,7 +283,9 @@ fn initializer_runs_in_every_worker_before_any_task() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(later.iter().all(|&b| b));
-    assert!(blocked.into_iter().all(|f| f.result() == Ok(())));
+    assert!(blocked
+        .into_iter()
+        .all(|mut f| f.result_timeout(LONG) == Ok(())));
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert_eq!(pool.num_threads(), 3);
 }

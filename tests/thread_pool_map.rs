@@ -270,7 +270,7 @@ fn finished_task_drops_its_closure_and_arguments() {
     let pool = pool(2);
     let data = Arc::new(vec![1, 2, 3]);
     let d = Arc::clone(&data);
-    assert_eq!(pool.submit(move || d.len()).result(), Ok(3));
+    assert_eq!(pool.submit(move || d.len()).result_timeout(LONG), Ok(3));
     assert_eq!(Arc::strong_count(&data), 1);
 
     let args = vec![Arc::clone(&data); 5];
@@ -282,8 +282,11 @@ fn finished_task_drops_its_closure_and_arguments() {
     assert_eq!(Arc::strong_count(&data), 1);
 
     let failing = Arc::clone(&data);
-    let fut = pool.submit(move || -> usize { panic!("{}", failing.len()) });
-    assert!(matches!(fut.result(), Err(Error::Panicked { .. })));
+    let mut fut = pool.submit(move || -> usize { panic!("{}", failing.len()) });
+    assert!(matches!(
+        fut.result_timeout(LONG),
+        Err(Error::Panicked { .. })
+    ));
     assert_eq!(Arc::strong_count(&data), 1);
 }
 

@@ -51,7 +51,7 @@ fn submit_after_shutdown_is_already_failed_with_shutdown() {
         wait: false,
         cancel_futures: true,
     });
-    assert_eq!(pool.submit(|| 1).result(), Err(Error::Shutdown));
+    assert_eq!(pool.submit(|| 1).result_timeout(LONG), Err(Error::Shutdown));
 }
 
 #[test]
@@ -74,9 +74,9 @@ fn dropping_the_pool_completes_the_submitted_work() {
         (futures, count)
     });
     assert_eq!(count.load(Ordering::SeqCst), 10);
-    for (i, f) in futures.into_iter().enumerate() {
+    for (i, mut f) in futures.into_iter().enumerate() {
         assert!(f.done());
-        assert_eq!(f.result(), Ok(i));
+        assert_eq!(f.result_timeout(LONG), Ok(i));
     }
 }
 
@@ -93,9 +93,9 @@ fn fifty_jobs_then_shutdown_leaves_every_result_available() {
         })
         .collect();
     with_timeout(LONG, move || pool.shutdown());
-    for (i, f) in (0..50u64).zip(futures) {
+    for (i, mut f) in (0..50u64).zip(futures) {
         assert!(f.done());
-        assert_eq!(f.result(), Ok(i * i));
+        assert_eq!(f.result_timeout(LONG), Ok(i * i));
     }
 }
 
@@ -141,7 +141,7 @@ fn callbacks_of_futures_cancelled_by_shutdown_may_submit() {
     let mut gate = Gate::new();
     let (blocker, started) = blocked_tasks(&pool, &gate, 1);
     recv(&started);
-    let queued = pool.submit(|| 1);
+    let mut queued = pool.submit(|| 1);
     let (tx, resubmitted) = unbounded();
     let p = Arc::clone(&pool);
     queued.add_done_callback(move |_| tx.send(p.submit(|| 2)).unwrap());
@@ -152,10 +152,15 @@ fn callbacks_of_futures_cancelled_by_shutdown_may_submit() {
             cancel_futures: true,
         })
     });
-    assert_eq!(queued.result(), Err(Error::Cancelled));
-    assert_eq!(recv(&resubmitted).result(), Err(Error::Shutdown));
+    assert_eq!(queued.result_timeout(LONG), Err(Error::Cancelled));
+    assert_eq!(
+        recv(&resubmitted).result_timeout(LONG),
+        Err(Error::Shutdown)
+    );
     gate.open();
-    assert!(blocker.into_iter().all(|f| f.result() == Ok(0)));
+    assert!(blocker
+        .into_iter()
+        .all(|mut f| f.result_timeout(LONG) == Ok(0)));
 }
 
 #[test]
@@ -171,7 +176,7 @@ fn shutdown_without_wait_returns_at_once() {
         cancel_futures: false,
     });
     assert!(start.elapsed() < Duration::from_secs(1));
-    assert_eq!(pool.submit(|| 0).result(), Err(Error::Shutdown));
+    assert_eq!(pool.submit(|| 0).result_timeout(LONG), Err(Error::Shutdown));
     // The running task still completes, and a later wait joins its thread.
     gate.open();
     let mut fut = futures.into_iter().next().unwrap();
@@ -189,15 +194,15 @@ fn submit_cancel_shutdown_does_not_hang() {
     // S6
     with_timeout(LONG, || {
         let pool = pool(1);
-        let fut = pool.submit(|| thread::sleep(Duration::from_millis(5)));
-        let queued = pool.submit(|| 1);
+        let mut fut = pool.submit(|| thread::sleep(Duration::from_millis(5)));
+        let mut queued = pool.submit(|| 1);
         let cancelled = queued.cancel();
         pool.shutdown();
-        assert_eq!(fut.result(), Ok(()));
+        assert_eq!(fut.result_timeout(LONG), Ok(()));
         if cancelled {
-            assert_eq!(queued.result(), Err(Error::Cancelled));
+            assert_eq!(queued.result_timeout(LONG), Err(Error::Cancelled));
         } else {
-            assert_eq!(queued.result(), Ok(1));
+            assert_eq!(queued.result_timeout(LONG), Ok(1));
         }
     });
 }
@@ -243,11 +248,11 @@ fn closures_and_results_are_dropped_exactly_once() {
 
     // Submitted: the closure is gone when the result is available.
     let (token, result) = (closures.token(), results.token());
-    let value = pool.submit(move || {
+    let mut fut = pool.submit(move || {
         drop(token);
         result
     });
-    let value = value.result().unwrap();
+    let value = fut.result_timeout(LONG).unwrap();
     assert_eq!(closures.dropped(), 1);
     assert_eq!(results.dropped(), 0);
     drop(value);
@@ -328,8 +333,8 @@ fn closures_and_results_are_dropped_exactly_once() {
 
     assert!(queued.iter().all(Future::cancelled));
     assert_eq!(refused.result(), Err(Error::Shutdown));
-    for f in blocked.into_iter().chain(more_blocked).chain(last_blocked) {
-        assert!(f.result().is_ok());
+    for mut f in blocked.into_iter().chain(more_blocked).chain(last_blocked) {
+        assert!(f.result_timeout(LONG).is_ok());
     }
     assert_eq!(closures.dropped(), 8);
     assert_eq!(args.dropped(), 20);

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{Future, ThreadPoolExecutor};
@@ -13,6 +13,29 @@ use crossbeam_channel::{unbounded, Receiver};
 /// The upper bound for "did not hang": generous, since a loaded CI machine
 /// may be slow, but short enough that a hang fails the run quickly.
 pub const LONG: Duration = Duration::from_secs(10);
+
+/// How long a whole test binary may run before [`arm_watchdog`] aborts it.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Aborts the test binary once it has run for [`WATCHDOG`]: the backstop for
+/// a hang where no test can put a timeout (a pool's `Drop` joining its
+/// threads). Armed once per process by the helpers below, so every test
+/// that uses them is covered. The whole run normally takes about a second.
+pub fn arm_watchdog() {
+    static ARMED: Once = Once::new();
+    ARMED.call_once(|| {
+        if cfg!(miri) {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(|| {
+                std::thread::sleep(WATCHDOG);
+                eprintln!("watchdog: the tests ran for {WATCHDOG:?}, something hangs; aborting");
+                std::process::abort();
+            });
+    });
+}
 
 /// Counts how many of its tokens were dropped.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +76,7 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    arm_watchdog();
     let (tx, rx) = crossbeam_channel::bounded(1);
     let handle = std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -77,6 +101,7 @@ where
 /// worker dropping what it held after publishing a result).
 #[track_caller]
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    arm_watchdog();
     let deadline = Instant::now() + LONG;
     while !cond() {
         assert!(Instant::now() < deadline, "never happened: {what}");
@@ -101,6 +126,7 @@ pub struct Waiter(crossbeam_channel::Receiver<()>);
 
 impl Gate {
     pub fn new() -> Self {
+        arm_watchdog();
         let (tx, rx) = crossbeam_channel::bounded(0);
         Gate { tx: Some(tx), rx }
     }
@@ -135,6 +161,7 @@ impl Waiter {
 /// Receives from `rx`, failing the test after [`LONG`].
 #[track_caller]
 pub fn recv<T>(rx: &crossbeam_channel::Receiver<T>) -> T {
+    arm_watchdog();
     match rx.recv_timeout(LONG) {
         Ok(v) => v,
         Err(e) => panic!("nothing received within {LONG:?}: {e}"),
@@ -145,6 +172,7 @@ pub fn recv<T>(rx: &crossbeam_channel::Receiver<T>) -> T {
 
 /// A thread pool of `n` workers.
 pub fn pool(n: usize) -> ThreadPoolExecutor {
+    arm_watchdog();
     ThreadPoolExecutor::new(n).unwrap()
 }
 
