@@ -51,8 +51,16 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
 /// Runs a user callback; a panic is reported on stderr and swallowed so that
 /// the callbacks after it still run and the calling worker survives.
 pub(crate) fn run_callback(what: &str, f: impl FnOnce()) {
-    if let Err(e) = catch(f) {
-        eprintln!("concurrent-futures: {what} panicked: {e}");
+    match catch(f) {
+        Ok(()) => {}
+        Err(Error::Panicked {
+            message,
+            location: Some(at),
+        }) => eprintln!("concurrent-futures: {what} panicked at {at}: {message}"),
+        Err(Error::Panicked { message, .. }) => {
+            eprintln!("concurrent-futures: {what} panicked: {message}")
+        }
+        Err(e) => eprintln!("concurrent-futures: {what} failed: {e}"),
     }
 }
 

@@ -115,7 +115,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
         return;
     };
     loop {
-        job.run(&idle);
+        // The task's own panics are caught inside `run`; this catches the
+        // rest (a waker that panics while being woken), so that nothing a
+        // user hands the pool can take a worker thread down.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&idle))).is_err() {
+            eprintln!("concurrent-futures: a panic escaped a job's completion; the worker goes on");
+        }
         job = match shared.jobs.try_recv() {
             Ok(job) => job,
             Err(TryRecvError::Disconnected) => return,
