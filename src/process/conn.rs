@@ -41,6 +41,8 @@ const BIG_PAYLOAD: usize = 64 * 1024;
 const REAP_GRACE: Duration = Duration::from_secs(2);
 /// Batches stop growing at this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
+/// Said of a worker that never started the protocol.
+const INIT_HINT: &str = "does its main() call concurrent_futures::init() first?";
 
 /// The pool's side of a future: completes it from the wire.
 pub(crate) trait Completion: Send {
@@ -73,7 +75,9 @@ impl<R: DeserializeOwned + Send> Completion for Promise<R> {
     }
 }
 
-/// Counts a job as outstanding while it lives.
+/// Counts a job as outstanding while it lives. Drop it before completing
+/// the job's future: a caller woken by the completion may submit at once,
+/// and a stale count would make the pool start a worker it does not need.
 pub(crate) struct Ticket(pub(crate) Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for Ticket {
@@ -93,7 +97,11 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn abandon(self, error: Option<Error>) {
-        self.completion.abandon(error);
+        let Job {
+            completion, ticket, ..
+        } = self;
+        drop(ticket);
+        completion.abandon(error);
     }
 }
 
@@ -341,8 +349,7 @@ fn await_handshake(shared: &Shared, worker: &Worker) -> bool {
     if silent {
         worker.signal(
             &format!(
-                "did not answer the handshake within {:?}: does its main() call \
-                 concurrent_futures::init() first?",
+                "did not answer the handshake within {:?}: {INIT_HINT}",
                 shared.config.handshake_timeout
             ),
             true,
@@ -382,7 +389,12 @@ fn read_until_exit(shared: &Shared, worker: &Worker, stdout: ChildStdout) {
 }
 
 fn handshake(r: &mut BufReader<ChildStdout>) -> Result<(), Error> {
-    skip_to_magic(r)?;
+    // A worker whose main() does not start with init() runs the program
+    // instead: it exits (often refused a pool of its own) or prints.
+    skip_to_magic(r).map_err(|e| match e {
+        Error::Protocol(detail) => Error::Protocol(format!("{detail}: {INIT_HINT}")),
+        other => other,
+    })?;
     let frame = read_frame(r)?.ok_or_else(|| {
         Error::Protocol("the worker closed its output during the handshake".into())
     })?;
@@ -429,9 +441,10 @@ fn read_results(
                     entry
                 };
                 worker.cond.notify_all();
-                let Some((completion, _ticket)) = entry else {
+                let Some((completion, ticket)) = entry else {
                     return Err(Error::Protocol(format!("a result for unknown task {seq}")));
                 };
+                drop(ticket);
                 let reply = match status {
                     0 => Ok(payload),
                     1 => Err(decode_wire::<Error>(payload, "task error")?),
@@ -516,7 +529,8 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
     }
     reason.push_str(&worker.tail.quote());
     let error = shared.worker_gone(worker, Some(reason));
-    for (_, (completion, _ticket)) in inflight {
+    for (_, (completion, ticket)) in inflight {
+        drop(ticket);
         completion.finish(Err(error.clone()));
     }
 }

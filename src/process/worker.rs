@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -77,6 +78,9 @@ fn take_stdio() -> Result<(OwnedFd, OwnedFd), Error> {
     Ok((input, output))
 }
 
+/// How often a worker whose input ended checks that the pool still lives.
+const PARENT_POLL: Duration = Duration::from_millis(10);
+
 /// A task known under the id the pool gave it.
 type Declared = Result<&'static dyn ErasedTask, Error>;
 
@@ -109,33 +113,49 @@ fn serve() -> Result<(), Error> {
     result.and(fed)
 }
 
-/// Reads frames from the pool and hands them to the main thread.
-///
-/// At end of input it checks whether the pool process is still our parent:
-/// if it died (we were re-parented), the worker exits at once even when a
-/// task is running, so a killed pool leaves no orphans. Otherwise the pool
-/// closed the pipe on purpose, and the queued tasks are finished first.
+/// Reads frames from the pool and hands them to the main thread; when the
+/// input ends, starts [`watch_parent`].
 fn feed_frames(
     input: File,
     frames: &Sender<Frame>,
     parent: Option<rustix::process::Pid>,
 ) -> Result<(), Error> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
-    loop {
+    let end = loop {
         match read_frame(&mut reader) {
             Ok(Some(frame)) => {
                 if frames.send(frame).is_err() {
                     return Ok(());
                 }
             }
-            Ok(None) => {
-                if rustix::process::getppid() != parent {
-                    std::process::exit(1);
-                }
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         }
+    };
+    watch_parent(parent);
+    end
+}
+
+/// The input ended: either the pool closed it on purpose (shutdown,
+/// retirement) and waits for the results of the queued tasks, which are
+/// finished first, or the pool process died. A dying process's pipes are
+/// closed before its children are re-parented, so `getppid()` may still
+/// name the pool for a moment: a thread keeps checking while the queued
+/// tasks run, and exits the worker at once (even mid-task) when the pool
+/// is gone, so that a killed pool leaves no orphans.
+fn watch_parent(parent: Option<rustix::process::Pid>) {
+    let orphaned = move || rustix::process::getppid() != parent;
+    let watch = move || loop {
+        if orphaned() {
+            std::process::exit(1);
+        }
+        thread::sleep(PARENT_POLL);
+    };
+    let spawned = thread::Builder::new()
+        .name("concurrent-futures-watch".into())
+        .spawn(watch);
+    if spawned.is_err() && orphaned() {
+        std::process::exit(1);
     }
 }
 
@@ -184,7 +204,6 @@ fn run_frames(frames: &Receiver<Frame>, tx: &Sender<Vec<u8>>) -> Result<(), Erro
                 let mut out = Vec::with_capacity(64);
                 let start = begin_frame(&mut out, RESULT);
                 out.extend_from_slice(&seq.to_le_bytes());
-                let status_at = out.len();
                 out.push(0);
                 let outcome = match declared.get(&id) {
                     None => Err(Error::Protocol(format!("a call of undeclared task {id}"))),
@@ -198,20 +217,16 @@ fn run_frames(frames: &Receiver<Frame>, tx: &Sender<Vec<u8>>) -> Result<(), Erro
                     })
                     .and_then(|r| r),
                 };
-                if let Err(e) = outcome {
-                    out.truncate(status_at);
-                    out.push(1);
-                    encode_into(&e, &mut out)?;
-                }
-                if end_frame(&mut out, start).is_err() {
-                    out.truncate(status_at);
-                    out.push(1);
-                    encode_into(
+                let out = match outcome {
+                    Ok(()) if end_frame(&mut out, start).is_ok() => out,
+                    Ok(()) => error_result(
+                        seq,
                         &Error::Codec("the result exceeds the frame size limit".to_string()),
-                        &mut out,
-                    )?;
-                    end_frame(&mut out, start)?;
-                }
+                    )?,
+                    // Written afresh: a result that failed to serialize
+                    // may have left `out` empty or cut short.
+                    Err(e) => error_result(seq, &e)?,
+                };
                 if tx.send(out).is_err() {
                     return Ok(());
                 }
@@ -231,11 +246,15 @@ fn run_frames(frames: &Receiver<Frame>, tx: &Sender<Vec<u8>>) -> Result<(), Erro
                     Some(Ok(task)) => catch(|| task.invoke(args, &mut out)).and_then(|r| r),
                 };
                 if let Err(e) = &outcome {
-                    out.truncate(start + 5);
+                    // Written afresh, as for a result above.
+                    out.clear();
+                    let start = begin_frame(&mut out, INIT_DONE);
                     out.push(1);
                     encode_into(e, &mut out)?;
+                    end_frame(&mut out, start)?;
+                } else {
+                    end_frame(&mut out, start)?;
                 }
-                end_frame(&mut out, start)?;
                 let _ = tx.send(out);
                 if outcome.is_err() {
                     // The pool is broken now; nothing more will be asked.
@@ -248,6 +267,17 @@ fn run_frames(frames: &Receiver<Frame>, tx: &Sender<Vec<u8>>) -> Result<(), Erro
         }
     }
     Ok(())
+}
+
+/// A `RESULT` frame carrying `error` for task `seq`.
+fn error_result(seq: u64, error: &Error) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(64);
+    let start = begin_frame(&mut out, RESULT);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.push(1);
+    encode_into(error, &mut out)?;
+    end_frame(&mut out, start)?;
+    Ok(out)
 }
 
 /// The tasks this binary registered with `task!`, by name.

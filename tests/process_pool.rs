@@ -1,0 +1,640 @@
+//! Process pool conformance (CONFORMANCE.md P1-P17): dead workers and the
+//! restart policy, chunked maps, panics across processes, how many
+//! processes run and when they are replaced, terminate/kill, codec
+//! failures, large arguments, stdout inside tasks, the parent's death and a
+//! worker that never calls `init()`.
+//!
+//! Workers are this test binary run again as `worker_entry` (see
+//! `process_common`). Processes are counted by pid and checked in `/proc`.
+
+mod common;
+mod process_common;
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::io::Write;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::with_timeout;
+use concurrent_futures::{task, Error, ProcessPoolExecutor};
+use process_common::*;
+
+/// The worker side: `init()` serves tasks when this binary runs as a worker
+/// and returns at once in a normal test run.
+#[test]
+fn worker_entry() {
+    concurrent_futures::init();
+}
+
+/// The message of an `Err(Error::BrokenPool)`; fails the test otherwise.
+#[track_caller]
+fn broken_reason<T: Debug>(r: Result<T, Error>) -> String {
+    match r {
+        Err(Error::BrokenPool(msg)) => msg,
+        other => panic!("expected Err(BrokenPool), got {other:?}"),
+    }
+}
+
+/// Runs `task!(pid)` and returns the worker's pid.
+fn worker_pid(pool: &ProcessPoolExecutor) -> u32 {
+    pool.submit(task!(pid), ()).result_timeout(LONG).unwrap()
+}
+
+// --- P1 -------------------------------------------------------------------
+
+// P1
+#[test]
+fn sigkilled_worker_breaks_the_pool_naming_the_signal() {
+    let pool = pool(1);
+    let scratch = Scratch::new("p1");
+    let worker = worker_pid(&pool);
+    let mut running = pool.submit(task!(gate), scratch.dir());
+    let pending: Vec<_> = (0..5).map(|x| pool.submit(task!(square), x)).collect();
+    scratch.wait_started(1);
+    send_signal(worker, libc::SIGKILL);
+
+    let msg = broken_reason(running.result_timeout(LONG));
+    assert!(msg.contains("SIGKILL"), "{msg}");
+    assert!(msg.contains(&format!("worker process {worker} ")), "{msg}");
+    for mut f in pending {
+        let msg = broken_reason(f.result_timeout(LONG));
+        assert!(msg.contains("SIGKILL"), "{msg}");
+    }
+    // Later work fails likewise, without starting a process.
+    let msg = broken_reason(pool.submit(task!(square), 2).result_timeout(LONG));
+    assert!(msg.contains("SIGKILL"), "{msg}");
+    let mut it = pool.map(task!(square), 0..3u64).timeout(LONG);
+    assert!(matches!(it.next(), Some(Err(Error::BrokenPool(_)))));
+    assert!(it.next().is_none());
+    assert!(pool.worker_pids().is_empty());
+    assert!(reaped(worker), "the killed worker was not reaped");
+}
+
+// P1 (the restart policy; the default, above, breaks the pool as Python does)
+#[test]
+fn sigkilled_worker_is_replaced_with_restart_workers() {
+    let pool = builder()
+        .max_workers(1)
+        .restart_workers(true)
+        .build()
+        .unwrap();
+    let scratch = Scratch::new("p1r");
+    let first = worker_pid(&pool);
+    let mut victim = pool.submit(task!(gate), scratch.dir());
+    let queued: Vec<_> = (0..4u64).map(|x| pool.submit(task!(square), x)).collect();
+    scratch.wait_started(1);
+    send_signal(first, libc::SIGKILL);
+
+    let msg = broken_reason(victim.result_timeout(LONG));
+    assert!(msg.contains("SIGKILL"), "{msg}");
+    // Only what the dead worker held fails (the one pipelined behind the
+    // victim at most); the rest runs on the replacement.
+    let mut failed = 0;
+    for (x, mut f) in (0..4u64).zip(queued) {
+        match f.result_timeout(LONG) {
+            Ok(v) => assert_eq!(v, x * x),
+            Err(Error::BrokenPool(_)) => failed += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(failed <= 1, "{failed} queued futures failed");
+    let second = worker_pid(&pool);
+    assert_ne!(second, first);
+    assert_eq!(pool.worker_pids(), [second]);
+    assert!(reaped(first), "the killed worker was not reaped");
+}
+
+// --- P2, P3, P4 -----------------------------------------------------------
+
+// P2
+#[test]
+fn map_with_chunksize_6_40_50_gives_correct_results() {
+    let pool = pool(2);
+    let expected: Vec<u64> = (0..40u64).map(|i| pow(i, i as u32)).collect();
+    for chunksize in [6, 40, 50] {
+        let got: Vec<u64> = pool
+            .map(task!(pow), (0..40u64).map(|i| (i, i as u32)))
+            .chunksize(chunksize)
+            .timeout(LONG)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got, expected, "chunksize {chunksize}");
+    }
+}
+
+// P2
+#[test]
+fn map_refuses_chunksize_0() {
+    let pool = pool(1);
+    let mut it = pool.map(task!(square), 0..4u64).chunksize(0);
+    assert!(matches!(it.next(), Some(Err(Error::InvalidArgument(_)))));
+    assert!(it.next().is_none());
+    assert!(pool.worker_pids().is_empty(), "nothing should have run");
+}
+
+/// Panics on 3.
+fn boom(x: u32) -> u32 {
+    if x == 3 {
+        panic!("boom at {x}");
+    }
+    x
+}
+
+// P3
+#[test]
+fn worker_panic_keeps_its_message_and_location() {
+    let pool = pool(1);
+    let worker = worker_pid(&pool);
+    match pool.submit(task!(boom), 3).result_timeout(LONG) {
+        Err(Error::Panicked { message, location }) => {
+            assert_eq!(message, "boom at 3");
+            let at = location.expect("a location");
+            let line = at
+                .strip_prefix(concat!(file!(), ":"))
+                .unwrap_or_else(|| panic!("location {at} is not in {}", file!()));
+            assert!(line.split(':').all(|n| n.parse::<u32>().is_ok()), "{at}");
+        }
+        other => panic!("expected Err(Panicked), got {other:?}"),
+    }
+    // In a map the panic comes at its position, and ends the iteration.
+    let got: Vec<_> = pool.map(task!(boom), 0..6).chunksize(1).collect();
+    assert_eq!(got[..3], [Ok(0), Ok(1), Ok(2)]);
+    assert!(
+        matches!(&got[3], Err(Error::Panicked { message, .. }) if message == "boom at 3"),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 4);
+    // A panic never kills the worker.
+    assert_eq!(worker_pid(&pool), worker);
+}
+
+// P4
+#[test]
+fn arguments_are_dropped_in_the_worker_after_the_job() {
+    let pool = pool(1);
+    let key = fresh_key();
+    // Alive in the worker while the job runs, gone after it.
+    assert_eq!(
+        pool.submit(task!(hold), Tracked::new(key))
+            .result_timeout(LONG),
+        Ok(1)
+    );
+    assert_eq!(pool.submit(task!(live), key).result_timeout(LONG), Ok(0));
+    // Likewise for the items of a chunked map.
+    let held: Vec<i64> = pool
+        .map(task!(hold), (0..6).map(move |_| Tracked::new(key)))
+        .chunksize(3)
+        .timeout(LONG)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(held.len(), 6);
+    assert!(held.iter().all(|&n| n >= 1), "{held:?}");
+    assert_eq!(pool.submit(task!(live), key).result_timeout(LONG), Ok(0));
+    // This process's copies went once they were sent.
+    assert_eq!(live(key), 0);
+}
+
+// --- P5, P6, P7, P8: how many processes --------------------------------
+
+// P5
+#[test]
+fn blocking_jobs_15_times_the_workers_start_exactly_max_workers_processes() {
+    let workers = 2;
+    let pool = pool(workers);
+    let scratch = Scratch::new("p5");
+    let futures: Vec<_> = (0..15 * workers)
+        .map(|_| pool.submit(task!(gate), scratch.dir()))
+        .collect();
+    scratch.wait_started(workers);
+    assert_eq!(pool.worker_pids().len(), workers);
+    scratch.open();
+    let used: BTreeSet<u32> = futures
+        .into_iter()
+        .map(|mut f| f.result_timeout(LONG).unwrap())
+        .collect();
+    assert_eq!(used.len(), workers, "{used:?}");
+    let current: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
+    assert_eq!(current, used);
+}
+
+// P6
+#[test]
+fn sequential_jobs_reuse_one_process() {
+    let pool = pool(4);
+    let pids: Vec<u32> = (0..300).map(|_| worker_pid(&pool)).collect();
+    assert!(pids.iter().all(|&p| p == pids[0]), "{pids:?}");
+    assert_eq!(pool.worker_pids(), [pids[0]]);
+}
+
+// P7
+#[test]
+fn max_tasks_per_child_3_gives_job_4_a_new_process() {
+    let pool = builder()
+        .max_workers(1)
+        .max_tasks_per_child(3)
+        .build()
+        .unwrap();
+    let first = worker_pid(&pool);
+    assert_eq!(worker_pid(&pool), first);
+    assert_eq!(pool.worker_pids(), [first]);
+    assert_eq!(worker_pid(&pool), first);
+    let second = worker_pid(&pool);
+    assert_ne!(second, first);
+    eventually("the retired worker is reaped", || reaped(first));
+    assert_eq!(pool.worker_pids(), [second]);
+}
+
+/// The worker's pid and `x * x`.
+fn pid_and_square(x: u64) -> (u32, u64) {
+    (std::process::id(), x * x)
+}
+
+// P8
+#[test]
+fn max_tasks_per_child_1_with_3_workers_finishes_6_jobs_then_shuts_down() {
+    let pool = builder()
+        .max_workers(3)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..6u64)
+        .map(|x| pool.submit(task!(pid_and_square), x))
+        .collect();
+    let results = with_timeout(LONG, move || {
+        pool.shutdown();
+        assert!(pool.worker_pids().is_empty());
+        futures
+            .into_iter()
+            .map(|f| {
+                assert!(f.done());
+                f.result()
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut pids = BTreeSet::new();
+    for (x, r) in (0..6u64).zip(results) {
+        let (pid, square) = r.unwrap();
+        assert_eq!(square, x * x);
+        pids.insert(pid);
+        assert!(reaped(pid));
+    }
+    assert_eq!(pids.len(), 6, "each process runs one job: {pids:?}");
+}
+
+// --- P9, P10: terminate_workers and kill_workers ------------------------
+
+/// Waits at the gate in `dir`, then marks `{dir}/finished`.
+fn gate_then_finish(dir: String) -> u32 {
+    let pid = gate(dir.clone());
+    std::fs::write(Path::new(&dir).join("finished"), b"").unwrap();
+    pid
+}
+
+fn stop_workers_during_a_running_task(kill: bool) {
+    let pool = pool(1);
+    let scratch = Scratch::new(if kill { "p9k" } else { "p9t" });
+    let mut running = pool.submit(task!(gate_then_finish), scratch.dir());
+    let behind: Vec<_> = (0..4).map(|_| pool.submit(task!(sleep_ms), 0)).collect();
+    scratch.wait_started(1);
+    let worker = pool.worker_pids()[0];
+    let started = Instant::now();
+    if kill {
+        pool.kill_workers();
+    } else {
+        pool.terminate_workers();
+    }
+    assert!(started.elapsed() < LONG);
+    // It returns once the worker is reaped.
+    assert!(reaped(worker), "the worker was not reaped");
+    let msg = broken_reason(running.result_timeout(LONG));
+    let signal = if kill { "SIGKILL" } else { "SIGTERM" };
+    assert!(msg.contains(signal), "{msg}");
+    // The task never finishes, even with its gate open.
+    scratch.open();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(scratch.count("finished"), 0);
+    // The tasks behind it were cancelled or (if already sent) failed.
+    for f in behind {
+        assert!(f.done());
+        assert!(
+            f.cancelled() || matches!(f.exception(), Some(Error::BrokenPool(_))),
+            "{f:?}"
+        );
+    }
+    assert_eq!(
+        pool.submit(task!(square), 3).result_timeout(LONG),
+        Err(Error::Shutdown)
+    );
+    assert!(pool.worker_pids().is_empty());
+}
+
+// P9
+#[test]
+fn terminate_workers_during_a_running_task_fails_it_and_refuses_later_submits() {
+    stop_workers_during_a_running_task(false);
+}
+
+// P9
+#[test]
+fn kill_workers_during_a_running_task_fails_it_and_refuses_later_submits() {
+    stop_workers_during_a_running_task(true);
+}
+
+// P10
+#[test]
+fn terminate_and_kill_before_any_worker_started_do_nothing() {
+    let pool = pool(2);
+    with_timeout(LONG, move || {
+        pool.terminate_workers();
+        pool.kill_workers();
+        pool.terminate_workers();
+        assert!(pool.worker_pids().is_empty());
+        // Like Python's, they shut the pool down.
+        assert_eq!(pool.submit(task!(square), 2).result(), Err(Error::Shutdown));
+    });
+}
+
+// P10
+#[test]
+fn terminate_and_kill_on_a_broken_pool_do_nothing() {
+    let pool = pool(1);
+    broken_reason(pool.submit(task!(exit_with), 5).result_timeout(LONG));
+    with_timeout(LONG, move || {
+        pool.terminate_workers();
+        pool.kill_workers();
+        assert!(pool.worker_pids().is_empty());
+        assert_eq!(pool.submit(task!(square), 2).result(), Err(Error::Shutdown));
+    });
+}
+
+// --- P11, P12, P13, P14, P15: deaths, codec, large data, stdout ---------
+
+// P11
+#[test]
+fn process_exit_inside_a_task_names_the_exit_code() {
+    let pool = pool(1);
+    let worker = worker_pid(&pool);
+    let msg = broken_reason(pool.submit(task!(exit_with), 7).result_timeout(LONG));
+    assert!(
+        msg.contains(&format!("worker process {worker} exited with code 7")),
+        "{msg}"
+    );
+    assert!(reaped(worker));
+    let later = broken_reason(pool.submit(task!(square), 2).result_timeout(LONG));
+    assert!(later.contains("exited with code 7"), "{later}");
+}
+
+// P12
+#[test]
+fn argument_that_fails_to_serialize_fails_only_its_future() {
+    let pool = pool(1);
+    let ok = pool.submit(
+        task!(picky_value),
+        Picky {
+            fail: false,
+            value: 1,
+        },
+    );
+    let bad = pool.submit(
+        task!(picky_value),
+        Picky {
+            fail: true,
+            value: 2,
+        },
+    );
+    assert!(bad.done(), "the codec error is known at submission");
+    match bad.result() {
+        Err(Error::Codec(msg)) => assert!(msg.contains("Picky"), "{msg}"),
+        other => panic!("expected Err(Codec), got {other:?}"),
+    }
+    let mut ok = ok;
+    assert_eq!(ok.result_timeout(LONG), Ok(1));
+    // In a map it comes at its position.
+    let items = (0..4).map(|v| Picky {
+        fail: v == 2,
+        value: v,
+    });
+    let got: Vec<_> = pool.map(task!(picky_value), items).chunksize(1).collect();
+    assert_eq!(got[..2], [Ok(0), Ok(1)]);
+    assert!(matches!(got[2], Err(Error::Codec(_))), "{got:?}");
+    // The pool keeps working.
+    let mut again = pool.submit(
+        task!(picky_value),
+        Picky {
+            fail: false,
+            value: 3,
+        },
+    );
+    assert_eq!(again.result_timeout(LONG), Ok(3));
+}
+
+// P13
+#[test]
+fn result_that_fails_to_serialize_fails_only_its_future() {
+    let pool = pool(1);
+    let worker = worker_pid(&pool);
+    // Pipelined between good ones, so a damaged frame would show.
+    let before = pool.submit(task!(picky_result), false);
+    let bad = pool.submit(task!(picky_result), true);
+    let after = pool.submit(task!(picky_result), false);
+    let good = Picky {
+        fail: false,
+        value: 7,
+    };
+    for (i, mut f) in [before, bad, after].into_iter().enumerate() {
+        match (i, f.result_timeout(LONG)) {
+            (1, Err(Error::Codec(_))) => {}
+            (1, other) => panic!("expected Err(Codec), got {other:?}"),
+            (_, r) => assert_eq!(r, Ok(good.clone())),
+        }
+    }
+    assert_eq!(worker_pid(&pool), worker, "the worker survives");
+}
+
+const HUNDRED_MB: usize = 100 << 20;
+
+// P14
+#[test]
+fn worker_killed_while_a_100_mb_argument_is_in_the_pipe_breaks_the_pool() {
+    let pool = pool(1);
+    let worker = worker_pid(&pool);
+    // A stopped worker reads nothing: the argument stays in the pipe.
+    send_signal(worker, libc::SIGSTOP);
+    let mut fut = pool.submit(task!(bytes_len), Bytes(vec![7; HUNDRED_MB]));
+    eventually("the argument is being written", || fut.running());
+    thread::sleep(Duration::from_millis(20));
+    send_signal(worker, libc::SIGKILL);
+    let msg = broken_reason(fut.result_timeout(LONG));
+    assert!(msg.contains("SIGKILL"), "{msg}");
+    assert!(reaped(worker));
+}
+
+// P14
+#[test]
+fn worker_exiting_on_a_100_mb_argument_breaks_the_pool() {
+    let pool = pool(1);
+    let mut fut = pool.submit(task!(bytes_then_exit), Bytes(vec![1; HUNDRED_MB]));
+    let msg = broken_reason(fut.result_timeout(LONG));
+    assert!(msg.contains("exited with code 9"), "{msg}");
+}
+
+/// Prints many lines to stdout (some look like frame headers), ends
+/// without a newline, and returns `n * 2`.
+fn chatty(n: u32) -> u32 {
+    for i in 0..n {
+        println!("stdout noise {i}: ffff\u{7f}CFWRK1 not a frame");
+    }
+    print!("and a line without its end");
+    std::io::stdout().flush().unwrap();
+    n * 2
+}
+
+// P15
+#[test]
+fn task_printing_to_stdout_does_not_corrupt_the_protocol() {
+    let pool = pool(1);
+    let worker = worker_pid(&pool);
+    let noisy = pool.submit(task!(chatty), 500);
+    let quiet: Vec<_> = (0..20u64).map(|x| pool.submit(task!(square), x)).collect();
+    let mut noisy = noisy;
+    assert_eq!(noisy.result_timeout(LONG), Ok(1000));
+    for (x, mut f) in (0..20u64).zip(quiet) {
+        assert_eq!(f.result_timeout(LONG), Ok(x * x));
+    }
+    assert_eq!(worker_pid(&pool), worker);
+}
+
+// --- P16: the parent dies -----------------------------------------------
+
+/// Set for the child process that plays the parent in P16.
+const P16_PARENT: &str = "CF_TEST_P16_PARENT";
+
+/// The parent of P16 when [`P16_PARENT`] is set (else returns at once):
+/// starts two workers busy for 30 s, prints their pids, and sleeps until
+/// the test kills it.
+#[test]
+fn parent_entry() {
+    if std::env::var_os(P16_PARENT).is_none() {
+        return;
+    }
+    let pool = pool(2);
+    let busy: Vec<_> = (0..2)
+        .map(|_| pool.submit(task!(sleep_ms), 30_000))
+        .collect();
+    eventually("both workers took a task", || {
+        busy.iter().all(|f| f.running())
+    });
+    thread::sleep(Duration::from_millis(50));
+    let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
+    println!("PIDS {}", pids.join(" "));
+    std::io::stdout().flush().unwrap();
+    thread::sleep(3 * LONG);
+    // Not killed: do not wait for the busy tasks.
+    std::process::exit(2);
+}
+
+// P16
+#[test]
+fn killing_the_parent_ends_every_worker_within_a_second() {
+    let mut parent = ChildRun::start("parent_entry", P16_PARENT, "1");
+    let pids = parse_pids(&parent.line_after("PIDS "));
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.iter().all(|&p| alive(p)), "workers not running");
+    parent.child.kill().unwrap(); // SIGKILL
+    parent.child.wait().unwrap();
+    // Gone, or a zombie waiting for init to reap it.
+    let ended = within(Duration::from_secs(1), || pids.iter().all(|&p| !alive(p)));
+    let states: Vec<_> = pids.iter().map(|&p| (p, proc_state(p))).collect();
+    assert!(ended, "workers outlived their parent: {states:?}");
+}
+
+// --- P17: a worker that never calls init() ------------------------------
+
+// P17
+#[test]
+fn worker_that_never_calls_init_is_killed_with_an_error_naming_init() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_command("/bin/sleep")
+        .worker_args(["30"])
+        .handshake_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let mut fut = pool.submit(task!(pid), ());
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 1);
+    let msg = broken_reason(fut.result_timeout(LONG));
+    assert!(msg.contains("concurrent_futures::init()"), "{msg}");
+    assert!(reaped(pids[0]), "the silent worker is still there");
+    // No new process is started for later work.
+    let later = broken_reason(pool.submit(task!(pid), ()).result_timeout(LONG));
+    assert!(later.contains("concurrent_futures::init()"), "{later}");
+    assert!(pool.worker_pids().is_empty());
+}
+
+/// Set for the worker of P17 that runs `main_without_init`.
+const P17_MAIN: &str = "CF_TEST_P17_MAIN";
+
+/// A `main` that forgets `init()`: it builds a pool and uses it. As a
+/// worker it must be refused, not start workers of its own.
+#[test]
+fn main_without_init() {
+    if std::env::var_os(P17_MAIN).is_none() {
+        return;
+    }
+    let built = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_args(["main_without_init", "--exact", "--nocapture", "--quiet"])
+        .build();
+    match built {
+        Ok(pool) => {
+            let _ = pool.submit(task!(pid), ()).result_timeout(LONG);
+        }
+        // What `fn main() -> Result<..>` prints before it exits.
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::exit(1);
+        }
+    }
+}
+
+// P17
+#[test]
+fn main_without_init_fails_with_an_error_naming_init_and_no_runaway() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_args(["main_without_init", "--exact", "--nocapture", "--quiet"])
+        .env(P17_MAIN, "1")
+        .build()
+        .unwrap();
+    let mut fut = pool.submit(task!(pid), ());
+    let pids = pool.worker_pids();
+    let msg = broken_reason(fut.result_timeout(LONG));
+    assert!(msg.contains("concurrent_futures::init()"), "{msg}");
+    assert!(
+        msg.contains("cannot be created inside a worker process"),
+        "{msg}"
+    );
+    assert!(pids.iter().all(|&p| reaped(p)));
+}
+
+/// Tries to build a pool inside a worker.
+fn nested_pool() -> String {
+    match ProcessPoolExecutor::new(1) {
+        Ok(_) => "built".to_string(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+// P17
+#[test]
+fn pool_cannot_be_built_inside_a_worker() {
+    let pool = pool(1);
+    let got = pool
+        .submit(task!(nested_pool), ())
+        .result_timeout(LONG)
+        .unwrap();
+    assert!(got.starts_with("InvalidArgument"), "{got}");
+}
