@@ -487,6 +487,7 @@ where
 
 /// Starts a worker process and its writer, reader and stderr threads.
 fn spawn_worker(shared: &Arc<Shared>, st: &mut State) -> Result<(), Error> {
+    join_finished(st);
     let launched = launch(&shared.config.command)?;
     let pid = launched.child.id();
     let (worker, stop) = Worker::new(pid, launched.child, launched.tail);
@@ -515,6 +516,22 @@ fn spawn_worker(shared: &Arc<Shared>, st: &mut State) -> Result<(), Error> {
             worker.signal("could not start its threads", true);
             Err(Error::Io(format!("cannot start a pool thread: {e}")))
         }
+    }
+}
+
+/// Joins the threads of workers that are gone. Without this a pool that
+/// replaces workers (`max_tasks_per_child`, `restart_workers`) kept every
+/// retired worker's three threads unjoined, with their stacks mapped,
+/// until shutdown: about 26 KB and 6 memory maps per replacement, until
+/// `vm.max_map_count` stopped new threads. The threads are finished, so the
+/// joins do not block.
+fn join_finished(st: &mut State) {
+    let (finished, running) = std::mem::take(&mut st.threads)
+        .into_iter()
+        .partition::<Vec<_>, _>(JoinHandle::is_finished);
+    st.threads = running;
+    for t in finished {
+        let _ = t.join();
     }
 }
 
