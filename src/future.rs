@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::panic::run_callback;
 use crate::wait::Waiter;
@@ -328,7 +328,7 @@ impl<T> Future<T> {
     /// Waits on the condition variable until done or `deadline`; true if done.
     fn wait_locked(
         &self,
-        st: &mut parking_lot::MutexGuard<'_, State<T>>,
+        st: &mut MutexGuard<'_, State<T>>,
         deadline: Option<Instant>,
     ) -> bool {
         while !st.is_done() {

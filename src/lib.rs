@@ -151,6 +151,7 @@ mod map;
 mod panic;
 #[cfg(unix)]
 mod process;
+mod sync;
 mod task;
 mod thread;
 mod wait;
