@@ -144,6 +144,10 @@ fn hammer(
          {finished:.2?} ({:.0} tasks/s)",
         total as f64 / finished.as_secs_f64()
     );
+    println!(
+        "{what}: peak RSS of this test process so far: {} kB",
+        peak_rss_kb()
+    );
     assert_eq!(
         tally.odd.load(Ordering::Relaxed),
         0,
@@ -160,6 +164,16 @@ fn hammer(
             slot / per_thread
         );
     }
+}
+
+/// `VmHWM` of this process, in kB: the most resident memory it ever had.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn thread_pool_load(per_thread: usize) {
