@@ -1,0 +1,244 @@
+//! loom model checks of the `Future` state machine and of the wake-ups of
+//! `result`, `wait`, `as_completed` and `.await`: every interleaving of the
+//! racing threads (up to loom's preemption bound) runs, and loom reports a
+//! deadlock (a waiter nobody wakes) as well as a failed assertion.
+//!
+//! Built only with `--cfg loom`, which swaps the crate's locks for loom's
+//! (src/sync.rs):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test --release --test loom_future -- --nocapture
+//! ```
+//!
+//! loom has no clock, so the models keep to the untimed paths (`result`,
+//! `wait(.., None, ..)`, `as_completed` without a timeout).
+#![cfg(loom)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use concurrent_futures::{as_completed, wait, Error, Future, Promise, ReturnWhen};
+use loom::thread;
+
+/// Runs `model` under loom and prints how many interleavings it explored.
+fn check(name: &str, model: impl Fn() + Sync + Send + 'static) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    loom::model(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        model();
+    });
+    let n = runs.load(Ordering::Relaxed);
+    eprintln!("loom model {name}: {n} interleavings");
+    assert!(n > 1, "{name}: the model never branched");
+}
+
+/// A done-callback that counts its calls and records what it saw.
+fn counting_callback<T: 'static>(
+    fut: &Future<T>,
+) -> (Arc<AtomicUsize>, Arc<std::sync::Mutex<Option<Option<Error>>>>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let (c, s) = (Arc::clone(&calls), Arc::clone(&seen));
+    fut.add_done_callback(move |f| {
+        assert!(f.done(), "a callback ran before the future was done");
+        c.fetch_add(1, Ordering::SeqCst);
+        *s.lock().unwrap() = Some(f.exception());
+    });
+    (calls, seen)
+}
+
+#[test]
+fn cancel_races_set_running() {
+    check("cancel vs set_running", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let (calls, seen) = counting_callback(&fut);
+        let fut = Arc::new(fut);
+        let canceller = {
+            let fut = Arc::clone(&fut);
+            thread::spawn(move || fut.cancel())
+        };
+        let started = promise.set_running();
+        let cancelled = canceller.join().unwrap();
+        // Exactly one side wins, and the state says which.
+        assert_ne!(started, cancelled);
+        assert_eq!(fut.cancelled(), cancelled);
+        assert_eq!(fut.running(), started);
+        if cancelled {
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(*seen.lock().unwrap(), Some(Some(Error::Cancelled)));
+            assert_eq!(promise.complete(Ok(1)), Err(Ok(1)));
+        } else {
+            assert_eq!(calls.load(Ordering::SeqCst), 0);
+            assert!(!fut.cancel(), "a running future was cancelled");
+            assert_eq!(promise.complete(Ok(1)), Ok(()));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(*seen.lock().unwrap(), Some(None));
+        }
+        let fut = Arc::try_unwrap(fut).ok().unwrap();
+        let expected = if cancelled { Err(Error::Cancelled) } else { Ok(1) };
+        assert_eq!(fut.result(), expected);
+    });
+}
+
+#[test]
+fn complete_races_add_done_callback() {
+    check("complete vs add_done_callback", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let completer = thread::spawn(move || {
+            assert!(promise.set_running());
+            promise.complete(Err(Error::Shutdown)).unwrap();
+        });
+        // Added while the other thread completes: runs exactly once, in
+        // whichever thread gets there second.
+        let (calls, seen) = counting_callback(&fut);
+        completer.join().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(*seen.lock().unwrap(), Some(Some(Error::Shutdown)));
+    });
+}
+
+#[test]
+fn cancel_races_add_done_callback() {
+    check("cancel vs add_done_callback", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let handle = fut.cancel_handle();
+        let canceller = thread::spawn(move || handle.cancel());
+        let (calls, _) = counting_callback(&fut);
+        assert!(canceller.join().unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(!promise.set_running());
+    });
+}
+
+#[test]
+fn complete_races_result() {
+    check("complete vs result", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let completer = thread::spawn(move || {
+            promise.set_running();
+            promise.complete(Ok(7)).unwrap();
+        });
+        // Blocks (or not) while the value arrives; a lost wake-up is a
+        // loom deadlock.
+        assert_eq!(fut.result(), Ok(7));
+        completer.join().unwrap();
+    });
+}
+
+#[test]
+fn cancel_races_result() {
+    check("cancel vs result", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let handle = fut.cancel_handle();
+        let canceller = thread::spawn(move || handle.cancel());
+        let waiter = thread::spawn(move || fut.result());
+        assert!(canceller.join().unwrap());
+        assert_eq!(waiter.join().unwrap(), Err(Error::Cancelled));
+        assert!(!promise.set_running());
+    });
+}
+
+#[test]
+fn dropped_promise_races_result() {
+    check("promise dropped vs result", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let dropper = thread::spawn(move || drop(promise));
+        assert!(matches!(fut.result(), Err(Error::BrokenPool(_))));
+        dropper.join().unwrap();
+    });
+}
+
+#[test]
+fn completions_race_wait_all_completed() {
+    check("2 completions vs wait(AllCompleted)", || {
+        let (p1, f1) = Promise::<u32>::new();
+        let (p2, f2) = Promise::<u32>::new();
+        let t1 = thread::spawn(move || p1.complete(Ok(1)).unwrap());
+        let t2 = thread::spawn(move || {
+            p2.cancel();
+        });
+        let futures = [f1, f2];
+        let (done, not_done) = wait(&futures, None, ReturnWhen::AllCompleted);
+        assert_eq!(done.len(), 2);
+        assert!(not_done.is_empty());
+        t1.join().unwrap();
+        t2.join().unwrap();
+    });
+}
+
+#[test]
+fn completion_races_wait_first_completed() {
+    check("completion vs wait(FirstCompleted)", || {
+        let (p1, f1) = Promise::<u32>::new();
+        let (_p2, f2) = Promise::<u32>::new();
+        let t1 = thread::spawn(move || p1.complete(Ok(1)).unwrap());
+        let futures = [f1, f2];
+        let (done, not_done) = wait(&futures, None, ReturnWhen::FirstCompleted);
+        assert_eq!(done.len(), 1);
+        assert!(std::ptr::eq(done[0], &futures[0]));
+        assert_eq!(not_done.len(), 1);
+        t1.join().unwrap();
+    });
+}
+
+#[test]
+fn failure_races_wait_first_exception() {
+    check("failure vs wait(FirstException)", || {
+        let (p1, f1) = Promise::<u32>::new();
+        let (p2, f2) = Promise::<u32>::new();
+        let t1 = thread::spawn(move || p1.complete(Ok(1)).unwrap());
+        let t2 = thread::spawn(move || p2.complete(Err(Error::Shutdown)).unwrap());
+        let futures = [f1, f2];
+        let (done, _) = wait(&futures, None, ReturnWhen::FirstException);
+        // It returns once the failure is in, whether or not f1 is.
+        assert!(done.iter().any(|f| f.exception() == Some(Error::Shutdown)));
+        t1.join().unwrap();
+        t2.join().unwrap();
+    });
+}
+
+#[test]
+fn completions_race_as_completed() {
+    check("2 completions vs as_completed", || {
+        let (p1, f1) = Promise::<u32>::new();
+        let (p2, f2) = Promise::<u32>::new();
+        let t1 = thread::spawn(move || p1.complete(Ok(1)).unwrap());
+        let t2 = thread::spawn(move || p2.complete(Ok(2)).unwrap());
+        let mut got: Vec<u32> = as_completed(vec![f1, f2])
+            .map(|f| f.result().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+        t1.join().unwrap();
+        t2.join().unwrap();
+    });
+}
+
+#[test]
+fn completion_races_as_completed_stream() {
+    check("completion vs as_completed stream", || {
+        use futures::StreamExt;
+        let (p1, f1) = Promise::<u32>::new();
+        let t1 = thread::spawn(move || p1.complete(Ok(5)).unwrap());
+        let futures = vec![Future::ready(Ok(4)), f1];
+        let mut stream = as_completed(futures);
+        let first = loom::future::block_on(StreamExt::next(&mut stream)).unwrap();
+        let second = loom::future::block_on(StreamExt::next(&mut stream)).unwrap();
+        assert!(loom::future::block_on(StreamExt::next(&mut stream)).is_none());
+        let mut got = [first.result().unwrap(), second.result().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [4, 5]);
+        t1.join().unwrap();
+    });
+}
+
+#[test]
+fn completion_races_await() {
+    check("complete vs .await", || {
+        let (promise, fut) = Promise::<u32>::new();
+        let completer = thread::spawn(move || promise.complete(Ok(9)).unwrap());
+        assert_eq!(loom::future::block_on(fut), Ok(9));
+        completer.join().unwrap();
+    });
+}
