@@ -326,11 +326,7 @@ impl<T> Future<T> {
     }
 
     /// Waits on the condition variable until done or `deadline`; true if done.
-    fn wait_locked(
-        &self,
-        st: &mut MutexGuard<'_, State<T>>,
-        deadline: Option<Instant>,
-    ) -> bool {
+    fn wait_locked(&self, st: &mut MutexGuard<'_, State<T>>, deadline: Option<Instant>) -> bool {
         while !st.is_done() {
             match deadline {
                 None => self.inner.cond.wait(st),

@@ -30,9 +30,7 @@ mod model {
         }
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            MutexGuard(Some(
-                self.0.lock().unwrap_or_else(PoisonError::into_inner),
-            ))
+            MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
         }
     }
 

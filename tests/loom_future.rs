@@ -36,7 +36,10 @@ fn check(name: &str, model: impl Fn() + Sync + Send + 'static) {
 /// A done-callback that counts its calls and records what it saw.
 fn counting_callback<T: 'static>(
     fut: &Future<T>,
-) -> (Arc<AtomicUsize>, Arc<std::sync::Mutex<Option<Option<Error>>>>) {
+) -> (
+    Arc<AtomicUsize>,
+    Arc<std::sync::Mutex<Option<Option<Error>>>>,
+) {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(std::sync::Mutex::new(None));
     let (c, s) = (Arc::clone(&calls), Arc::clone(&seen));
@@ -76,7 +79,11 @@ fn cancel_races_set_running() {
             assert_eq!(*seen.lock().unwrap(), Some(None));
         }
         let fut = Arc::try_unwrap(fut).ok().unwrap();
-        let expected = if cancelled { Err(Error::Cancelled) } else { Ok(1) };
+        let expected = if cancelled {
+            Err(Error::Cancelled)
+        } else {
+            Ok(1)
+        };
         assert_eq!(fut.result(), expected);
     });
 }
