@@ -129,6 +129,8 @@ struct Link {
     dead: bool,
     /// Why the pool ended this worker, for the error message.
     fate: Option<String>,
+    /// The initializer's verdict (`true`: it succeeded), once judged.
+    initialized: Option<bool>,
 }
 
 /// One worker process.
@@ -162,6 +164,7 @@ impl Worker {
                 retiring: false,
                 dead: false,
                 fate: None,
+                initialized: None,
             }),
             cond: Condvar::new(),
             tail,
@@ -217,6 +220,15 @@ pub(crate) fn write_loop(
             return;
         }
         buf.clear();
+        // No task goes out before the verdict: after a failed initializer
+        // nothing may run (the pool is broken, as in Python).
+        let mut link = worker.link.lock();
+        while link.initialized.is_none() && !link.dead {
+            worker.cond.wait(&mut link);
+        }
+        if link.dead || link.initialized != Some(true) {
+            return;
+        }
     }
     let max_tasks = shared.config.max_tasks_per_child;
     loop {
@@ -462,9 +474,12 @@ fn read_results(
                     1 => Err(decode_wire::<Error>(body.rest(), "initializer error")?.to_string()),
                     s => return Err(Error::Protocol(format!("an unknown status {s}"))),
                 };
+                let succeeded = verdict.is_ok();
                 if let Err(why) = verdict {
                     shared.break_pool(format!("the initializer failed: {why}"));
                 }
+                worker.link.lock().initialized = Some(succeeded);
+                worker.cond.notify_all();
             }
             kind => {
                 return Err(Error::Protocol(format!(

@@ -356,8 +356,8 @@ pub fn send_signal(pid: u32, signal: i32) {
 // ---------------------------------------------------------------------------
 // Child processes that run one test of this binary as a program.
 
-/// This test binary run again to execute only the test `name`, with `key`
-/// set in its environment (the test returns at once without it). Its
+/// This test binary run again to execute only the test `name`, with `env`
+/// added to its environment (such a test returns at once without it). Its
 /// stdout lines arrive on a channel; the child is killed and reaped when
 /// this is dropped.
 #[derive(Debug)]
@@ -367,11 +367,11 @@ pub struct ChildRun {
 }
 
 impl ChildRun {
-    pub fn start(name: &str, key: &str, value: &str) -> Self {
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new(exe)
             .args([name, "--exact", "--nocapture", "--quiet"])
-            .env(key, value)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
