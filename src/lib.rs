@@ -178,6 +178,14 @@ pub use wait::{as_completed, wait, AsCompleted, AsCompletedTimeout, AsFuture, Re
 #[cfg(not(unix))]
 pub fn init() {}
 
+/// Entry points for the fuzz targets (`fuzz/`) and their corpus test; not
+/// part of the API.
+#[doc(hidden)]
+#[cfg(unix)]
+pub mod __fuzz {
+    pub use crate::process::fuzz::{frames, fuzz_tasks, pool_side, seeds, worker_side};
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};

@@ -33,13 +33,11 @@ fn check(name: &str, model: impl Fn() + Sync + Send + 'static) {
     assert!(n > 1, "{name}: the model never branched");
 }
 
+/// What a done-callback saw: `None` until it ran, then the exception.
+type Seen = Arc<std::sync::Mutex<Option<Option<Error>>>>;
+
 /// A done-callback that counts its calls and records what it saw.
-fn counting_callback<T: 'static>(
-    fut: &Future<T>,
-) -> (
-    Arc<AtomicUsize>,
-    Arc<std::sync::Mutex<Option<Option<Error>>>>,
-) {
+fn counting_callback<T: 'static>(fut: &Future<T>) -> (Arc<AtomicUsize>, Seen) {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(std::sync::Mutex::new(None));
     let (c, s) = (Arc::clone(&calls), Arc::clone(&seen));

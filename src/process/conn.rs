@@ -11,7 +11,7 @@
 //! shared queue where any idle worker (and `cancel`) can still reach them.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +23,8 @@ use serde::de::DeserializeOwned;
 use super::launcher::{describe_exit, StderrTail};
 use super::pool::Shared;
 use super::protocol::{
-    begin_frame, build_identity, decode_wire, end_frame, read_frame, skip_to_magic, Body, CALL,
-    DECLARE, FLAG_CHUNK, HELLO, INIT, INIT_DONE, PROTOCOL_VERSION, RESULT,
+    begin_frame, build_identity, decode_reply, decode_wire, end_frame, read_frame, skip_to_magic,
+    Body, Reply, CALL, DECLARE, FLAG_CHUNK, HELLO, INIT, PROTOCOL_VERSION,
 };
 use crate::task::{decode, ErasedTask};
 use crate::{Error, Promise};
@@ -400,7 +400,8 @@ fn read_until_exit(shared: &Shared, worker: &Worker, stdout: ChildStdout) {
     }
 }
 
-fn handshake(r: &mut BufReader<ChildStdout>) -> Result<(), Error> {
+/// Reads the worker's handshake; generic so that the fuzz targets can run it.
+pub(crate) fn handshake(r: &mut impl BufRead) -> Result<(), Error> {
     // A worker whose main() does not start with init() runs the program
     // instead: it exits (often refused a pool of its own) or prints.
     skip_to_magic(r).map_err(|e| match e {
@@ -434,18 +435,10 @@ fn handshake(r: &mut BufReader<ChildStdout>) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_results(
-    shared: &Shared,
-    worker: &Worker,
-    r: &mut BufReader<ChildStdout>,
-) -> Result<(), Error> {
+fn read_results(shared: &Shared, worker: &Worker, r: &mut impl BufRead) -> Result<(), Error> {
     while let Some(frame) = read_frame(r)? {
-        let mut body = Body::new(&frame.body);
-        match frame.kind {
-            RESULT => {
-                let seq = body.u64("sequence number")?;
-                let status = body.u8("status")?;
-                let payload = body.rest();
+        match decode_reply(&frame)? {
+            Reply::Result { seq, outcome } => {
                 let entry = {
                     let mut link = worker.link.lock();
                     let entry = link.inflight.remove(&seq);
@@ -457,22 +450,15 @@ fn read_results(
                     return Err(Error::Protocol(format!("a result for unknown task {seq}")));
                 };
                 drop(ticket);
-                let reply = match status {
-                    0 => Ok(payload),
-                    1 => Err(decode_wire::<Error>(payload, "task error")?),
-                    s => return Err(Error::Protocol(format!("an unknown result status {s}"))),
-                };
-                completion.finish(reply);
+                completion.finish(outcome);
             }
-            INIT_DONE => {
-                let status = body.u8("status")?;
-                let verdict = match status {
-                    0 => match &shared.config.initializer {
-                        Some(init) => (init.judge)(body.rest()),
+            Reply::InitDone(outcome) => {
+                let verdict = match outcome {
+                    Ok(bytes) => match &shared.config.initializer {
+                        Some(init) => (init.judge)(bytes),
                         None => Ok(()),
                     },
-                    1 => Err(decode_wire::<Error>(body.rest(), "initializer error")?.to_string()),
-                    s => return Err(Error::Protocol(format!("an unknown status {s}"))),
+                    Err(e) => Err(e.to_string()),
                 };
                 let succeeded = verdict.is_ok();
                 if let Err(why) = verdict {
@@ -480,11 +466,6 @@ fn read_results(
                 }
                 worker.link.lock().initialized = Some(succeeded);
                 worker.cond.notify_all();
-            }
-            kind => {
-                return Err(Error::Protocol(format!(
-                    "an unexpected frame kind {kind:#x}"
-                )))
             }
         }
     }

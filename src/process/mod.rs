@@ -3,6 +3,7 @@
 
 mod builder;
 mod conn;
+pub(crate) mod fuzz;
 mod launcher;
 mod pool;
 mod protocol;

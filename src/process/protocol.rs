@@ -115,19 +115,21 @@ pub(crate) fn read_frame(r: &mut impl BufRead) -> Result<Option<Frame>, Error> {
         )));
     }
     let want = len - 1;
-    // Trust the length only as far as the peer backs it with data: a bogus
-    // length costs at most `FIRST_READ` before the stream runs dry.
-    let mut body = Vec::with_capacity(want.min(FIRST_READ));
-    let mut got = r
-        .by_ref()
-        .take(want.min(FIRST_READ) as u64)
-        .read_to_end(&mut body)?;
-    if got == FIRST_READ && want > FIRST_READ {
-        body.reserve_exact(want - FIRST_READ);
-        got += r
-            .by_ref()
-            .take((want - FIRST_READ) as u64)
-            .read_to_end(&mut body)?;
+    // Trust the length only as far as the peer backs it with data: the
+    // first step reserves at most `FIRST_READ`, each later one at most what
+    // already arrived, so a bogus length costs at most `FIRST_READ` plus
+    // twice the bytes actually sent (not the claimed length).
+    let mut body = Vec::new();
+    let mut step = want.min(FIRST_READ);
+    let mut got = 0;
+    while step > 0 {
+        body.reserve_exact(step);
+        let n = r.by_ref().take(step as u64).read_to_end(&mut body)?;
+        got += n;
+        if n < step {
+            break;
+        }
+        step = (want - got).min(got);
     }
     if got != want {
         return Err(Error::Protocol(format!(
@@ -221,6 +223,61 @@ impl<'a> Body<'a> {
     }
 }
 
+/// A worker's reply, decoded from a `RESULT` or `INIT_DONE` frame.
+#[derive(Debug)]
+pub(crate) enum Reply<'a> {
+    /// `RESULT`: task `seq` returned the encoded value, or failed.
+    Result {
+        seq: u64,
+        outcome: Result<&'a [u8], Error>,
+    },
+    /// `INIT_DONE`: the initializer returned the encoded value, or failed.
+    InitDone(Result<&'a [u8], Error>),
+}
+
+/// Decodes a frame the pool reads from a worker after the handshake.
+pub(crate) fn decode_reply(frame: &Frame) -> Result<Reply<'_>, Error> {
+    let mut body = Body::new(&frame.body);
+    match frame.kind {
+        RESULT => {
+            let seq = body.u64("sequence number")?;
+            let outcome = match body.u8("status")? {
+                0 => Ok(body.rest()),
+                1 => Err(decode_task_error(body.rest(), "task error")?),
+                s => return Err(Error::Protocol(format!("an unknown result status {s}"))),
+            };
+            Ok(Reply::Result { seq, outcome })
+        }
+        INIT_DONE => {
+            let outcome = match body.u8("status")? {
+                0 => Ok(body.rest()),
+                1 => Err(decode_task_error(body.rest(), "initializer error")?),
+                s => return Err(Error::Protocol(format!("an unknown status {s}"))),
+            };
+            Ok(Reply::InitDone(outcome))
+        }
+        kind => Err(Error::Protocol(format!(
+            "an unexpected frame kind {kind:#x}"
+        ))),
+    }
+}
+
+/// Decodes the error a worker reports for a task or the initializer.
+///
+/// A worker reports what went wrong in it: a panic, a codec error, an
+/// unknown task. The errors that describe the pool's own future (cancelled,
+/// timed out, already taken) are refused: passed on, they would make a
+/// finished future look pending to a caller that retries on
+/// `Error::Timeout`, or cancelled while `cancelled()` says otherwise.
+fn decode_task_error(bytes: &[u8], what: &str) -> Result<Error, Error> {
+    match decode_wire::<Error>(bytes, what)? {
+        e @ (Error::Cancelled | Error::Timeout { .. } | Error::AlreadyTaken) => Err(
+            Error::Protocol(format!("a {what} that only the pool can raise: {e}")),
+        ),
+        e => Ok(e),
+    }
+}
+
 /// Decodes a postcard value that is part of the protocol itself.
 pub(crate) fn decode_wire<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
@@ -251,6 +308,59 @@ mod tests {
     fn huge_length_is_a_protocol_error_without_allocating() {
         let mut r = Cursor::new(u32::MAX.to_le_bytes().to_vec());
         assert!(matches!(read_frame(&mut r), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn big_frame_is_read_in_growing_steps() {
+        let want = 2 * FIRST_READ + 3;
+        let mut bytes = (want as u32 + 1).to_le_bytes().to_vec();
+        bytes.push(RESULT);
+        bytes.extend((0..want).map(|i| i as u8));
+        let f = read_frame(&mut Cursor::new(&bytes)).unwrap().unwrap();
+        assert_eq!(f.body.len(), want);
+        assert!(f.body.iter().enumerate().all(|(i, b)| *b == i as u8));
+        // The same frame cut short: an error, not a hang or a huge buffer.
+        bytes.truncate(5 + FIRST_READ + 10);
+        assert!(matches!(
+            read_frame(&mut Cursor::new(&bytes)),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn replies_decode_or_fail_cleanly() {
+        let mut buf = Vec::new();
+        let s = begin_frame(&mut buf, RESULT);
+        buf.extend_from_slice(&9u64.to_le_bytes());
+        buf.push(1);
+        buf.extend_from_slice(&postcard::to_stdvec(&Error::Shutdown).unwrap());
+        end_frame(&mut buf, s).unwrap();
+        let f = read_frame(&mut Cursor::new(&buf)).unwrap().unwrap();
+        assert!(matches!(
+            decode_reply(&f),
+            Ok(Reply::Result {
+                seq: 9,
+                outcome: Err(Error::Shutdown)
+            })
+        ));
+        for (kind, body) in [
+            (RESULT, &[1u8, 2][..]),
+            (RESULT, &[0, 0, 0, 0, 0, 0, 0, 0, 7][..]),
+            (INIT_DONE, &[2][..]),
+            (INIT_DONE, &[1, 0xff][..]),
+            // Errors about the pool's own future, which no worker raises.
+            (RESULT, &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0][..]),
+            (RESULT, &[0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2][..]),
+            (RESULT, &[0, 0, 0, 0, 0, 0, 0, 0, 1, 6][..]),
+            (INIT_DONE, &[1, 0][..]),
+            (CALL, &[][..]),
+        ] {
+            let f = Frame {
+                kind,
+                body: body.to_vec(),
+            };
+            assert!(matches!(decode_reply(&f), Err(Error::Protocol(_))), "{f:?}");
+        }
     }
 
     #[test]

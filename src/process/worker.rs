@@ -104,7 +104,7 @@ fn serve() -> Result<(), Error> {
     let reader = thread::Builder::new()
         .name("concurrent-futures-reader".into())
         .spawn(move || feed_frames(File::from(input), &frames_tx, parent))?;
-    let result = run_frames(&frames_rx, &tx);
+    let result = run_frames(&Registry::load(), &frames_rx, &tx);
     drop(tx);
     drop(frames_rx);
     // The pool reads until we exit; flush what is queued first.
@@ -184,8 +184,11 @@ fn write_loop(mut out: File, rx: Receiver<Vec<u8>>) {
 }
 
 /// Runs the frames in order on the main thread.
-fn run_frames(frames: &Receiver<Frame>, tx: &Sender<Vec<u8>>) -> Result<(), Error> {
-    let registry = Registry::load();
+pub(crate) fn run_frames(
+    registry: &Registry,
+    frames: &Receiver<Frame>,
+    tx: &Sender<Vec<u8>>,
+) -> Result<(), Error> {
     let mut declared: HashMap<u32, Declared> = HashMap::new();
     while let Ok(frame) = frames.recv() {
         let mut body = Body::new(&frame.body);
@@ -280,16 +283,22 @@ fn error_result(seq: u64, error: &Error) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// The tasks this binary registered with `task!`, by name.
-struct Registry {
+/// The tasks a worker knows, by name.
+pub(crate) struct Registry {
     by_name: HashMap<String, Vec<&'static dyn ErasedTask>>,
 }
 
 impl Registry {
+    /// The tasks this binary registered with `task!`.
     fn load() -> Self {
+        Self::of(TASKS.iter().copied())
+    }
+
+    /// A registry of `tasks`.
+    pub(crate) fn of(tasks: impl IntoIterator<Item = &'static dyn ErasedTask>) -> Self {
         let mut by_name: HashMap<String, Vec<&'static dyn ErasedTask>> = HashMap::new();
-        for task in TASKS {
-            by_name.entry(task.name()).or_default().push(*task);
+        for task in tasks {
+            by_name.entry(task.name()).or_default().push(task);
         }
         Registry { by_name }
     }

@@ -1,0 +1,294 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the test that
+//! replays their corpus (`tests/fuzz_corpus.rs`): the wire code of both
+//! ends of the pipe, run over arbitrary bytes. Hidden from the docs; not
+//! part of the API.
+//!
+//! Bad input is expected and only ends the run. An `Err` from these
+//! functions means something worse: the code broke one of its own
+//! promises (a completed future that is not done, a reply the worker
+//! wrote that the pool would refuse). Panics, hangs and allocations out of
+//! proportion to the input are the fuzzer's to find.
+
+use std::collections::HashMap;
+
+use super::conn::{handshake, Completion};
+use super::protocol::{
+    begin_frame, build_identity, decode_reply, end_frame, read_frame, skip_to_magic, Reply, CALL,
+    DECLARE, FLAG_CHUNK, HELLO, INIT, INIT_DONE, MAGIC, PROTOCOL_VERSION, RESULT,
+};
+use super::worker::{run_frames, Registry};
+use crate::task::{decode, ErasedTask, TaskEntry};
+use crate::{Error, InitResult, Promise};
+
+/// The value type of the futures [`pool_side`] completes.
+type Value = (u64, String);
+
+/// How many tasks [`pool_side`] has in flight: sequence numbers `0..INFLIGHT`.
+const INFLIGHT: u64 = 4;
+
+/// Reads frames from `data` until its end or the first error, decoding the
+/// replies among them as the pool would; also looks for the handshake
+/// magic in it. Returns how many frames were read.
+pub fn frames(data: &[u8]) -> usize {
+    let mut r = data;
+    let mut n = 0;
+    while let Ok(Some(frame)) = read_frame(&mut r) {
+        n += 1;
+        let _ = decode_reply(&frame);
+    }
+    let _ = skip_to_magic(&mut &data[..]);
+    n
+}
+
+/// Runs the pool's side over `data` as a worker's output: the handshake,
+/// then replies for 4 tasks (sequence numbers 0 to 3) of type
+/// `(u64, String)` and for an initializer returning `Result<(), String>`,
+/// each completing its future through the pool's own code. Returns how
+/// many futures the replies completed.
+///
+/// # Errors
+///
+/// A broken invariant: a completed future is not done, or finished with
+/// an error that says it is pending, cancelled or already taken.
+pub fn pool_side(data: &[u8]) -> Result<usize, String> {
+    let mut r = data;
+    if handshake(&mut r).is_err() {
+        return Ok(0);
+    }
+    let mut inflight: HashMap<u64, Promise<Value>> = HashMap::new();
+    let mut futures = Vec::new();
+    for seq in 0..INFLIGHT {
+        let (promise, future) = Promise::new();
+        inflight.insert(seq, promise);
+        futures.push(future);
+    }
+    let mut completed = 0;
+    while let Ok(Some(frame)) = read_frame(&mut r) {
+        match decode_reply(&frame) {
+            Ok(Reply::Result { seq, outcome }) => {
+                // The real pool ends the worker on a result for a task it
+                // does not hold; so do we.
+                let Some(promise) = inflight.remove(&seq) else {
+                    break;
+                };
+                Completion::finish(Box::new(promise), outcome);
+                completed += 1;
+            }
+            Ok(Reply::InitDone(outcome)) => {
+                // What `ProcessPoolBuilder::initializer` judges with.
+                let _verdict = outcome.map_err(|e| e.to_string()).and_then(|bytes| {
+                    decode::<Result<(), String>>(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(InitResult::into_init_result)
+                });
+            }
+            Err(_) => break,
+        }
+    }
+    // What the real pool does with the rest when the worker's output ends.
+    for (_, promise) in inflight {
+        Completion::finish(Box::new(promise), Err(Error::BrokenPool("gone".into())));
+    }
+    for (i, future) in futures.into_iter().enumerate() {
+        if !future.done() {
+            return Err(format!("future {i} is not done after its completion"));
+        }
+        // No reply may make a finished future look pending, cancelled
+        // (nothing cancels here) or already taken.
+        if let Err(e @ (Error::Timeout { .. } | Error::Cancelled | Error::AlreadyTaken)) =
+            future.result()
+        {
+            return Err(format!("future {i} finished with {e:?}"));
+        }
+    }
+    Ok(completed)
+}
+
+/// Runs the worker's side over `data` as the pool's input: every frame read
+/// from it goes through the worker's dispatch loop (the tasks are the
+/// [`fuzz_tasks`] below), and every frame the worker writes back is checked
+/// to be one the pool accepts. Returns how many replies it wrote.
+///
+/// # Errors
+///
+/// A broken invariant: the worker wrote a frame the pool would refuse, or
+/// a reply to a call it was never sent.
+pub fn worker_side(data: &[u8]) -> Result<usize, String> {
+    let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
+    let mut calls = Vec::new();
+    let mut r = data;
+    while let Ok(Some(frame)) = read_frame(&mut r) {
+        if frame.kind == CALL && frame.body.len() >= 8 {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&frame.body[..8]);
+            calls.push(u64::from_le_bytes(seq));
+        }
+        if frames_tx.send(frame).is_err() {
+            break;
+        }
+    }
+    drop(frames_tx);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let registry = Registry::of(fuzz_tasks().iter().copied());
+    // An error only means the input broke the protocol: the worker exits.
+    let _ = run_frames(&registry, &frames_rx, &tx);
+    drop(tx);
+    let written: Vec<u8> = rx.iter().flatten().collect();
+    let mut out = &written[..];
+    let mut replies = 0;
+    loop {
+        let frame = match read_frame(&mut out) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(replies),
+            Err(e) => return Err(format!("the worker wrote a bad frame: {e}")),
+        };
+        match decode_reply(&frame) {
+            Ok(Reply::Result { seq, .. }) if !calls.contains(&seq) => {
+                return Err(format!("the worker answered call {seq}, never sent"))
+            }
+            Ok(_) => replies += 1,
+            Err(e) => return Err(format!("the worker wrote a reply the pool refuses: {e}")),
+        }
+    }
+}
+
+fn divide(a: u32, b: u32) -> u32 {
+    // Panics on `b == 0`: the worker turns that into an error reply.
+    a / b
+}
+
+fn concat(parts: Vec<String>) -> String {
+    parts.concat()
+}
+
+fn nothing() {}
+
+fn init_check(ok: bool) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err("refused".to_string())
+    }
+}
+
+/// The tasks the fuzzed worker knows. Not in the `task!` registry, so no
+/// program that links this crate gains them.
+pub fn fuzz_tasks() -> &'static [&'static dyn ErasedTask] {
+    static TASKS: [&dyn ErasedTask; 4] = [
+        &TaskEntry::new(divide, "fuzz"),
+        &TaskEntry::new(concat, "fuzz"),
+        &TaskEntry::new(nothing, "fuzz"),
+        &TaskEntry::new(init_check, "fuzz"),
+    ];
+    &TASKS
+}
+
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let start = begin_frame(&mut buf, kind);
+    buf.extend_from_slice(body);
+    // Seeds are small; the limit is far away.
+    let _ = end_frame(&mut buf, start);
+    buf
+}
+
+fn wire<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+fn result(seq: u64, status: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = seq.to_le_bytes().to_vec();
+    body.push(status);
+    body.extend_from_slice(payload);
+    frame(RESULT, &body)
+}
+
+/// The handshake a worker of this build writes, magic included.
+fn hello() -> Vec<u8> {
+    let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();
+    body.extend_from_slice(&4242u32.to_le_bytes());
+    body.extend_from_slice(&wire(&build_identity()));
+    let mut out = MAGIC.to_vec();
+    out.extend(frame(HELLO, &body));
+    out
+}
+
+fn declare(id: u32, task: &dyn ErasedTask) -> Vec<u8> {
+    let mut body = id.to_le_bytes().to_vec();
+    body.extend_from_slice(&wire(&(task.name(), task.signature())));
+    frame(DECLARE, &body)
+}
+
+fn call(seq: u64, id: u32, flags: u8, arg: &[u8]) -> Vec<u8> {
+    let mut body = seq.to_le_bytes().to_vec();
+    body.extend_from_slice(&id.to_le_bytes());
+    body.push(flags);
+    body.extend_from_slice(arg);
+    frame(CALL, &body)
+}
+
+/// Well-formed inputs for the fuzz target `target` (`frame_decoder`,
+/// `pool_handshake` or `worker_dispatch`), built by this build so that the
+/// handshake's build identity and the task names match: starting points
+/// for the fuzzer, replayed by the corpus test.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let ok = |seq: u64, s: &str| result(seq, 0, &wire(&(seq, s.to_string())));
+    let failed = |seq: u64, e: &Error| result(seq, 1, &wire(e));
+    let panicked = Error::Panicked {
+        message: "boom".into(),
+        location: Some("src/main.rs:1:1".into()),
+    };
+    let pool = vec![
+        hello(),
+        [b"running 1 test\n".to_vec(), hello(), ok(0, "zero")].concat(),
+        [
+            hello(),
+            ok(0, "a"),
+            ok(1, "b"),
+            failed(2, &panicked),
+            ok(3, "d"),
+        ]
+        .concat(),
+        [hello(), frame(INIT_DONE, &[0, 0]), ok(1, "x")].concat(),
+        [
+            hello(),
+            frame(INIT_DONE, &[1]),
+            failed(0, &Error::Codec("x".into())),
+        ]
+        .concat(),
+        [hello(), ok(7, "unknown task")].concat(),
+        [hello(), result(0, 9, b"")].concat(),
+    ];
+    let tasks = fuzz_tasks();
+    let worker = vec![
+        [declare(0, tasks[0]), call(1, 0, 0, &wire(&(84u32, 2u32)))].concat(),
+        [
+            declare(0, tasks[0]),
+            call(1, 0, 0, &wire(&(1u32, 0u32))),
+            call(2, 0, FLAG_CHUNK, &wire(&vec![(9u32, 3u32), (1, 1)])),
+        ]
+        .concat(),
+        [
+            declare(5, tasks[1]),
+            call(10, 5, 0, &wire(&vec!["a", "b"])),
+            call(11, 5, FLAG_CHUNK, &wire(&vec![vec!["c"], vec![]])),
+            call(12, 6, 0, b""),
+        ]
+        .concat(),
+        [
+            declare(0, tasks[3]),
+            frame(INIT, &[0, 0, 0, 0, 1]),
+            declare(1, tasks[2]),
+            call(3, 1, 0, b""),
+        ]
+        .concat(),
+        [declare(0, tasks[3]), frame(INIT, &[0, 0, 0, 0, 0])].concat(),
+        [frame(DECLARE, &[0, 0, 0, 0, 3, b'a', b'b', b'c', 0])].concat(),
+    ];
+    match target {
+        "pool_handshake" => pool,
+        "worker_dispatch" => worker,
+        "frame_decoder" => pool.into_iter().chain(worker).collect(),
+        _ => Vec::new(),
+    }
+}
