@@ -75,12 +75,14 @@
 //! use concurrent_futures::{Error, Shutdown, ThreadPoolExecutor};
 //!
 //! let pool = ThreadPoolExecutor::new(1)?;
-//! let (tx, rx) = std::sync::mpsc::channel::<()>();
-//! let busy = pool.submit(move || rx.recv().is_ok());
+//! let (started_tx, started) = std::sync::mpsc::channel();
+//! let (go, go_rx) = std::sync::mpsc::channel::<()>();
+//! let busy = pool.submit(move || { started_tx.send(()).unwrap(); go_rx.recv().is_ok() });
 //! let queued = pool.submit(|| "never runs");
+//! started.recv().unwrap(); // the one worker is now busy
 //! assert!(queued.cancel());
 //! assert_eq!(queued.result(), Err(Error::Cancelled));
-//! tx.send(()).unwrap();
+//! go.send(()).unwrap();
 //! pool.shutdown_with(Shutdown { wait: true, cancel_futures: true });
 //! assert_eq!(busy.result(), Ok(true));
 //! assert_eq!(pool.submit(|| 1).result(), Err(Error::Shutdown));
