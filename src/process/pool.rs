@@ -267,8 +267,8 @@ impl ProcessPoolExecutor {
     ///
     /// Lazy like [`ThreadPoolExecutor::map`](crate::ThreadPoolExecutor::map).
     /// Items travel in chunks: by default `len / (4 * workers)` items per
-    /// frame (at most 4096) when the input knows its length, else one; set
-    /// it with [`chunksize`](Map::chunksize).
+    /// frame (at most 4096) when the input is bounded and knows its length,
+    /// else one; set it with [`chunksize`](Map::chunksize).
     ///
     /// # Examples
     ///
@@ -294,7 +294,13 @@ impl ProcessPoolExecutor {
     {
         let items = items.into_iter();
         let workers = self.max_workers();
-        let known = items.size_hint().0;
+        // Only a bounded input is chunked automatically: an endless one
+        // (`0..` reports a lower bound of usize::MAX) goes item by item, so
+        // `buffersize` bounds the items pulled ahead as well as the tasks.
+        let known = match items.size_hint() {
+            (low, Some(_)) => low,
+            (_, None) => 0,
+        };
         let auto_chunk = (known / (MAP_WINDOW_PER_WORKER * workers)).clamp(1, MAX_AUTO_CHUNK);
         let source = TaskSource {
             items,
