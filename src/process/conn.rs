@@ -496,27 +496,46 @@ fn adapt_window(link: &mut Link) {
 }
 
 /// The worker's output ended: reap it, and fail what it held.
+///
+/// A worker that never became ready (no handshake, or its initializer did
+/// not finish) breaks the pool even under `restart_workers`: a replacement
+/// would fail the same way, so restarting would start processes without
+/// end while the queued futures, and a waiting `shutdown`, never finish.
 fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
-    let (inflight, fate, retiring) = {
+    let (inflight, fate, retiring, stage) = {
         let mut link = worker.link.lock();
         link.dead = true;
+        let stage = if link.handshake != Handshake::Done {
+            Some("")
+        } else if shared.config.initializer.is_some() && link.initialized.is_none() {
+            Some("the initializer failed: ")
+        } else {
+            None
+        };
         (
             std::mem::take(&mut link.inflight),
             link.fate.take(),
             link.retiring,
+            stage,
         )
     };
     worker.cond.notify_all();
     worker.stop.lock().take();
-    let exit = reap(worker);
+    let (exit, lingered) = reap(worker);
+    let fate = match fate {
+        None if lingered => Some(format!(
+            "it closed its output but did not exit within {REAP_GRACE:?}"
+        )),
+        fate => fate,
+    };
     let clean = exit.is_some_and(|s| s.success()) && inflight.is_empty() && fate.is_none();
     if clean && (retiring || shared.is_closing()) {
-        shared.worker_gone(worker, None);
+        shared.worker_gone(worker, None, true);
         return;
     }
     worker.tail.wait_closed(Duration::from_millis(200));
     let how = exit.map_or_else(|| "ended".to_string(), describe_exit);
-    let mut reason = format!("worker process {} {how}", worker.pid);
+    let mut reason = format!("{}worker process {} {how}", stage.unwrap_or(""), worker.pid);
     if let Some(f) = fate {
         reason.push_str(&format!(" ({f})"));
     }
@@ -524,7 +543,7 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
         reason.push_str(&format!(" while running {} task(s)", inflight.len()));
     }
     reason.push_str(&worker.tail.quote());
-    let error = shared.worker_gone(worker, Some(reason));
+    let error = shared.worker_gone(worker, Some(reason), stage.is_none());
     for (_, (completion, ticket)) in inflight {
         drop(ticket);
         completion.finish(Err(error.clone()));
@@ -532,28 +551,31 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
 }
 
 /// Waits for the worker process to exit; one that closed its output but
-/// lingers is killed after a grace period. No zombie is left behind.
-fn reap(worker: &Worker) -> Option<std::process::ExitStatus> {
+/// lingers is killed after a grace period (then the flag is true). No
+/// zombie is left behind.
+fn reap(worker: &Worker) -> (Option<std::process::ExitStatus>, bool) {
     let deadline = Instant::now() + REAP_GRACE;
     let mut pause = Duration::from_micros(100);
     loop {
         let mut guard = worker.child.lock();
-        let child = guard.as_mut()?;
+        let Some(child) = guard.as_mut() else {
+            return (None, false);
+        };
         match child.try_wait() {
             Ok(Some(status)) => {
                 *guard = None;
-                return Some(status);
+                return (Some(status), false);
             }
             Ok(None) if Instant::now() < deadline => {}
             Ok(None) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 *guard = None;
-                return status;
+                return (status, true);
             }
             Err(_) => {
                 *guard = None;
-                return None;
+                return (None, false);
             }
         }
         drop(guard);

@@ -93,14 +93,23 @@ impl Shared {
     }
 
     /// A worker exited. `reason` is `None` for a clean exit (retired or
-    /// shut down). Returns the error its futures get.
-    pub(crate) fn worker_gone(self: &Arc<Self>, worker: &Worker, reason: Option<String>) -> Error {
+    /// shut down). A worker that is not `replaceable` (it never became
+    /// ready) breaks the pool even under `restart_workers`. Returns the
+    /// error its futures get.
+    pub(crate) fn worker_gone(
+        self: &Arc<Self>,
+        worker: &Worker,
+        reason: Option<String>,
+        replaceable: bool,
+    ) -> Error {
         let mut st = self.state.lock();
         st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
         let error = match (&st.broken, reason) {
             (Some(broken), _) => return Error::BrokenPool(broken.clone()),
             (None, None) => Error::BrokenPool("the worker exited".to_string()),
-            (None, Some(reason)) if self.config.restart_workers => Error::BrokenPool(reason),
+            (None, Some(reason)) if self.config.restart_workers && replaceable => {
+                Error::BrokenPool(reason)
+            }
             (None, Some(reason)) => {
                 drop(st);
                 self.break_pool(reason.clone());

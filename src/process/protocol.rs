@@ -96,22 +96,27 @@ pub(crate) struct Frame {
 /// beyond what the peer actually sends.
 pub(crate) fn read_frame(r: &mut impl BufRead) -> Result<Option<Frame>, Error> {
     let mut head = [0u8; 5];
-    match read_exact_or_eof(r, &mut head)? {
-        0 => return Ok(None),
-        5 => {}
-        n => {
-            return Err(Error::Protocol(format!(
-                "the stream ended inside a frame header ({n} of 5 bytes)"
-            )))
-        }
+    // The length is judged before the kind byte is awaited: a peer that
+    // sends an impossible length and then stalls must not hold the reader.
+    let mut got = read_exact_or_eof(r, &mut head[..4])?;
+    if got == 0 {
+        return Ok(None);
     }
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len == 0 {
-        return Err(Error::Protocol("an empty frame".to_string()));
+    if got == 4 {
+        if len == 0 {
+            return Err(Error::Protocol("an empty frame".to_string()));
+        }
+        if len > MAX_FRAME {
+            return Err(Error::Protocol(format!(
+                "a frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes"
+            )));
+        }
+        got += read_exact_or_eof(r, &mut head[4..])?;
     }
-    if len > MAX_FRAME {
+    if got < 5 {
         return Err(Error::Protocol(format!(
-            "a frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes"
+            "the stream ended inside a frame header ({got} of 5 bytes)"
         )));
     }
     let want = len - 1;

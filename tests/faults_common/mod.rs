@@ -1,0 +1,409 @@
+//! Helpers of the fault matrix (`tests/faults_*.rs`): the ways a worker
+//! dies, the tasks that die on command, a scratch directory through which
+//! the test commands the worker, and checks on process ids through `/proc`.
+//!
+//! Every wait here has a deadline ([`LONG`]), so a fault that makes the pool
+//! hang fails the test instead of stalling the run.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fmt::Debug;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{Error, Future, ProcessPoolBuilder, ProcessPoolExecutor};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// The upper bound for "did not hang".
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// The exit code of [`Death::Exit`].
+pub const EXIT_CODE: i32 = 7;
+
+/// Arguments that make the re-run test binary run only `worker_entry`.
+pub const WORKER_ARGS: [&str; 4] = ["worker_entry", "--exact", "--nocapture", "--quiet"];
+
+/// A pool builder whose workers are this test binary (its `worker_entry`).
+pub fn builder() -> ProcessPoolBuilder {
+    ProcessPoolExecutor::builder().worker_args(WORKER_ARGS)
+}
+
+// ---------------------------------------------------------------------------
+// How a worker dies.
+
+/// The ways a worker process dies in the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Death {
+    /// SIGKILL (sent by the test when it can, else by the worker to itself).
+    Kill,
+    /// A real segmentation fault: a write to an unmapped address.
+    Segv,
+    /// `std::process::abort()` (SIGABRT).
+    Abort,
+    /// `std::process::exit(EXIT_CODE)`.
+    Exit,
+}
+
+impl Death {
+    /// The words the pool's message must contain.
+    pub fn words(self) -> &'static str {
+        match self {
+            Death::Kill => "was killed by signal SIGKILL (9",
+            Death::Segv => "was killed by signal SIGSEGV (11",
+            Death::Abort => "was killed by signal SIGABRT (6",
+            Death::Exit => "exited with code 7",
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Death::Kill => "kill",
+            Death::Segv => "segv",
+            Death::Abort => "abort",
+            Death::Exit => "exit",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Death> {
+        [Death::Kill, Death::Segv, Death::Abort, Death::Exit]
+            .into_iter()
+            .find(|d| d.word() == s.trim())
+    }
+}
+
+/// Ends this process the way `death` says. Runs in a worker.
+pub fn die_now(death: Death) -> ! {
+    match death {
+        Death::Kill => {
+            // SAFETY: plain integers; signalling ourselves.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        Death::Segv => {
+            // A write to the unmapped first page. (A SIGSEGV sent with
+            // kill(2) is not enough: std's stack-overflow handler takes the
+            // first one, finds no guard-page fault, restores the default
+            // action and returns, so the process lives on.)
+            let addr = std::hint::black_box(8usize) as *mut u8;
+            // SAFETY: it is not: this faults, which is the point.
+            unsafe { std::ptr::write_volatile(addr, 1) };
+        }
+        Death::Abort => std::process::abort(),
+        Death::Exit => std::process::exit(EXIT_CODE),
+    }
+    // Only reached if the signal was slow to arrive.
+    loop {
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Kills `pid` from the test with `signal`.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) takes plain integers.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+// ---------------------------------------------------------------------------
+// Tasks (they run in the worker processes; name them with `task!` at the
+// call site).
+
+/// The worker's pid.
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// `x * x`.
+pub fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Dies at once, the way `death` says.
+pub fn die(death: Death) -> u32 {
+    die_now(death)
+}
+
+/// Marks `started-<pid>-<n>` in `dir`, then blocks until `dir/open` exists
+/// (or `dir` is gone: its test is over), and returns the pid. Dies instead
+/// when the test writes a command for this pid (see [`Scratch::command`]).
+pub fn block(dir: String) -> u32 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let me = std::process::id();
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    touch(&Path::new(&dir).join(format!("started-{me}-{n}")));
+    obey_until_open(&dir);
+    me
+}
+
+/// Starts a thread in the worker that obeys this pid's command (see
+/// [`Scratch::command`]), and returns the pid at once: the worker is then
+/// idle with its death armed.
+pub fn arm(dir: String) -> u32 {
+    let me = std::process::id();
+    thread::spawn(move || obey_until_open(&dir));
+    me
+}
+
+/// The initializer of the matrix: marks `init-<pid>` in `dir`, then waits
+/// for a command (or the gate) like [`block`].
+pub fn init_wait(dir: String) {
+    touch(&Path::new(&dir).join(format!("init-{}", std::process::id())));
+    obey_until_open(&dir);
+}
+
+/// An initializer that dies every time, in every worker.
+pub fn init_die(death: Death) {
+    die_now(death)
+}
+
+/// Arms a death like [`arm`], marks `big-<pid>`, then returns `len` bytes:
+/// the command arrives while the worker writes this large result.
+pub fn big_result(dir: String, len: usize) -> ByteBuf {
+    let me = std::process::id();
+    let armed = dir.clone();
+    thread::spawn(move || obey_until_open(&armed));
+    touch(&Path::new(&dir).join(format!("big-{me}")));
+    ByteBuf::from(vec![0xAB; len])
+}
+
+/// The length of a byte string.
+pub fn bytes_len(b: ByteBuf) -> usize {
+    b.len()
+}
+
+fn obey_until_open(dir: &str) {
+    let dir = Path::new(dir);
+    let cmd = dir.join(format!("cmd-{}", std::process::id()));
+    let deadline = Instant::now() + LONG;
+    while dir.exists() && !dir.join("open").exists() && Instant::now() < deadline {
+        if let Some(death) = fs::read_to_string(&cmd).ok().and_then(|s| Death::parse(&s)) {
+            die_now(death);
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn touch(path: &Path) {
+    let _ = fs::write(path, b"");
+}
+
+// ---------------------------------------------------------------------------
+// The test's side: a scratch directory.
+
+/// A fresh directory that tasks watch; removed on drop (which releases
+/// every task still blocked on it).
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("cf-faults-{}-{tag}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create a scratch directory");
+        Scratch { path }
+    }
+
+    /// The directory, as the `String` the tasks take.
+    pub fn dir(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Releases every task blocked on this directory.
+    pub fn open(&self) {
+        fs::write(self.path.join("open"), b"").expect("open the gate");
+    }
+
+    /// Tells the worker `pid` to die as `death` (its blocked task or armed
+    /// thread obeys within a millisecond).
+    pub fn command(&self, pid: u32, death: Death) {
+        let tmp = self.path.join(format!("tmp-{pid}"));
+        fs::write(&tmp, death.word()).expect("write a command");
+        fs::rename(&tmp, self.path.join(format!("cmd-{pid}"))).expect("publish a command");
+    }
+
+    /// The pids of the markers named `<prefix><pid>[-n]`, in creation order
+    /// of discovery (sorted, deduplicated).
+    pub fn pids(&self, prefix: &str) -> Vec<u32> {
+        let mut pids: Vec<u32> = fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_prefix(prefix)?;
+                rest.split('-').next()?.parse().ok()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Waits until markers with `prefix` exist for `n` distinct pids.
+    #[track_caller]
+    pub fn wait_pids(&self, prefix: &str, n: usize) -> Vec<u32> {
+        let mut pids = Vec::new();
+        eventually(&format!("{n} pids marked {prefix}"), || {
+            pids = self.pids(prefix);
+            pids.len() >= n
+        });
+        pids
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Outcomes.
+
+/// Waits (at most [`LONG`]) for the future and returns its error message if
+/// it is `Err(BrokenPool)` containing every one of `words`; fails the test
+/// otherwise.
+#[track_caller]
+pub fn broken<T: Debug>(fut: &mut Future<T>, words: &[&str]) -> String {
+    match fut.result_timeout(LONG) {
+        Err(Error::BrokenPool(msg)) => {
+            for w in words {
+                assert!(msg.contains(w), "{w:?} missing from {msg:?}");
+            }
+            msg
+        }
+        other => panic!("expected Err(BrokenPool({words:?})), got {other:?}"),
+    }
+}
+
+/// Waits (at most [`LONG`]) for the future's value.
+#[track_caller]
+pub fn value<T: Debug>(fut: &mut Future<T>) -> T {
+    match fut.result_timeout(LONG) {
+        Ok(v) => v,
+        Err(e) => panic!("expected a value, got Err({e:?})"),
+    }
+}
+
+/// `worker process <pid> ` as the pool's messages say it.
+pub fn names(pid: u32) -> String {
+    format!("worker process {pid} ")
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...), or
+/// `None` if there is no such process (it exited and was reaped).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+/// True once `pid` has exited and was reaped (no zombie).
+pub fn reaped(pid: u32) -> bool {
+    proc_state(pid).is_none()
+}
+
+/// True once `pid` no longer runs: reaped, or a zombie whose (new) parent
+/// has not reaped it yet.
+pub fn ended(pid: u32) -> bool {
+    matches!(proc_state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Fails the test unless every pid is reaped within [`LONG`].
+#[track_caller]
+pub fn assert_reaped(pids: &[u32]) {
+    let mut left = Vec::new();
+    let ok = within(LONG, || {
+        left = pids.iter().copied().filter(|p| !reaped(*p)).collect();
+        left.is_empty()
+    });
+    let states: Vec<_> = left.iter().map(|p| (*p, proc_state(*p))).collect();
+    assert!(ok, "worker processes left behind: {states:?}");
+}
+
+/// Polls `cond` every millisecond; false if it did not hold within `limit`.
+pub fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after [`LONG`].
+#[track_caller]
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    assert!(within(LONG, cond), "never happened within {LONG:?}: {what}");
+}
+
+/// This process's peak resident set (`VmHWM`), in bytes.
+pub fn peak_rss() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("a VmHWM line");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a VmHWM value");
+    kb * 1024
+}
+
+/// The most bytes waiting in any pipe this process shares with `pid` (its
+/// stdin, stdout or stderr pipe). Linux: through `/proc/<pid>/fd` and
+/// `FIONREAD` on a second descriptor of the same pipe.
+pub fn pipe_backlog(pid: u32) -> usize {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let links = |dir: String| -> Vec<(PathBuf, String)> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let target = fs::read_link(e.path()).ok()?;
+                let target = target.to_string_lossy().into_owned();
+                target.starts_with("pipe:").then(|| (e.path(), target))
+            })
+            .collect()
+    };
+    let theirs: Vec<String> = links(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let mut most = 0;
+    for (path, target) in links("/proc/self/fd".to_string()) {
+        if !theirs.contains(&target) {
+            continue;
+        }
+        let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer.
+        if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) } == 0 {
+            most = most.max(n as usize);
+        }
+    }
+    most
+}
