@@ -18,9 +18,6 @@
 
 mod faults_common;
 
-use std::thread;
-use std::time::Duration;
-
 use concurrent_futures::{task, ProcessPoolExecutor};
 use faults_common::*;
 use serde_bytes::ByteBuf;
@@ -48,10 +45,12 @@ fn pool(workers: usize, policy: Policy) -> ProcessPoolExecutor {
         .expect("build a process pool")
 }
 
-/// SIGKILL comes from the test; the other deaths by command, inside.
+/// SIGKILL and SIGSEGV signals come from the test; the other deaths by
+/// command, inside.
 fn inflict(s: &Scratch, pid: u32, death: Death) {
     match death {
         Death::Kill => send_signal(pid, libc::SIGKILL),
+        Death::SegvSignal => segv_until_ended(pid),
         _ => s.command(pid, death),
     }
 }
@@ -239,9 +238,12 @@ fn big_argument(death: Death, policy: Policy) {
     let mut first = pool.submit(task!(die), death);
     let mut big = pool.submit(task!(bytes_len), ByteBuf::from(vec![7u8; 100 << 20]));
     let mut queued: Vec<_> = (0..2u64).map(|x| pool.submit(task!(square), x)).collect();
-    // The pipe holds 1 MiB: the pool's writer is blocked inside the frame.
-    thread::sleep(Duration::from_millis(300));
-    assert!(!big.done() && !first.done());
+    // The pipe holds 1 MiB: once it is full, the pool's writer is blocked
+    // inside the big frame.
+    eventually("the pool writes the big argument", || {
+        pipe_backlog(p) >= 512 << 10
+    });
+    assert!(big.running() && !big.done() && !first.done());
     match death {
         Death::Kill => send_signal(p, libc::SIGKILL),
         _ => send_signal(p, libc::SIGCONT),
@@ -343,6 +345,7 @@ rows! {
     idle_segfault_breaks_the_pool: idle(Segv, Break);
     idle_abort_breaks_the_pool: idle(Abort, Break);
     idle_exit_breaks_the_pool: idle(Exit, Break);
+    idle_sigsegv_signal_breaks_the_pool: idle(SegvSignal, Break);
     idle_sigkill_restarts: idle(Kill, Restart);
     idle_segfault_restarts: idle(Segv, Restart);
     idle_abort_restarts: idle(Abort, Restart);
@@ -352,6 +355,7 @@ rows! {
     running_segfault_breaks_the_pool: running(Segv, Break);
     running_abort_breaks_the_pool: running(Abort, Break);
     running_exit_breaks_the_pool: running(Exit, Break);
+    running_sigsegv_signal_breaks_the_pool: running(SegvSignal, Break);
     running_sigkill_restarts: running(Kill, Restart);
     running_segfault_restarts: running(Segv, Restart);
     running_abort_restarts: running(Abort, Restart);
@@ -361,6 +365,7 @@ rows! {
     initializer_segfault_breaks_the_pool: initializer(Segv, Break);
     initializer_abort_breaks_the_pool: initializer(Abort, Break);
     initializer_exit_breaks_the_pool: initializer(Exit, Break);
+    initializer_sigsegv_signal_breaks_the_pool: initializer(SegvSignal, Break);
     initializer_sigkill_breaks_the_pool_despite_restart: initializer(Kill, Restart);
     initializer_segfault_breaks_the_pool_despite_restart: initializer(Segv, Restart);
     initializer_abort_breaks_the_pool_despite_restart: initializer(Abort, Restart);
@@ -379,6 +384,7 @@ rows! {
     writing_result_segfault_breaks_the_pool: writing_result(Segv, Break);
     writing_result_abort_breaks_the_pool: writing_result(Abort, Break);
     writing_result_exit_breaks_the_pool: writing_result(Exit, Break);
+    writing_result_sigsegv_signal_breaks_the_pool: writing_result(SegvSignal, Break);
     writing_result_sigkill_restarts: writing_result(Kill, Restart);
     writing_result_segfault_restarts: writing_result(Segv, Restart);
     writing_result_abort_restarts: writing_result(Abort, Restart);

@@ -41,6 +41,10 @@ pub enum Death {
     Kill,
     /// A real segmentation fault: a write to an unmapped address.
     Segv,
+    /// SIGSEGV sent with kill(2), repeatedly: std's stack-overflow handler
+    /// takes the first one (it finds no guard-page fault, restores the
+    /// default action and returns), so one is not enough.
+    SegvSignal,
     /// `std::process::abort()` (SIGABRT).
     Abort,
     /// `std::process::exit(EXIT_CODE)`.
@@ -52,7 +56,7 @@ impl Death {
     pub fn words(self) -> &'static str {
         match self {
             Death::Kill => "was killed by signal SIGKILL (9",
-            Death::Segv => "was killed by signal SIGSEGV (11",
+            Death::Segv | Death::SegvSignal => "was killed by signal SIGSEGV (11",
             Death::Abort => "was killed by signal SIGABRT (6",
             Death::Exit => "exited with code 7",
         }
@@ -62,15 +66,22 @@ impl Death {
         match self {
             Death::Kill => "kill",
             Death::Segv => "segv",
+            Death::SegvSignal => "segv-signal",
             Death::Abort => "abort",
             Death::Exit => "exit",
         }
     }
 
     fn parse(s: &str) -> Option<Death> {
-        [Death::Kill, Death::Segv, Death::Abort, Death::Exit]
-            .into_iter()
-            .find(|d| d.word() == s.trim())
+        [
+            Death::Kill,
+            Death::Segv,
+            Death::SegvSignal,
+            Death::Abort,
+            Death::Exit,
+        ]
+        .into_iter()
+        .find(|d| d.word() == s.trim())
     }
 }
 
@@ -81,11 +92,12 @@ pub fn die_now(death: Death) -> ! {
             // SAFETY: plain integers; signalling ourselves.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
+        Death::SegvSignal => loop {
+            // SAFETY: plain integers; signalling ourselves.
+            unsafe { libc::raise(libc::SIGSEGV) };
+        },
         Death::Segv => {
-            // A write to the unmapped first page. (A SIGSEGV sent with
-            // kill(2) is not enough: std's stack-overflow handler takes the
-            // first one, finds no guard-page fault, restores the default
-            // action and returns, so the process lives on.)
+            // A write to the unmapped first page.
             let addr = std::hint::black_box(8usize) as *mut u8;
             // SAFETY: it is not: this faults, which is the point.
             unsafe { std::ptr::write_volatile(addr, 1) };
@@ -96,6 +108,17 @@ pub fn die_now(death: Death) -> ! {
     // Only reached if the signal was slow to arrive.
     loop {
         thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Sends SIGSEGV to `pid` until it has ended (see [`Death::SegvSignal`]).
+pub fn segv_until_ended(pid: u32) {
+    let deadline = Instant::now() + LONG;
+    while !ended(pid) {
+        assert!(Instant::now() < deadline, "{pid} survives SIGSEGV");
+        // SAFETY: kill(2) takes plain integers.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSEGV) };
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
