@@ -8,7 +8,8 @@
 //! 2. RSS of 1,000,000 pending `Future<u64>`s: a 1-worker pool is blocked on
 //!    a channel, then 1M `move || i` tasks are queued behind it.
 //!
-//! Run: `cargo run --release --example memory` (Linux: it reads `/proc`).
+//! Run: `cargo run --release --example memory` (Linux: it reads `/proc`);
+//! `-- N` consumes N items in the `map` phase instead of 5,000,000.
 
 use std::time::Instant;
 
@@ -43,8 +44,11 @@ fn main() -> Result<(), Error> {
     {
         let pool = ThreadPoolExecutor::new(2)?;
         let t = Instant::now();
+        let items = std::env::args()
+            .nth(1)
+            .map_or(MAP_ITEMS, |s| s.parse().expect("N: a number of items"));
         let mut seen = 0usize;
-        for r in pool.map(|x: u64| x.wrapping_mul(3), 0..).take(MAP_ITEMS) {
+        for r in pool.map(|x: u64| x.wrapping_mul(3), 0..).take(items) {
             r?;
             seen += 1;
         }
