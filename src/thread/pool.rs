@@ -17,6 +17,11 @@ use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
 /// How many tasks a `map` keeps in flight per worker by default.
 const MAP_WINDOW_PER_WORKER: usize = 4;
+/// The smallest default `map` window. Tiny tasks need a deep window: with a
+/// shallow one the workers drain it and sleep, and every item then costs a
+/// wake-up (measured: 0.86 M items/s with 8 in flight, 1.9 M/s with 256, on
+/// 2 workers). 256 futures in flight cost about 32 KB.
+const MIN_MAP_WINDOW: usize = 256;
 
 /// Numbers the pools of this process for the default thread names.
 static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -217,7 +222,8 @@ impl ThreadPoolExecutor {
     /// Runs `f` on every item, yielding the results in input order.
     ///
     /// Lazy: nothing is submitted until the first `next()`; then at most
-    /// [`buffersize`](Map::buffersize) tasks (default 4 per worker) run ahead
+    /// [`buffersize`](Map::buffersize) tasks (default 4 per worker, at least
+    /// 256) run ahead
     /// of the consumer. See [`Map`] for `timeout`, `buffersize` and
     /// `chunksize`.
     ///
@@ -246,7 +252,10 @@ impl ThreadPoolExecutor {
             f: Arc::new(f),
             owner: Arc::clone(&self.owner),
         };
-        let window = self.max_workers().saturating_mul(MAP_WINDOW_PER_WORKER);
+        let window = self
+            .max_workers()
+            .saturating_mul(MAP_WINDOW_PER_WORKER)
+            .max(MIN_MAP_WINDOW);
         Map::new(Box::new(source), window)
     }
 
