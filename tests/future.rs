@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{recv, with_timeout, Gate, LONG};
 use concurrent_futures::{Error, Future, Promise, ThreadPoolExecutor};
-use crossbeam_channel::{unbounded, Receiver, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 
 /// What a done-callback saw.
 #[derive(Debug, PartialEq)]
@@ -41,7 +41,9 @@ fn observe<T: 'static>(fut: &Future<T>) -> Receiver<Seen> {
 #[track_caller]
 fn only_report(rx: &Receiver<Seen>) -> Seen {
     let seen = recv(rx);
-    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    // The callback's sender goes away when the callback returns, which may be
+    // a moment after its send: wait for that, and for no second report.
+    assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
     seen
 }
 
