@@ -1,5 +1,7 @@
 //! What both pools share: the [`Executor`] trait and [`Shutdown`] options.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -92,4 +94,22 @@ pub trait Executor {
 
     /// The most workers the pool runs at once.
     fn max_workers(&self) -> usize;
+}
+
+/// A pool's shared state, as far as its [`Owner`] needs it.
+pub(crate) trait Stop {
+    /// Shuts the pool down.
+    fn stop(self: &Arc<Self>, options: Shutdown);
+}
+
+/// The owner of a pool's workers: shuts the pool down when the last handle
+/// (the pool itself, or a `Map` still pulling input) goes away.
+pub(crate) struct Owner<S: Stop> {
+    pub(crate) shared: Arc<S>,
+}
+
+impl<S: Stop> Drop for Owner<S> {
+    fn drop(&mut self) {
+        self.shared.stop(Shutdown::default());
+    }
 }

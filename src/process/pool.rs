@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::builder::{Config, ProcessPoolBuilder};
 use super::conn::{read_loop, write_loop, Completion, Job, Ticket, Worker};
 use super::launcher::launch;
+use crate::executor::{self, Stop};
 use crate::map::{Source, Submitted};
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
@@ -132,17 +133,14 @@ impl Shared {
     }
 }
 
-/// Shuts the pool down when the last handle (the pool, or a `Map` still
-/// pulling input) goes away.
-struct Owner {
-    shared: Arc<Shared>,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        shutdown(&self.shared, Shutdown::default());
+impl Stop for Shared {
+    fn stop(self: &Arc<Self>, options: Shutdown) {
+        shutdown(self, options);
     }
 }
+
+/// Shuts the pool down when the last handle goes away.
+type Owner = executor::Owner<Shared>;
 
 /// A pool of worker processes running registered tasks, like Python's
 /// `concurrent.futures.ProcessPoolExecutor`.

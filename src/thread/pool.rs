@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::builder::{default_thread_workers, Initializer, ThreadPoolBuilder};
 use super::worker::{self, ClosureJob, Job};
+use crate::executor::{self, Stop};
 use crate::map::{Source, Submitted};
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
@@ -69,17 +70,14 @@ impl Shared {
     }
 }
 
-/// The owner of a pool's workers: shuts the pool down when the last
-/// handle (the pool itself, or a `Map` still pulling input) goes away.
-struct Owner {
-    shared: Arc<Shared>,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        shutdown(&self.shared, Shutdown::default());
+impl Stop for Shared {
+    fn stop(self: &Arc<Self>, options: Shutdown) {
+        shutdown(self, options);
     }
 }
+
+/// Shuts the pool down when the last handle goes away.
+type Owner = executor::Owner<Shared>;
 
 /// A pool of threads running closures, like Python's
 /// `concurrent.futures.ThreadPoolExecutor`.
