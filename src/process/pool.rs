@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::builder::{Config, ProcessPoolBuilder};
 use super::conn::{read_loop, write_loop, Completion, Job, Ticket, Worker};
 use super::launcher::launch;
+use super::protocol::MAX_FRAME;
 use crate::executor::{self, Stop};
 use crate::map::{Source, Submitted};
 use crate::task::encode_into;
@@ -20,6 +21,8 @@ use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
 /// Chunks a `map` keeps in flight per worker by default.
 const MAP_WINDOW_PER_WORKER: usize = 4;
+/// The largest encoded argument: a frame's limit less its CALL header.
+const MAX_ARGUMENT: usize = MAX_FRAME - 16;
 /// The largest automatic chunk size.
 const MAX_AUTO_CHUNK: usize = 4096;
 
@@ -457,7 +460,7 @@ where
 {
     let (promise, future) = Promise::<V>::new();
     let mut payload = Vec::new();
-    if let Err(e) = encode(&mut payload) {
+    if let Err(e) = encode(&mut payload).and_then(|()| fits_a_frame(payload.len())) {
         let _ = promise.complete(Err(e));
         return future;
     }
@@ -496,6 +499,17 @@ where
         let _ = tx.send(job);
     }
     future
+}
+
+/// Refuses an argument too big for one frame (it would break the worker's
+/// stream for every task, not just this one).
+fn fits_a_frame(len: usize) -> Result<(), Error> {
+    if len > MAX_ARGUMENT {
+        return Err(Error::Codec(format!(
+            "an argument of {len} bytes exceeds the frame limit of {MAX_ARGUMENT} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Starts a worker process and its writer, reader and stderr threads.
@@ -657,5 +671,19 @@ impl fmt::Debug for ProcessPoolExecutor {
             .field("shutdown", &st.sender.is_none())
             .field("broken", &st.broken)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_argument_beyond_the_frame_limit_is_a_codec_error() {
+        assert_eq!(fits_a_frame(MAX_ARGUMENT), Ok(()));
+        assert!(matches!(
+            fits_a_frame(MAX_ARGUMENT + 1),
+            Err(Error::Codec(msg)) if msg.contains("exceeds the frame limit")
+        ));
     }
 }
