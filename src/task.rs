@@ -149,6 +149,8 @@ fn task_name<F>(site: &str) -> String {
     }
 }
 
+/// Appends `value`, postcard-encoded, to `out`. On error `out` is left
+/// empty (postcard consumes the buffer): callers write their frame afresh.
 #[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
     let taken = std::mem::take(out);
