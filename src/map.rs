@@ -123,8 +123,9 @@ impl<T> Map<T> {
         self
     }
 
-    /// How many tasks may be in flight ahead of the consumer (default: a
-    /// small multiple of the pool's workers). Must be at least 1; 0 makes
+    /// How many tasks may be in flight ahead of the consumer (default: 4
+    /// per worker, and at least 256 on the thread pool; on the process pool
+    /// a task is a chunk of items). Must be at least 1; 0 makes
     /// the iterator yield `Err(Error::InvalidArgument)` and end.
     ///
     /// # Examples
