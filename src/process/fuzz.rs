@@ -131,7 +131,7 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let registry = Registry::of(fuzz_tasks().iter().copied());
     // An error only means the input broke the protocol: the worker exits.
-    let _ = run_frames(&registry, &frames_rx, &tx);
+    let _ = run_frames(&registry, || Ok(frames_rx.recv().ok()), &tx);
     drop(tx);
     let written: Vec<u8> = rx.iter().flatten().collect();
     let mut out = &written[..];

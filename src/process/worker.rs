@@ -78,8 +78,8 @@ fn take_stdio() -> Result<(OwnedFd, OwnedFd), Error> {
     Ok((input, output))
 }
 
-/// How often a worker whose input ended checks that the pool still lives.
-const PARENT_POLL: Duration = Duration::from_millis(10);
+/// How often a worker checks that the pool process still lives.
+const PARENT_POLL: Duration = Duration::from_millis(50);
 
 /// A task known under the id the pool gave it.
 type Declared = Result<&'static dyn ErasedTask, Error>;
@@ -99,50 +99,23 @@ fn serve() -> Result<(), Error> {
     let writer = thread::Builder::new()
         .name("concurrent-futures-writer".into())
         .spawn(move || write_loop(File::from(output), rx))?;
-    let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
-    let parent = rustix::process::getppid();
-    let reader = thread::Builder::new()
-        .name("concurrent-futures-reader".into())
-        .spawn(move || feed_frames(File::from(input), &frames_tx, parent))?;
-    let result = run_frames(&Registry::load(), &frames_rx, &tx);
+    watch_parent(rustix::process::getppid());
+    // The main thread reads the frames itself: a frame that arrives while a
+    // task runs waits in the pipe instead of waking a thread that would
+    // steal the task's CPU.
+    let mut reader = BufReader::with_capacity(256 * 1024, File::from(input));
+    let result = run_frames(&Registry::load(), || read_frame(&mut reader), &tx);
     drop(tx);
-    drop(frames_rx);
     // The pool reads until we exit; flush what is queued first.
     let _ = writer.join();
-    let fed = reader.join().unwrap_or(Ok(()));
-    result.and(fed)
+    result
 }
 
-/// Reads frames from the pool and hands them to the main thread; when the
-/// input ends, starts [`watch_parent`].
-fn feed_frames(
-    input: File,
-    frames: &Sender<Frame>,
-    parent: Option<rustix::process::Pid>,
-) -> Result<(), Error> {
-    let mut reader = BufReader::with_capacity(256 * 1024, input);
-    let end = loop {
-        match read_frame(&mut reader) {
-            Ok(Some(frame)) => {
-                if frames.send(frame).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
-    watch_parent(parent);
-    end
-}
-
-/// The input ended: either the pool closed it on purpose (shutdown,
-/// retirement) and waits for the results of the queued tasks, which are
-/// finished first, or the pool process died. A dying process's pipes are
-/// closed before its children are re-parented, so `getppid()` may still
-/// name the pool for a moment: a thread keeps checking while the queued
-/// tasks run, and exits the worker at once (even mid-task) when the pool
-/// is gone, so that a killed pool leaves no orphans.
+/// Exits the worker at once (even mid-task) when the pool process is gone,
+/// so that a killed pool leaves no orphans. The end of input alone cannot
+/// tell: the pool also closes it on purpose (shutdown, retirement) and then
+/// waits for the results of the tasks already sent. A thread checks every
+/// [`PARENT_POLL`] whether we were re-parented.
 fn watch_parent(parent: Option<rustix::process::Pid>) {
     let orphaned = move || rustix::process::getppid() != parent;
     let watch = move || loop {
@@ -183,14 +156,14 @@ fn write_loop(mut out: File, rx: Receiver<Vec<u8>>) {
     }
 }
 
-/// Runs the frames in order on the main thread.
+/// Runs the frames `next_frame` gives, in order, until it gives `None`.
 pub(crate) fn run_frames(
     registry: &Registry,
-    frames: &Receiver<Frame>,
+    mut next_frame: impl FnMut() -> Result<Option<Frame>, Error>,
     tx: &Sender<Vec<u8>>,
 ) -> Result<(), Error> {
     let mut declared: HashMap<u32, Declared> = HashMap::new();
-    while let Ok(frame) = frames.recv() {
+    while let Some(frame) = next_frame()? {
         let mut body = Body::new(&frame.body);
         match frame.kind {
             DECLARE => {
