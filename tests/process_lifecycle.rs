@@ -165,3 +165,44 @@ fn pool_cannot_be_built_inside_a_worker() {
         .unwrap();
     assert!(got.starts_with("InvalidArgument"), "{got}");
 }
+
+// --- worker_command: a separate worker binary --------------------------------
+
+/// The worker's environment variable `CF_TEST_ENV`, empty if unset.
+fn env_value() -> String {
+    std::env::var("CF_TEST_ENV").unwrap_or_default()
+}
+
+/// `worker_command` runs the program it names, not this executable: here a
+/// copy of the test binary under another path (a separate binary that names
+/// the same tasks), checked through the worker's `/proc/<pid>/exe`; `env`
+/// reaches the worker.
+#[test]
+fn worker_command_runs_a_separate_worker_binary() {
+    let dir = std::env::temp_dir().join(format!("cf-worker-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a directory for the copy");
+    let copy = dir.join("separate-worker");
+    let me = std::env::current_exe().expect("this test binary");
+    std::fs::copy(&me, &copy).expect("copy the test binary");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_command(copy.as_os_str())
+        .worker_args(WORKER_ARGS)
+        .env("CF_TEST_ENV", "from the pool")
+        .build()
+        .expect("build the pool");
+    let mut square_fut = pool.submit(task!(square), 12);
+    assert_eq!(square_fut.result_timeout(LONG), Ok(144));
+    let mut env_fut = pool.submit(task!(env_value), ());
+    assert_eq!(
+        env_fut.result_timeout(LONG),
+        Ok("from the pool".to_string())
+    );
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 1);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", pids[0])).expect("the worker's exe");
+    assert_eq!(exe, copy);
+    pool.shutdown();
+    assert!(within(LONG, || reaped(pids[0])));
+    let _ = std::fs::remove_dir_all(&dir);
+}
