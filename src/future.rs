@@ -16,7 +16,6 @@
 //! are taken out under the lock and run after it is released, in the
 //! completing thread.
 
-use std::cell::Cell;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::panic::run_callback;
 use crate::wait::Waiter;
-use crate::Error;
+use crate::{CancelHandle, Error};
 
 /// Where a future is in its life.
 enum Phase<T> {
@@ -111,7 +110,7 @@ impl<T> State<T> {
 }
 
 impl<T> Inner<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Inner {
             state: Mutex::new(State {
                 phase: Phase::Pending,
@@ -157,7 +156,44 @@ impl<T> Inner<T> {
         }
     }
 
-    fn cancel(self: &Arc<Self>) -> bool {
+    /// PENDING -> RUNNING; false if the future is no longer pending.
+    pub(crate) fn set_running(&self) -> bool {
+        let mut st = self.state.lock();
+        match st.phase {
+            Phase::Pending => {
+                st.phase = Phase::Running;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stores `result` unless the future is done (then hands it back),
+    /// wakes the waiters, calls `before_callbacks`, runs the callbacks.
+    pub(crate) fn complete_then(
+        self: &Arc<Self>,
+        result: Result<T, Error>,
+        before_callbacks: impl FnOnce(),
+    ) -> Result<(), Result<T, Error>> {
+        let mut st = self.state.lock();
+        if st.is_done() {
+            return Err(result);
+        }
+        st.phase = Phase::Finished(result.map_err(Box::new));
+        let listeners = st.take_listeners();
+        let outcome = st.outcome();
+        drop(st);
+        self.cond.notify_all();
+        self.notify_then(listeners, outcome, before_callbacks);
+        Ok(())
+    }
+
+    /// True once finished or cancelled.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.lock().is_done()
+    }
+
+    pub(crate) fn cancel(self: &Arc<Self>) -> bool {
         let mut st = self.state.lock();
         match st.phase {
             Phase::Pending => {
@@ -552,9 +588,12 @@ impl<T> Future<T> {
     where
         T: Send + 'static,
     {
-        CancelHandle {
-            inner: self.inner.clone(),
-        }
+        CancelHandle::new(Arc::clone(&self.inner))
+    }
+
+    /// The consumer's handle on shared state a [`Promise`] produces.
+    pub(crate) fn from_inner(inner: Arc<Inner<T>>) -> Self {
+        Future { inner }
     }
 
     /// Registers an `as_completed`/`wait` waiter; true if already done (then
@@ -639,219 +678,5 @@ impl<T> std::future::Future for Future<T> {
             }
         }
         Poll::Ready(self.get_mut().take_result(None))
-    }
-}
-
-/// Cancels a [`Future`] from another thread; see [`Future::cancel_handle`].
-///
-/// # Examples
-///
-/// ```
-/// use concurrent_futures::Promise;
-///
-/// let (_promise, fut) = Promise::<()>::new();
-/// let handle = fut.cancel_handle();
-/// assert!(handle.clone().cancel());
-/// assert!(fut.cancelled());
-/// ```
-#[derive(Clone)]
-pub struct CancelHandle {
-    inner: Arc<dyn Cancel>,
-}
-
-trait Cancel: Send + Sync {
-    fn cancel(self: Arc<Self>) -> bool;
-}
-
-impl<T: Send> Cancel for Inner<T> {
-    fn cancel(self: Arc<Self>) -> bool {
-        Inner::cancel(&self)
-    }
-}
-
-impl CancelHandle {
-    /// Same as [`Future::cancel`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::Future;
-    /// // A finished future cannot be cancelled.
-    /// assert!(!Future::ready(Ok(1)).cancel_handle().cancel());
-    /// ```
-    pub fn cancel(&self) -> bool {
-        Arc::clone(&self.inner).cancel()
-    }
-}
-
-impl fmt::Debug for CancelHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelHandle").finish_non_exhaustive()
-    }
-}
-
-/// The producing side of a [`Future`]: what an executor holds.
-///
-/// Pools use it internally; it is public so that you can write your own
-/// executor (or adapt a callback API) and still hand out [`Future`]s that work
-/// with [`as_completed`](crate::as_completed) and [`wait`](crate::wait).
-/// Dropping a promise that was never completed fails its future with
-/// [`Error::BrokenPool`], so a lost task can never leave a waiter hanging.
-///
-/// # Examples
-///
-/// ```
-/// use concurrent_futures::{Error, Promise};
-///
-/// let (promise, fut) = Promise::new();
-/// assert!(promise.set_running());
-/// assert!(fut.running());
-/// assert!(promise.complete(Ok(10)).is_ok());
-/// // A future completes once; a second completion is refused.
-/// assert_eq!(promise.complete(Ok(11)), Err(Ok(11)));
-/// assert_eq!(fut.result(), Ok(10));
-/// # Ok::<(), Error>(())
-/// ```
-pub struct Promise<T> {
-    inner: Arc<Inner<T>>,
-    /// Set once `complete` succeeded, so that `Drop` need not take the lock.
-    settled: Cell<bool>,
-}
-
-impl<T> Promise<T> {
-    /// A new pending future and the promise that completes it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::Promise;
-    /// let (promise, fut) = Promise::new();
-    /// std::thread::spawn(move || promise.complete(Ok("done")));
-    /// assert_eq!(fut.result(), Ok("done"));
-    /// ```
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> (Promise<T>, Future<T>) {
-        let inner = Arc::new(Inner::new());
-        (
-            Promise {
-                inner: Arc::clone(&inner),
-                settled: Cell::new(false),
-            },
-            Future { inner },
-        )
-    }
-
-    /// Marks the future running, unless it was cancelled (then false: do not
-    /// run the task). Like Python's `set_running_or_notify_cancel`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::Promise;
-    /// let (promise, fut) = Promise::<u8>::new();
-    /// fut.cancel();
-    /// assert!(!promise.set_running());
-    /// ```
-    pub fn set_running(&self) -> bool {
-        let mut st = self.inner.state.lock();
-        match st.phase {
-            Phase::Pending => {
-                st.phase = Phase::Running;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Completes the future with `result` and runs its listeners.
-    ///
-    /// # Errors
-    ///
-    /// If the future is already done (finished or cancelled), the result is
-    /// refused and handed back; the first outcome stays.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::{Error, Promise};
-    /// let (promise, fut) = Promise::<u8>::new();
-    /// fut.cancel();
-    /// assert_eq!(promise.complete(Ok(1)), Err(Ok(1)));
-    /// assert_eq!(fut.result(), Err(Error::Cancelled));
-    /// ```
-    pub fn complete(&self, result: Result<T, Error>) -> Result<(), Result<T, Error>> {
-        self.complete_then(result, || {})
-    }
-
-    /// [`complete`](Promise::complete), calling `before_callbacks` once the
-    /// threads blocked on the future were woken, just before its done-callbacks
-    /// run (not at all if it has none). A pool worker uses it to stop
-    /// counting itself idle while it runs user callbacks.
-    pub(crate) fn complete_then(
-        &self,
-        result: Result<T, Error>,
-        before_callbacks: impl FnOnce(),
-    ) -> Result<(), Result<T, Error>> {
-        let mut st = self.inner.state.lock();
-        if st.is_done() {
-            return Err(result);
-        }
-        st.phase = Phase::Finished(result.map_err(Box::new));
-        let listeners = st.take_listeners();
-        let outcome = st.outcome();
-        drop(st);
-        self.settled.set(true);
-        self.inner.cond.notify_all();
-        self.inner.notify_then(listeners, outcome, before_callbacks);
-        Ok(())
-    }
-
-    /// Cancels the future if it has not started; see [`Future::cancel`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::Promise;
-    /// let (promise, fut) = Promise::<u8>::new();
-    /// assert!(promise.cancel());
-    /// assert!(fut.cancelled());
-    /// ```
-    pub fn cancel(&self) -> bool {
-        self.inner.cancel()
-    }
-
-    /// True once the future is done (for example cancelled by its holder).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::Promise;
-    /// let (promise, fut) = Promise::<u8>::new();
-    /// assert!(!promise.is_done());
-    /// drop(fut.cancel());
-    /// assert!(promise.is_done());
-    /// ```
-    pub fn is_done(&self) -> bool {
-        self.inner.state.lock().is_done()
-    }
-}
-
-impl<T> Drop for Promise<T> {
-    fn drop(&mut self) {
-        // Fast path: completed here, or nobody is left to tell.
-        if self.settled.get() || Arc::strong_count(&self.inner) == 1 {
-            return;
-        }
-        let _ = self.complete(Err(Error::BrokenPool(
-            "the task was dropped before it completed".to_string(),
-        )));
-    }
-}
-
-impl<T> fmt::Debug for Promise<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Promise")
-            .field("done", &self.is_done())
-            .finish()
     }
 }

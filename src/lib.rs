@@ -153,6 +153,7 @@ mod map;
 mod panic;
 #[cfg(unix)]
 mod process;
+mod promise;
 mod sync;
 mod task;
 mod thread;
@@ -160,10 +161,11 @@ mod wait;
 
 pub use error::{Error, Result};
 pub use executor::{Executor, Shutdown};
-pub use future::{CancelHandle, Future, Promise};
+pub use future::Future;
 pub use map::Map;
 #[cfg(unix)]
 pub use process::{init, ProcessPoolBuilder, ProcessPoolExecutor};
+pub use promise::{CancelHandle, Promise};
 pub use task::{Single, Spread, Task, TaskFn};
 pub use thread::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{as_completed, wait, AsCompleted, AsCompletedTimeout, AsFuture, ReturnWhen};
