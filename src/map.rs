@@ -9,14 +9,15 @@ use crate::{Error, Future};
 /// One submitted task of a map: a single item, or a chunk of items.
 pub(crate) enum Submitted<T> {
     One(Future<T>),
-    Chunk(Future<Vec<T>>),
+    /// A chunk's future and how many items it carries.
+    Chunk(Future<Vec<T>>, usize),
 }
 
 impl<T> Submitted<T> {
     fn cancel(&self) {
         match self {
             Submitted::One(f) => f.cancel(),
-            Submitted::Chunk(f) => f.cancel(),
+            Submitted::Chunk(f, _) => f.cancel(),
         };
     }
 }
@@ -234,7 +235,13 @@ impl<T> Iterator for Map<T> {
         };
         let outcome = match front {
             Submitted::One(f) => settle(f, self.deadline),
-            Submitted::Chunk(f) => match settle(f, self.deadline) {
+            Submitted::Chunk(f, sent) => match settle(f, self.deadline) {
+                // A worker in another language could answer a chunk with a
+                // wrong count, which would shift every later result.
+                Ok(values) if values.len() != sent => Err(Error::Protocol(format!(
+                    "a chunk of {sent} items came back with {} results",
+                    values.len()
+                ))),
                 Ok(values) => {
                     let mut it = values.into_iter();
                     let first = it.next();

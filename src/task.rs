@@ -131,6 +131,14 @@ impl<F, Args, M> TaskEntry<F, Args, M> {
     where
         F: TaskFn<Args, M>,
     {
+        // A task is named by its type, so that type must be the function
+        // itself: a function item or a non-capturing closure, never a `fn`
+        // pointer (all pointers of one signature share a type, and a worker
+        // could not tell them apart). Checked when the `static` is built.
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "task! takes a function path or a non-capturing closure, not a fn pointer"
+        );
         TaskEntry {
             f,
             site,
@@ -305,6 +313,14 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
 /// several arguments take them as one tuple. Arguments and results must be
 /// serde types, checked at compile time. Registration happens at link time,
 /// so worker processes know every task the parent can send.
+///
+/// A `fn` pointer is refused at compile time: all pointers of one signature
+/// share a type, so a worker could not tell two of them apart.
+///
+/// ```compile_fail
+/// fn square(x: u64) -> u64 { x * x }
+/// let t = concurrent_futures::task!(square as fn(u64) -> u64);
+/// ```
 ///
 /// # Examples
 ///

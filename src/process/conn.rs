@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -140,6 +141,8 @@ pub(crate) struct Worker {
     link: Mutex<Link>,
     cond: Condvar,
     tail: Arc<StderrTail>,
+    /// Copies the worker's stderr; joined once the worker is gone.
+    stderr_thread: Mutex<Option<JoinHandle<()>>>,
     /// Dropped when the worker dies, waking its writer.
     stop: Mutex<Option<Sender<()>>>,
 }
@@ -149,6 +152,7 @@ impl Worker {
         pid: u32,
         child: Child,
         tail: Arc<StderrTail>,
+        stderr_thread: JoinHandle<()>,
     ) -> (Arc<Worker>, Receiver<()>) {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let worker = Arc::new(Worker {
@@ -168,9 +172,34 @@ impl Worker {
             }),
             cond: Condvar::new(),
             tail,
+            stderr_thread: Mutex::new(Some(stderr_thread)),
             stop: Mutex::new(Some(stop_tx)),
         });
         (worker, stop_rx)
+    }
+
+    /// The pool could not start this worker's threads: stop its writer if
+    /// it runs, and kill and reap the process.
+    pub(crate) fn abandon_start(&self) {
+        self.link.lock().dead = true;
+        self.cond.notify_all();
+        self.stop.lock().take();
+        if let Some(mut child) = self.child.lock().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.settle_stderr();
+    }
+
+    /// Lets the stderr forwarder drain (at most 200 ms) and joins it; if
+    /// something still holds the pipe (a grandchild that inherited it), the
+    /// thread is left to end on its own rather than hold up the pool.
+    fn settle_stderr(&self) {
+        let closed = self.tail.wait_closed(Duration::from_millis(200));
+        let handle = self.stderr_thread.lock().take();
+        if let (true, Some(h)) = (closed, handle) {
+            let _ = h.join();
+        }
     }
 
     /// True once it took its last task (max_tasks_per_child).
@@ -346,11 +375,17 @@ fn declare(
 
 /// Waits for the reader to finish the handshake; kills a silent worker.
 fn await_handshake(shared: &Shared, worker: &Worker) -> bool {
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    // A timeout too long to represent means: wait as long as it takes.
+    let deadline = Instant::now().checked_add(shared.config.handshake_timeout);
     let mut link = worker.link.lock();
     while link.handshake == Handshake::Waiting && !link.dead {
-        if worker.cond.wait_until(&mut link, deadline).timed_out() {
-            break;
+        match deadline {
+            Some(d) => {
+                if worker.cond.wait_until(&mut link, d).timed_out() {
+                    break;
+                }
+            }
+            None => worker.cond.wait(&mut link),
         }
     }
     if link.handshake == Handshake::Done && !link.dead {
@@ -522,6 +557,7 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
     worker.cond.notify_all();
     worker.stop.lock().take();
     let (exit, lingered) = reap(worker);
+    worker.settle_stderr();
     let fate = match fate {
         None if lingered => Some(format!(
             "it closed its output but did not exit within {REAP_GRACE:?}"
@@ -533,7 +569,6 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
         shared.worker_gone(worker, None, true);
         return;
     }
-    worker.tail.wait_closed(Duration::from_millis(200));
     let how = exit.map_or_else(|| "ended".to_string(), describe_exit);
     let mut reason = format!("{}worker process {} {how}", stage.unwrap_or(""), worker.pid);
     if let Some(f) = fate {

@@ -44,7 +44,9 @@ impl StderrTail {
     }
 
     /// Waits (at most `timeout`) until the forwarder has read everything.
-    pub(crate) fn wait_closed(&self, timeout: std::time::Duration) {
+    /// Returns true if it has (false: something, such as a grandchild
+    /// process of the worker, still holds the pipe open).
+    pub(crate) fn wait_closed(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         let mut closed = self.closed.lock();
         while !*closed {
@@ -53,9 +55,10 @@ impl StderrTail {
                 .wait_until(&mut closed, deadline)
                 .timed_out()
             {
-                return;
+                return *closed;
             }
         }
+        true
     }
 
     fn push(&self, line: &[u8]) {
@@ -129,7 +132,14 @@ pub(crate) fn launch(cmd: &WorkerCommand) -> Result<Launched, Error> {
     grow_pipe(&stdin);
     grow_pipe(&stdout);
     let tail = Arc::new(StderrTail::default());
-    let stderr_thread = spawn_stderr_forwarder(stderr, Arc::clone(&tail), child.id())?;
+    let stderr_thread = match spawn_stderr_forwarder(stderr, Arc::clone(&tail), child.id()) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     Ok(Launched {
         child,
         stdin,

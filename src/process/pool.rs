@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     /// Jobs submitted and not yet finished (queued or in flight).
     outstanding: Arc<AtomicUsize>,
     seq: AtomicU64,
+    /// Held while a `shutdown` joins the threads.
+    joining: Mutex<()>,
 }
 
 impl Shared {
@@ -75,7 +77,7 @@ impl Shared {
     }
 
     /// Jobs a writer took for a worker that died before sending them.
-    pub(crate) fn reroute(&self, jobs: Vec<Job>) {
+    pub(crate) fn reroute(self: &Arc<Self>, jobs: Vec<Job>) {
         let st = self.state.lock();
         let error = match (&st.broken, &st.sender) {
             (Some(reason), _) => Error::BrokenPool(reason.clone()),
@@ -86,6 +88,10 @@ impl Shared {
                             .abandon(Some(Error::BrokenPool("a worker died".to_string())));
                     }
                 }
+                // The dead worker's exit may have been handled before these
+                // jobs were back in the queue, and so started no replacement.
+                let mut st = st;
+                self.replace_if_needed(&mut st);
                 return;
             }
             (None, None) => Error::BrokenPool("a worker died during shutdown".to_string()),
@@ -120,19 +126,27 @@ impl Shared {
                 return Error::BrokenPool(reason);
             }
         };
-        // Replace the worker if work is waiting for one.
-        if !self.jobs.is_empty() {
-            let live = st.workers.iter().filter(|w| !w.retiring()).count();
-            if live < self.config.max_workers {
-                if let Err(e) = spawn_worker(self, &mut st) {
-                    if st.workers.is_empty() {
-                        drop(st);
-                        self.break_pool(format!("cannot replace a worker: {e}"));
-                    }
-                }
+        self.replace_if_needed(&mut st);
+        error
+    }
+
+    /// Starts a worker if work is queued and fewer than `max_workers` will
+    /// take it; with none left and none startable, breaks the pool.
+    fn replace_if_needed(self: &Arc<Self>, st: &mut parking_lot::MutexGuard<'_, State>) {
+        if self.jobs.is_empty() || st.broken.is_some() {
+            return;
+        }
+        let live = st.workers.iter().filter(|w| !w.retiring()).count();
+        if live >= self.config.max_workers {
+            return;
+        }
+        if let Err(e) = spawn_worker(self, st) {
+            if st.workers.is_empty() {
+                parking_lot::MutexGuard::unlocked(st, || {
+                    self.break_pool(format!("cannot replace a worker: {e}"));
+                });
             }
         }
-        error
     }
 }
 
@@ -234,6 +248,7 @@ impl ProcessPoolExecutor {
             }),
             outstanding: Arc::new(AtomicUsize::new(0)),
             seq: AtomicU64::new(0),
+            joining: Mutex::new(()),
         });
         ProcessPoolExecutor {
             owner: Arc::new(Owner { shared }),
@@ -311,7 +326,8 @@ impl ProcessPoolExecutor {
             (low, Some(_)) => low,
             (_, None) => 0,
         };
-        let auto_chunk = (known / (MAP_WINDOW_PER_WORKER * workers)).clamp(1, MAX_AUTO_CHUNK);
+        let auto_chunk =
+            (known / MAP_WINDOW_PER_WORKER.saturating_mul(workers)).clamp(1, MAX_AUTO_CHUNK);
         let source = TaskSource {
             items,
             task,
@@ -517,8 +533,7 @@ fn spawn_worker(shared: &Arc<Shared>, st: &mut State) -> Result<(), Error> {
     join_finished(st);
     let launched = launch(&shared.config.command)?;
     let pid = launched.child.id();
-    let (worker, stop) = Worker::new(pid, launched.child, launched.tail);
-    st.threads.push(launched.stderr_thread);
+    let (worker, stop) = Worker::new(pid, launched.child, launched.tail, launched.stderr_thread);
     let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
         thread::Builder::new()
             .name(format!("concurrent-futures-{name}-{pid}"))
@@ -540,7 +555,7 @@ fn spawn_worker(shared: &Arc<Shared>, st: &mut State) -> Result<(), Error> {
             Ok(())
         }
         Err(e) => {
-            worker.signal("could not start its threads", true);
+            worker.abandon_start();
             Err(Error::Io(format!("cannot start a pool thread: {e}")))
         }
     }
@@ -575,16 +590,28 @@ fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
         return;
     }
     let me = thread::current().id();
+    // From one of the pool's own threads (a done-callback, run by a worker's
+    // reader, that drops or shuts down the pool) waiting would deadlock: that
+    // worker cannot finish while its reader is blocked here. A later
+    // shutdown or drop, from another thread, does the waiting.
+    if shared
+        .state
+        .lock()
+        .threads
+        .iter()
+        .any(|t| t.thread().id() == me)
+    {
+        return;
+    }
+    // Concurrent callers all wait until the joining is done.
+    let _joining = shared.joining.lock();
     loop {
         let threads = std::mem::take(&mut shared.state.lock().threads);
         if threads.is_empty() {
             break;
         }
         for t in threads {
-            // A pool dropped from one of its own threads cannot join it.
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 }
@@ -617,12 +644,11 @@ where
             if chunk.is_empty() {
                 return None;
             }
-            Some(Submitted::Chunk(submit_encoded(
-                &self.owner,
-                self.task,
-                true,
-                |b| encode_into(&chunk, b),
-            )))
+            let n = chunk.len();
+            Some(Submitted::Chunk(
+                submit_encoded(&self.owner, self.task, true, |b| encode_into(&chunk, b)),
+                n,
+            ))
         }
     }
 

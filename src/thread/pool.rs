@@ -439,9 +439,13 @@ where
             if chunk.is_empty() {
                 return None;
             }
-            Some(Submitted::Chunk(submit(&self.owner, move || {
-                chunk.into_iter().map(|x| f(x)).collect()
-            })))
+            let n = chunk.len();
+            Some(Submitted::Chunk(
+                submit(&self.owner, move || {
+                    chunk.into_iter().map(|x| f(x)).collect()
+                }),
+                n,
+            ))
         }
     }
 }
