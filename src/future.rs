@@ -120,20 +120,9 @@ impl<T> Inner<T> {
         }
     }
 
-    /// Tells everyone who listens; called with the lock released.
+    /// Tells everyone who listens; called with the lock released. A waker
+    /// or callback that panics is reported and the others are still told.
     fn notify(self: &Arc<Self>, listeners: Vec<Listener<T>>, outcome: Outcome) {
-        self.notify_then(listeners, outcome, || {});
-    }
-
-    /// [`notify`](Inner::notify), calling `before_callbacks` after the
-    /// waiters and wakers were told and before the first done-callback runs
-    /// (not at all if there is none).
-    fn notify_then(
-        self: &Arc<Self>,
-        listeners: Vec<Listener<T>>,
-        outcome: Outcome,
-        before_callbacks: impl FnOnce(),
-    ) {
         if listeners.is_empty() {
             return;
         }
@@ -141,12 +130,11 @@ impl<T> Inner<T> {
         for l in listeners {
             match l {
                 Listener::Waiter(w, index) => w.notify(index, outcome),
-                Listener::Waker(w) => w.wake(),
+                Listener::Waker(w) => run_callback("a waker", || w.wake()),
                 Listener::Callback(cb) => callbacks.push(cb),
             }
         }
         if !callbacks.is_empty() {
-            before_callbacks();
             let handle = Future {
                 inner: Arc::clone(self),
             };
@@ -169,11 +157,14 @@ impl<T> Inner<T> {
     }
 
     /// Stores `result` unless the future is done (then hands it back),
-    /// wakes the waiters, calls `before_callbacks`, runs the callbacks.
+    /// wakes the waiters and runs the listeners. `before_publish` runs while
+    /// the result is stored but nobody can see it yet, told whether any
+    /// done-callback will run (no callback can be added after that point:
+    /// `add_done_callback` on a done future runs it at once, in its caller).
     pub(crate) fn complete_then(
         self: &Arc<Self>,
         result: Result<T, Error>,
-        before_callbacks: impl FnOnce(),
+        before_publish: impl FnOnce(bool),
     ) -> Result<(), Result<T, Error>> {
         let mut st = self.state.lock();
         if st.is_done() {
@@ -182,9 +173,10 @@ impl<T> Inner<T> {
         st.phase = Phase::Finished(result.map_err(Box::new));
         let listeners = st.take_listeners();
         let outcome = st.outcome();
+        before_publish(listeners.iter().any(|l| matches!(l, Listener::Callback(_))));
         drop(st);
         self.cond.notify_all();
-        self.notify_then(listeners, outcome, before_callbacks);
+        self.notify(listeners, outcome);
         Ok(())
     }
 
@@ -659,24 +651,35 @@ impl<T> std::future::Future for Future<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The waker is cloned, and the one it replaces dropped, outside the
+        // lock: both may run a runtime's code.
+        let waker = cx.waker().clone();
+        let replaced;
         {
             let mut st = self.inner.state.lock();
-            if !st.is_done() {
-                // Replace our waker if we polled before, else add it.
-                let mut node = st.listeners.as_deref_mut();
-                while let Some(n) = node {
-                    if let Listener::Waker(w) = &mut n.listener {
-                        if !w.will_wake(cx.waker()) {
-                            *w = cx.waker().clone();
-                        }
-                        return Poll::Pending;
-                    }
-                    node = n.next.as_deref_mut();
-                }
-                st.push(Listener::Waker(cx.waker().clone()));
-                return Poll::Pending;
+            if st.is_done() {
+                drop(st);
+                return Poll::Ready(self.get_mut().take_result(None));
             }
+            // Replace our waker if we polled before, else add it.
+            let mut node = st.listeners.as_deref_mut();
+            let mut slot = None;
+            while let Some(n) = node {
+                if let Listener::Waker(w) = &mut n.listener {
+                    slot = Some(w);
+                    break;
+                }
+                node = n.next.as_deref_mut();
+            }
+            replaced = match slot {
+                Some(w) => Some(std::mem::replace(w, waker)),
+                None => {
+                    st.push(Listener::Waker(waker));
+                    None
+                }
+            };
         }
-        Poll::Ready(self.get_mut().take_result(None))
+        drop(replaced);
+        Poll::Pending
     }
 }

@@ -20,6 +20,12 @@ thread_local! {
 static HOOK: Once = Once::new();
 
 fn install_hook() {
+    // The hook cannot be changed from a panicking thread (say, a done-callback
+    // run by a `Promise` dropped during unwinding); that one catch then goes
+    // without a location rather than aborting the process.
+    if std::thread::panicking() {
+        return;
+    }
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
@@ -56,12 +62,16 @@ pub(crate) fn run_callback(what: &str, f: impl FnOnce()) {
         Err(Error::Panicked {
             message,
             location: Some(at),
-        }) => eprintln!("concurrent-futures: {what} panicked at {at}: {message}"),
-        Err(Error::Panicked { message, .. }) => {
-            eprintln!("concurrent-futures: {what} panicked: {message}")
-        }
-        Err(e) => eprintln!("concurrent-futures: {what} failed: {e}"),
+        }) => report(format_args!("{what} panicked at {at}: {message}")),
+        Err(Error::Panicked { message, .. }) => report(format_args!("{what} panicked: {message}")),
+        Err(e) => report(format_args!("{what} failed: {e}")),
     }
+}
+
+/// Writes a line to stderr; a broken stderr is ignored, never a panic.
+fn report(what: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "concurrent-futures: {what}");
 }
 
 #[cfg(test)]

@@ -144,19 +144,20 @@ impl<T> Promise<T> {
     /// assert_eq!(fut.result(), Err(Error::Cancelled));
     /// ```
     pub fn complete(&self, result: Result<T, Error>) -> Result<(), Result<T, Error>> {
-        self.complete_then(result, || {})
+        self.complete_then(result, |_| {})
     }
 
-    /// [`complete`](Promise::complete), calling `before_callbacks` once the
-    /// threads blocked on the future were woken, just before its done-callbacks
-    /// run (not at all if it has none). A pool worker uses it to stop
-    /// counting itself idle while it runs user callbacks.
+    /// [`complete`](Promise::complete), calling `before_publish` while the
+    /// result is stored but not yet visible to anyone, with whether any
+    /// done-callback will run. A pool worker uses it to count itself idle
+    /// before a caller woken by the result can submit again, but not when it
+    /// is about to run user callbacks (they may wait for a task they submit).
     pub(crate) fn complete_then(
         &self,
         result: Result<T, Error>,
-        before_callbacks: impl FnOnce(),
+        before_publish: impl FnOnce(bool),
     ) -> Result<(), Result<T, Error>> {
-        let done = self.inner.complete_then(result, before_callbacks);
+        let done = self.inner.complete_then(result, before_publish);
         if done.is_ok() {
             self.settled.set(true);
         }
@@ -195,8 +196,9 @@ impl<T> Promise<T> {
 
 impl<T> Drop for Promise<T> {
     fn drop(&mut self) {
-        // Fast path: completed here, or nobody is left to tell.
-        if self.settled.get() || Arc::strong_count(&self.inner) == 1 {
+        // Fast path: completed here. Otherwise fail the future, even if
+        // its handle is gone: its done-callbacks must still run.
+        if self.settled.get() {
             return;
         }
         let _ = self.complete(Err(Error::BrokenPool(

@@ -94,7 +94,7 @@ impl Waiter {
         drop(st);
         self.cond.notify_one();
         if let Some(w) = waker {
-            w.wake();
+            crate::panic::run_callback("a waker", || w.wake());
         }
     }
 }
@@ -316,9 +316,14 @@ impl<F: AsFuture> futures_core::Stream for AsCompleted<F> {
             if this.remaining == 0 {
                 return Poll::Ready(None);
             }
+            // Cloned, and the replaced waker dropped, outside the lock: both
+            // may run a runtime's code.
+            let waker = cx.waker().clone();
             let mut st = this.waiter.state.lock();
             if st.ready.is_empty() {
-                st.waker = Some(cx.waker().clone());
+                let replaced = st.waker.replace(waker);
+                drop(st);
+                drop(replaced);
                 return Poll::Pending;
             }
             this.ready.extend(st.ready.drain(..));

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     /// claimed yet.
     pub(crate) idle: AtomicUsize,
     pub(crate) config: Config,
+    /// Held while a `shutdown` joins the threads.
+    joining: Mutex<()>,
 }
 
 impl Shared {
@@ -175,6 +177,7 @@ impl ThreadPoolExecutor {
             }),
             jobs: rx,
             idle: AtomicUsize::new(0),
+            joining: Mutex::new(()),
             config: Config {
                 max_workers,
                 prefix,
@@ -405,13 +408,24 @@ fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
     if !options.wait {
         return;
     }
-    let threads = std::mem::take(&mut shared.gate.lock().threads);
     let me = thread::current().id();
+    // From one of the pool's own threads (a task or done-callback that drops
+    // or shuts down its pool) joining could deadlock: another caller may be
+    // joining this very thread. A later shutdown or drop does the waiting.
+    if shared
+        .gate
+        .lock()
+        .threads
+        .iter()
+        .any(|t| t.thread().id() == me)
+    {
+        return;
+    }
+    // Concurrent callers all wait until the joining is done.
+    let _joining = shared.joining.lock();
+    let threads = std::mem::take(&mut shared.gate.lock().threads);
     for t in threads {
-        // A pool dropped by one of its own tasks cannot join that thread.
-        if t.thread().id() != me {
-            let _ = t.join();
-        }
+        let _ = t.join();
     }
 }
 

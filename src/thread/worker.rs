@@ -1,6 +1,7 @@
 //! The worker side of the thread pool: jobs and the loop that runs them.
 
 use std::cell::Cell;
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -39,12 +40,15 @@ where
             let result = catch(f);
             // Count this worker idle before anyone can see the result: a
             // caller woken by it that submits at once must find this thread
-            // free instead of starting another. Not while done-callbacks run:
-            // they may wait for a task they submit.
-            if idle.shared.jobs.is_empty() {
-                idle.offer();
-            }
-            let _ = promise.complete_then(result, || idle.withdraw());
+            // free instead of starting another. Not if done-callbacks will
+            // run here: they may wait for a task they submit, which then
+            // needs another thread. Decided under the future's lock, before
+            // the result is visible, so no submitter can see a stale count.
+            let _ = promise.complete_then(result, |has_callbacks| {
+                if !has_callbacks && idle.shared.jobs.is_empty() {
+                    idle.offer();
+                }
+            });
         }
     }
 
@@ -119,7 +123,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
         // rest (a waker that panics while being woken), so that nothing a
         // user hands the pool can take a worker thread down.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&idle))).is_err() {
-            eprintln!("concurrent-futures: a panic escaped a job's completion; the worker goes on");
+            let _ = writeln!(
+                std::io::stderr(),
+                "concurrent-futures: a panic escaped a job's completion; the worker goes on"
+            );
         }
         job = match shared.jobs.try_recv() {
             Ok(job) => job,
