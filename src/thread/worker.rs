@@ -44,8 +44,10 @@ where
             // run here: they may wait for a task they submit, which then
             // needs another thread. Decided under the future's lock, before
             // the result is visible, so no submitter can see a stale count.
+            // (The queue is looked at before the lock, to keep it short.)
+            let queue_empty = idle.shared.jobs.is_empty();
             let _ = promise.complete_then(result, |has_callbacks| {
-                if !has_callbacks && idle.shared.jobs.is_empty() {
+                if queue_empty && !has_callbacks {
                     idle.offer();
                 }
             });
