@@ -141,6 +141,8 @@ pub(crate) struct Worker {
     link: Mutex<Link>,
     cond: Condvar,
     tail: Arc<StderrTail>,
+    /// `link.retiring || link.dead`, readable without the lock.
+    leaving: std::sync::atomic::AtomicBool,
     /// Copies the worker's stderr; joined once the worker is gone.
     stderr_thread: Mutex<Option<JoinHandle<()>>>,
     /// Dropped when the worker dies, waking its writer.
@@ -172,6 +174,7 @@ impl Worker {
             }),
             cond: Condvar::new(),
             tail,
+            leaving: std::sync::atomic::AtomicBool::new(false),
             stderr_thread: Mutex::new(Some(stderr_thread)),
             stop: Mutex::new(Some(stop_tx)),
         });
@@ -182,6 +185,7 @@ impl Worker {
     /// it runs, and kill and reap the process.
     pub(crate) fn abandon_start(&self) {
         self.link.lock().dead = true;
+        self.leave();
         self.cond.notify_all();
         self.stop.lock().take();
         if let Some(mut child) = self.child.lock().take() {
@@ -204,8 +208,16 @@ impl Worker {
 
     /// True once it took its last task (max_tasks_per_child).
     pub(crate) fn retiring(&self) -> bool {
-        let link = self.link.lock();
-        link.retiring || link.dead
+        // Read on every submit: an atomic, not the link's lock, which the
+        // writer and reader take all the time.
+        self.leaving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the worker as taking no more tasks (retiring or dead); called
+    /// with the link's lock held, next to the flag it mirrors.
+    fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Sends a signal, recording why for the error message.
@@ -317,6 +329,7 @@ pub(crate) fn write_loop(
             retire = max_tasks.is_some_and(|max| link.sent >= max);
             if retire {
                 link.retiring = true;
+                worker.leave();
             }
         }
         for (seq, id, chunk, payload) in to_write {
@@ -540,6 +553,7 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
     let (inflight, fate, retiring, stage) = {
         let mut link = worker.link.lock();
         link.dead = true;
+        worker.leave();
         let stage = if link.handshake != Handshake::Done {
             Some("")
         } else if shared.config.initializer.is_some() && link.initialized.is_none() {
