@@ -3,6 +3,8 @@
 //! promise dropped after its future, and two concurrent shutdowns.
 
 use std::future::Future as _;
+mod common;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -20,6 +22,11 @@ const LONG: Duration = Duration::from_secs(10);
 /// runs.
 #[test]
 fn a_callback_waiting_for_a_new_task_does_not_block_it() {
+    // The pools are dropped (joined) inside: a hang there fails the test.
+    common::with_timeout(6 * LONG, callback_waiting_for_a_new_task);
+}
+
+fn callback_waiting_for_a_new_task() {
     for _ in 0..200 {
         let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
         let (go, go_rx) = mpsc::channel::<()>();
@@ -92,15 +99,17 @@ fn dropping_a_promise_after_its_future_still_runs_the_callbacks() {
 /// submitted work is done (the second used to return at once).
 #[test]
 fn concurrent_shutdowns_both_wait_for_the_work() {
-    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
-    let fut = pool.submit(|| thread::sleep(Duration::from_millis(300)));
-    let other = Arc::clone(&pool);
-    let first = thread::spawn(move || other.shutdown());
-    thread::sleep(Duration::from_millis(50));
-    pool.shutdown();
-    assert!(
-        fut.done(),
-        "the second shutdown returned before the work was done"
-    );
-    first.join().unwrap();
+    common::with_timeout(LONG, || {
+        let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+        let fut = pool.submit(|| thread::sleep(Duration::from_millis(300)));
+        let other = Arc::clone(&pool);
+        let first = thread::spawn(move || other.shutdown());
+        thread::sleep(Duration::from_millis(50));
+        pool.shutdown();
+        assert!(
+            fut.done(),
+            "the second shutdown returned before the work was done"
+        );
+        first.join().unwrap();
+    });
 }
