@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, Future, ProcessPoolBuilder, ProcessPoolExecutor};
+use concurrent_futures::{Error, Future};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -23,13 +23,16 @@ pub const LONG: Duration = Duration::from_secs(20);
 /// The exit code of [`Death::Exit`].
 pub const EXIT_CODE: i32 = 7;
 
-/// Arguments that make the re-run test binary run only `worker_entry`.
-pub const WORKER_ARGS: [&str; 4] = ["worker_entry", "--exact", "--nocapture", "--quiet"];
+// The helpers the process-pool conformance tests use too: the pool builder
+// that makes this test binary the worker, plain tasks, `/proc` checks.
+#[path = "../process_common/mod.rs"]
+mod process_common;
 
-/// A pool builder whose workers are this test binary (its `worker_entry`).
-pub fn builder() -> ProcessPoolBuilder {
-    ProcessPoolExecutor::builder().worker_args(WORKER_ARGS)
-}
+// Each fault file uses some of them.
+#[allow(unused_imports)]
+pub use process_common::{
+    builder, pid, proc_state, reaped, send_signal, square, within, Scratch, WORKER_ARGS,
+};
 
 // ---------------------------------------------------------------------------
 // How a worker dies.
@@ -122,26 +125,9 @@ pub fn segv_until_ended(pid: u32) {
     }
 }
 
-/// Kills `pid` from the test with `signal`.
-pub fn send_signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) takes plain integers.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
-}
-
 // ---------------------------------------------------------------------------
 // Tasks (they run in the worker processes; name them with `task!` at the
 // call site).
-
-/// The worker's pid.
-pub fn pid() -> u32 {
-    std::process::id()
-}
-
-/// `x * x`.
-pub fn square(x: u64) -> u64 {
-    x * x
-}
 
 /// Dies at once, the way `death` says.
 pub fn die(death: Death) -> u32 {
@@ -215,45 +201,25 @@ fn touch(path: &Path) {
 // ---------------------------------------------------------------------------
 // The test's side: a scratch directory.
 
-/// A fresh directory that tasks watch; removed on drop (which releases
+/// What the fault rows add to the scratch directory of the process tests
+/// (a fresh directory that tasks watch; removed on drop, which releases
 /// every task still blocked on it).
-#[derive(Debug)]
-pub struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    pub fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("cf-faults-{}-{tag}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create a scratch directory");
-        Scratch { path }
-    }
-
-    /// The directory, as the `String` the tasks take.
-    pub fn dir(&self) -> String {
-        self.path.to_string_lossy().into_owned()
-    }
-
-    /// Releases every task blocked on this directory.
-    pub fn open(&self) {
-        fs::write(self.path.join("open"), b"").expect("open the gate");
-    }
+pub trait FaultScratch {
+    /// The directory.
+    fn path(&self) -> &Path;
 
     /// Tells the worker `pid` to die as `death` (its blocked task or armed
     /// thread obeys within a millisecond).
-    pub fn command(&self, pid: u32, death: Death) {
-        let tmp = self.path.join(format!("tmp-{pid}"));
+    fn command(&self, pid: u32, death: Death) {
+        let tmp = self.path().join(format!("tmp-{pid}"));
         fs::write(&tmp, death.word()).expect("write a command");
-        fs::rename(&tmp, self.path.join(format!("cmd-{pid}"))).expect("publish a command");
+        fs::rename(&tmp, self.path().join(format!("cmd-{pid}"))).expect("publish a command");
     }
 
     /// The pids of the markers named `<prefix><pid>[-n]`, in creation order
     /// of discovery (sorted, deduplicated).
-    pub fn pids(&self, prefix: &str) -> Vec<u32> {
-        let mut pids: Vec<u32> = fs::read_dir(&self.path)
+    fn pids(&self, prefix: &str) -> Vec<u32> {
+        let mut pids: Vec<u32> = fs::read_dir(self.path())
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
@@ -270,7 +236,7 @@ impl Scratch {
 
     /// Waits until markers with `prefix` exist for `n` distinct pids.
     #[track_caller]
-    pub fn wait_pids(&self, prefix: &str, n: usize) -> Vec<u32> {
+    fn wait_pids(&self, prefix: &str, n: usize) -> Vec<u32> {
         let mut pids = Vec::new();
         eventually(&format!("{n} pids marked {prefix}"), || {
             pids = self.pids(prefix);
@@ -280,9 +246,9 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+impl FaultScratch for Scratch {
+    fn path(&self) -> &Path {
+        Scratch::path(self)
     }
 }
 
@@ -322,19 +288,6 @@ pub fn names(pid: u32) -> String {
 // ---------------------------------------------------------------------------
 // Processes.
 
-/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...), or
-/// `None` if there is no such process (it exited and was reaped).
-pub fn proc_state(pid: u32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.trim_start().chars().next()
-}
-
-/// True once `pid` has exited and was reaped (no zombie).
-pub fn reaped(pid: u32) -> bool {
-    proc_state(pid).is_none()
-}
-
 /// True once `pid` no longer runs: reaped, or a zombie whose (new) parent
 /// has not reaped it yet.
 pub fn ended(pid: u32) -> bool {
@@ -351,20 +304,6 @@ pub fn assert_reaped(pids: &[u32]) {
     });
     let states: Vec<_> = left.iter().map(|p| (*p, proc_state(*p))).collect();
     assert!(ok, "worker processes left behind: {states:?}");
-}
-
-/// Polls `cond` every millisecond; false if it did not hold within `limit`.
-pub fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Polls `cond` until it holds; fails the test after [`LONG`].

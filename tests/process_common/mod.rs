@@ -125,6 +125,11 @@ impl Scratch {
         self.path.to_string_lossy().into_owned()
     }
 
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens the gate: every `gate` task on this directory returns.
     pub fn open(&self) {
         fs::write(self.path.join("open"), b"").expect("open the gate");
