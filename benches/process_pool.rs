@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
-use concurrent_futures::{task, Future, ProcessPoolExecutor};
+use concurrent_futures::{task, Future, ProcessPoolExecutor, Task};
 use serde_bytes::ByteBuf;
 
 const WORKERS: usize = 2;
@@ -219,58 +219,62 @@ fn main() {
     ps.kill();
 
     let payload = ByteBuf::from(vec![7u8; BIG]);
-    let ours = measure(reps.min(5), || {
-        let arg = payload.clone();
-        let t = Instant::now();
-        let len = p.submit(task!(byte_len), arg).result().expect("len");
-        let dt = t.elapsed().as_secs_f64();
-        assert_eq!(len, BIG);
-        dt
-    });
-    rows.push(Row {
-        name: "100 MB argument, serde_bytes (one way)",
-        unit: "MB/s",
-        ours: (BIG as f64 / 1e6) / ours,
-        procspawn: None,
-        cpython: None,
-    });
-    let ours = measure(reps.min(5), || {
-        let arg = payload.clone();
-        let t = Instant::now();
-        let back = p.submit(task!(echo), arg).result().expect("echo");
-        let dt = t.elapsed().as_secs_f64();
-        assert_eq!(back.len(), BIG);
-        dt
-    });
-    rows.push(Row {
-        name: "100 MB echo, serde_bytes (MB per second)",
-        unit: "MB/s",
-        ours: (BIG as f64 / 1e6) / ours,
-        procspawn: None,
-        cpython: None,
-    });
+    rows.push(megabytes_row(
+        "100 MB argument, serde_bytes (one way)",
+        measure(reps.min(5), || {
+            big_trip(&p, task!(byte_len), &payload, |len: &usize| *len)
+        }),
+    ));
+    rows.push(megabytes_row(
+        "100 MB echo, serde_bytes (MB per second)",
+        measure(reps.min(5), || {
+            big_trip(&p, task!(echo), &payload, |b: &ByteBuf| b.len())
+        }),
+    ));
     let plain = vec![7u8; BIG];
-    let ours = measure(reps.min(3), || {
-        let arg = plain.clone();
-        let t = Instant::now();
-        let back = p.submit(task!(echo_vec), arg).result().expect("echo");
-        let dt = t.elapsed().as_secs_f64();
-        assert_eq!(back.len(), BIG);
-        dt
-    });
-    rows.push(Row {
-        name: "100 MB echo, plain Vec<u8>",
-        unit: "MB/s",
-        ours: (BIG as f64 / 1e6) / ours,
-        procspawn: None,
-        cpython: None,
-    });
+    rows.push(megabytes_row(
+        "100 MB echo, plain Vec<u8>",
+        measure(reps.min(3), || {
+            big_trip(&p, task!(echo_vec), &plain, Vec::len)
+        }),
+    ));
     drop(p);
 
     if std::env::var("BENCH_PY").map_or(true, |v| v != "0") {
         add_cpython(&mut rows);
     }
     print_table(&rows);
+}
+
+/// Submits one [`BIG`] argument and returns the seconds until its result
+/// (whose size `len` reads) is back; the copy of the argument is not timed.
+fn big_trip<A, R>(
+    p: &ProcessPoolExecutor,
+    task: Task<A, R>,
+    arg: &A,
+    len: impl Fn(&R) -> usize,
+) -> f64
+where
+    A: Clone + serde::Serialize + Send + 'static,
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    let arg = arg.clone();
+    let t = Instant::now();
+    let back = p.submit(task, arg).result().expect("a 100 MB task");
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(len(&back), BIG);
+    dt
+}
+
+/// A row of ours alone, in MB of payload per second, from seconds per trip.
+fn megabytes_row(name: &'static str, seconds: f64) -> Row {
+    Row {
+        name,
+        unit: "MB/s",
+        ours: (BIG as f64 / 1e6) / seconds,
+        procspawn: None,
+        cpython: None,
+    }
 }
 
 /// Runs the CPython peer and puts its figures beside ours.
