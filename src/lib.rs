@@ -149,6 +149,8 @@
 mod error;
 mod executor;
 mod future;
+#[cfg(unix)]
+pub mod launch;
 mod map;
 mod panic;
 #[cfg(unix)]

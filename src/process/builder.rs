@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::launcher::WorkerCommand;
 use super::ProcessPoolExecutor;
+use crate::launch::{Launcher, Local, WorkerSpec};
 use crate::task::{decode, encode_into, ErasedTask};
 use crate::{Error, InitResult, Task};
 
@@ -31,7 +31,8 @@ pub(crate) struct Config {
     pub(crate) max_workers: usize,
     pub(crate) max_tasks_per_child: Option<usize>,
     pub(crate) initializer: Option<ProcessInitializer>,
-    pub(crate) command: WorkerCommand,
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) spec: WorkerSpec,
     pub(crate) handshake_timeout: Duration,
     pub(crate) restart_workers: bool,
 }
@@ -65,7 +66,8 @@ pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     max_tasks_per_child: Option<usize>,
     initializer: Option<Result<ProcessInitializer, Error>>,
-    command: WorkerCommand,
+    launcher: Option<Arc<dyn Launcher>>,
+    spec: WorkerSpec,
     handshake_timeout: Duration,
     restart_workers: bool,
 }
@@ -81,7 +83,8 @@ impl ProcessPoolBuilder {
             max_workers: None,
             max_tasks_per_child: None,
             initializer: None,
-            command: WorkerCommand::default(),
+            launcher: None,
+            spec: WorkerSpec::new(),
             handshake_timeout: Duration::from_secs(10),
             restart_workers: false,
         }
@@ -157,7 +160,7 @@ impl ProcessPoolBuilder {
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
     pub fn worker_command(mut self, program: impl Into<OsString>) -> Self {
-        self.command.program = Some(program.into());
+        self.launcher = Some(Arc::new(Local::program(program)));
         self
     }
 
@@ -180,7 +183,7 @@ impl ProcessPoolBuilder {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.command.args = args.into_iter().map(Into::into).collect();
+        self.spec = self.spec.with_args(args);
         self
     }
 
@@ -199,7 +202,25 @@ impl ProcessPoolBuilder {
     /// }
     /// ```
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.command.env.push((key.into(), value.into()));
+        self.spec = self.spec.with_env(key, value);
+        self
+    }
+
+    /// Starts workers through `launcher` instead of running this
+    /// executable again on this machine: see [`crate::launch`]. The pool's
+    /// `max_workers` defaults to the launcher's
+    /// [`default_workers`](Launcher::default_workers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::launch::Local;
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder().launcher(Local::new()).build()?;
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn launcher(mut self, launcher: impl Launcher) -> Self {
+        self.launcher = Some(Arc::new(launcher));
         self
     }
 
@@ -263,7 +284,11 @@ impl ProcessPoolBuilder {
                 "a process pool cannot be created inside a worker process".to_string(),
             ));
         }
-        let max_workers = self.max_workers.unwrap_or_else(default_process_workers);
+        let launcher = self.launcher.unwrap_or_else(|| Arc::new(Local::new()));
+        let max_workers = self
+            .max_workers
+            .or_else(|| launcher.default_workers())
+            .unwrap_or_else(default_process_workers);
         if max_workers == 0 {
             return Err(Error::InvalidArgument(
                 "max_workers must be greater than 0".to_string(),
@@ -279,7 +304,8 @@ impl ProcessPoolBuilder {
             max_workers,
             max_tasks_per_child: self.max_tasks_per_child,
             initializer,
-            command: self.command,
+            launcher,
+            spec: self.spec,
             handshake_timeout: self.handshake_timeout,
             restart_workers: self.restart_workers,
         }))
@@ -292,7 +318,8 @@ impl fmt::Debug for ProcessPoolBuilder {
             .field("max_workers", &self.max_workers)
             .field("max_tasks_per_child", &self.max_tasks_per_child)
             .field("initializer", &self.initializer.is_some())
-            .field("command", &self.command)
+            .field("launcher", &self.launcher)
+            .field("spec", &self.spec)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("restart_workers", &self.restart_workers)
             .finish()

@@ -11,8 +11,8 @@
 //! shared queue where any idle worker (and `cancel`) can still reach them.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use super::protocol::{
     begin_frame, build_identity, decode_reply, decode_wire, end_frame, read_frame, skip_to_magic,
     Body, Reply, CALL, DECLARE, FLAG_CHUNK, HELLO, INIT, PROTOCOL_VERSION,
 };
+use crate::launch::WorkerProcess;
 use crate::task::{decode, ErasedTask};
 use crate::{Error, Promise};
 
@@ -136,8 +137,13 @@ struct Link {
 
 /// One worker process.
 pub(crate) struct Worker {
-    pub(crate) pid: u32,
-    child: Mutex<Option<Child>>,
+    /// The worker's local pid, if it runs on this machine.
+    pub(crate) pid: Option<u32>,
+    /// Where it runs (`None`: here), for error messages.
+    label: Option<String>,
+    child: Mutex<Option<Box<dyn WorkerProcess>>>,
+    /// The pid the worker gave in its handshake.
+    remote_pid: Mutex<Option<u32>>,
     link: Mutex<Link>,
     cond: Condvar,
     tail: Arc<StderrTail>,
@@ -151,15 +157,17 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn new(
-        pid: u32,
-        child: Child,
+        child: Box<dyn WorkerProcess>,
+        label: Option<String>,
         tail: Arc<StderrTail>,
-        stderr_thread: JoinHandle<()>,
+        stderr_thread: Option<JoinHandle<()>>,
     ) -> (Arc<Worker>, Receiver<()>) {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let worker = Arc::new(Worker {
-            pid,
+            pid: child.pid(),
+            label,
             child: Mutex::new(Some(child)),
+            remote_pid: Mutex::new(None),
             link: Mutex::new(Link {
                 handshake: Handshake::Waiting,
                 inflight: HashMap::new(),
@@ -175,7 +183,7 @@ impl Worker {
             cond: Condvar::new(),
             tail,
             leaving: std::sync::atomic::AtomicBool::new(false),
-            stderr_thread: Mutex::new(Some(stderr_thread)),
+            stderr_thread: Mutex::new(stderr_thread),
             stop: Mutex::new(Some(stop_tx)),
         });
         (worker, stop_rx)
@@ -190,7 +198,7 @@ impl Worker {
         self.stop.lock().take();
         if let Some(mut child) = self.child.lock().take() {
             let _ = child.kill();
-            let _ = child.wait();
+            wait_blocking(child.as_mut());
         }
         self.settle_stderr();
     }
@@ -203,6 +211,19 @@ impl Worker {
         let handle = self.stderr_thread.lock().take();
         if let (true, Some(h)) = (closed, handle) {
             let _ = h.join();
+        }
+    }
+
+    /// "worker process 4242" (its pid here, or as it said in its
+    /// handshake), with " on node1" for a worker elsewhere.
+    pub(crate) fn name(&self) -> String {
+        let pid = self
+            .pid
+            .or(*self.remote_pid.lock())
+            .map_or_else(|| "?".to_string(), |p| p.to_string());
+        match &self.label {
+            Some(l) => format!("worker process {pid} on {l}"),
+            None => format!("worker process {pid}"),
         }
     }
 
@@ -230,11 +251,7 @@ impl Worker {
         }
         let mut child = self.child.lock();
         if let Some(c) = child.as_mut() {
-            if kill {
-                let _ = c.kill();
-            } else if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
+            let _ = if kill { c.kill() } else { c.terminate() };
         }
     }
 }
@@ -243,7 +260,7 @@ impl Worker {
 pub(crate) fn write_loop(
     shared: Arc<Shared>,
     worker: Arc<Worker>,
-    stdin: ChildStdin,
+    stdin: Box<dyn Write + Send>,
     stop: Receiver<()>,
 ) {
     let mut out = stdin;
@@ -419,14 +436,15 @@ fn await_handshake(shared: &Shared, worker: &Worker) -> bool {
 }
 
 /// The reader thread: handshake, then results until the worker exits.
-pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: ChildStdout) {
+pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dyn Read + Send>) {
     read_until_exit(&shared, &worker, stdout);
     on_exit(&shared, &worker);
 }
 
-fn read_until_exit(shared: &Shared, worker: &Worker, stdout: ChildStdout) {
+fn read_until_exit(shared: &Shared, worker: &Worker, stdout: Box<dyn Read + Send>) {
     let mut r = BufReader::with_capacity(256 * 1024, stdout);
-    let outcome = handshake(&mut r).and_then(|()| {
+    let outcome = handshake(&mut r).and_then(|pid| {
+        *worker.remote_pid.lock() = Some(pid);
         {
             let mut link = worker.link.lock();
             link.handshake = Handshake::Done;
@@ -449,7 +467,7 @@ fn read_until_exit(shared: &Shared, worker: &Worker, stdout: ChildStdout) {
 }
 
 /// Reads the worker's handshake; generic so that the fuzz targets can run it.
-pub(crate) fn handshake(r: &mut impl BufRead) -> Result<(), Error> {
+pub(crate) fn handshake(r: &mut impl BufRead) -> Result<u32, Error> {
     // A worker whose main() does not start with init() runs the program
     // instead: it exits (often refused a pool of its own) or prints.
     skip_to_magic(r).map_err(|e| match e {
@@ -472,7 +490,7 @@ pub(crate) fn handshake(r: &mut impl BufRead) -> Result<(), Error> {
             "the worker speaks protocol version {version}, this pool {PROTOCOL_VERSION}"
         )));
     }
-    let _pid = body.u32("pid")?;
+    let pid = body.u32("pid")?;
     let build: String = decode_wire(body.rest(), "build identity")?;
     let ours = build_identity();
     if build != ours {
@@ -480,7 +498,7 @@ pub(crate) fn handshake(r: &mut impl BufRead) -> Result<(), Error> {
             "the worker is another build ({build}); this pool is {ours}"
         )));
     }
-    Ok(())
+    Ok(pid)
 }
 
 fn read_results(shared: &Shared, worker: &Worker, r: &mut impl BufRead) -> Result<(), Error> {
@@ -584,7 +602,7 @@ fn on_exit(shared: &Arc<Shared>, worker: &Worker) {
         return;
     }
     let how = exit.map_or_else(|| "ended".to_string(), describe_exit);
-    let mut reason = format!("{}worker process {} {how}", stage.unwrap_or(""), worker.pid);
+    let mut reason = format!("{}{} {how}", stage.unwrap_or(""), worker.name());
     if let Some(f) = fate {
         reason.push_str(&format!(" ({f})"));
     }
@@ -618,7 +636,7 @@ fn reap(worker: &Worker) -> (Option<std::process::ExitStatus>, bool) {
             Ok(None) if Instant::now() < deadline => {}
             Ok(None) => {
                 let _ = child.kill();
-                let status = child.wait().ok();
+                let status = wait_blocking(child.as_mut());
                 *guard = None;
                 return (status, true);
             }
@@ -628,6 +646,20 @@ fn reap(worker: &Worker) -> (Option<std::process::ExitStatus>, bool) {
             }
         }
         drop(guard);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a killed worker to be reaped.
+fn wait_blocking(process: &mut dyn WorkerProcess) -> Option<std::process::ExitStatus> {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match process.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }

@@ -1,32 +1,20 @@
-//! Starting a worker process: the command, its pipes, its stderr.
+//! Starting a worker through its launcher, and keeping its stderr.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::protocol::WORKER_ENV;
+use crate::launch::{Launcher, Spawned, WorkerProcess, WorkerSpec};
 use crate::Error;
 
 /// How many lines of a worker's stderr an error quotes.
 const STDERR_TAIL_LINES: usize = 12;
 /// How long a quoted stderr line may be.
 const STDERR_LINE_MAX: usize = 400;
-/// The pipe size asked for on Linux, for large arguments.
-const PIPE_SIZE: usize = 1 << 20;
-
-/// What runs as a worker: a program, its arguments, extra environment.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct WorkerCommand {
-    /// `None`: this executable.
-    pub(crate) program: Option<OsString>,
-    pub(crate) args: Vec<OsString>,
-    pub(crate) env: Vec<(OsString, OsString)>,
-}
 
 /// The last lines a worker wrote to stderr (which is also forwarded to ours).
 #[derive(Debug, Default)]
@@ -38,7 +26,7 @@ pub(crate) struct StderrTail {
 }
 
 impl StderrTail {
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         *self.closed.lock() = true;
         self.closed_cond.notify_all();
     }
@@ -93,94 +81,56 @@ impl StderrTail {
     }
 }
 
-/// A started worker process and its pipes.
+/// A started worker: its streams, its control, its stderr forwarder.
 pub(crate) struct Launched {
-    pub(crate) child: Child,
-    pub(crate) stdin: ChildStdin,
-    pub(crate) stdout: ChildStdout,
+    pub(crate) process: Box<dyn WorkerProcess>,
+    pub(crate) stdin: Box<dyn Write + Send>,
+    pub(crate) stdout: Box<dyn Read + Send>,
+    pub(crate) label: Option<String>,
     pub(crate) tail: Arc<StderrTail>,
-    pub(crate) stderr_thread: JoinHandle<()>,
+    pub(crate) stderr_thread: Option<JoinHandle<()>>,
 }
 
-/// Starts one worker process.
-pub(crate) fn launch(cmd: &WorkerCommand) -> Result<Launched, Error> {
-    let program = match &cmd.program {
-        Some(p) => p.clone(),
-        None => this_executable()?,
-    };
-    let mut command = Command::new(&program);
-    command
-        .args(&cmd.args)
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .env(WORKER_ENV, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|e| {
-        Error::Io(format!(
-            "cannot start worker process {}: {e}",
-            program.to_string_lossy()
-        ))
-    })?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(Error::Io("a worker process has no stdio pipes".to_string()));
-    };
-    grow_pipe(&stdin);
-    grow_pipe(&stdout);
-    let tail = Arc::new(StderrTail::default());
-    let stderr_thread = match spawn_stderr_forwarder(stderr, Arc::clone(&tail), child.id()) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-    };
-    Ok(Launched {
-        child,
+/// Starts one worker through `launcher` and forwards its stderr.
+pub(crate) fn launch(launcher: &dyn Launcher, spec: &WorkerSpec) -> Result<Launched, Error> {
+    let Spawned {
         stdin,
         stdout,
+        stderr,
+        mut process,
+        label,
+    } = launcher.launch(spec)?;
+    let tail = Arc::new(StderrTail::default());
+    let stderr_thread = match stderr {
+        None => {
+            tail.close();
+            None
+        }
+        Some(stderr) => match spawn_stderr_forwarder(stderr, Arc::clone(&tail)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let _ = process.kill();
+                return Err(e);
+            }
+        },
+    };
+    Ok(Launched {
+        process,
+        stdin,
+        stdout,
+        label,
         tail,
         stderr_thread,
     })
 }
 
-/// This process's executable. On Linux `/proc/self/exe` names the very file
-/// we run even if it was replaced on disk since (a rebuild), so workers
-/// always match the pool.
-fn this_executable() -> Result<OsString, Error> {
-    let proc_exe = std::path::Path::new("/proc/self/exe");
-    if proc_exe.exists() {
-        return Ok(proc_exe.as_os_str().to_owned());
-    }
-    std::env::current_exe()
-        .map(|p| p.into_os_string())
-        .map_err(|e| Error::Io(format!("cannot find the current executable: {e}")))
-}
-
-#[cfg(target_os = "linux")]
-fn grow_pipe(fd: &impl std::os::fd::AsFd) {
-    // Best effort: a larger pipe means fewer wake-ups for big arguments.
-    let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
-}
-
-#[cfg(not(target_os = "linux"))]
-fn grow_pipe(_fd: &impl std::os::fd::AsFd) {
-    let _ = PIPE_SIZE;
-}
-
 /// Copies the worker's stderr to ours, line by line, keeping the tail.
 fn spawn_stderr_forwarder(
-    stderr: ChildStderr,
+    stderr: Box<dyn Read + Send>,
     tail: Arc<StderrTail>,
-    pid: u32,
 ) -> Result<JoinHandle<()>, Error> {
     thread::Builder::new()
-        .name(format!("concurrent-futures-stderr-{pid}"))
+        .name("concurrent-futures-stderr".to_string())
         .spawn(move || {
             let mut reader = BufReader::new(stderr);
             let mut line = Vec::new();

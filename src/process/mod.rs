@@ -7,6 +7,7 @@ pub(crate) mod fuzz;
 mod launcher;
 mod pool;
 mod protocol;
+pub(crate) use protocol::WORKER_ENV;
 mod worker;
 
 pub use builder::ProcessPoolBuilder;

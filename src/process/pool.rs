@@ -458,7 +458,7 @@ impl ProcessPoolExecutor {
             .lock()
             .workers
             .iter()
-            .map(|w| w.pid)
+            .filter_map(|w| w.pid)
             .collect()
     }
 }
@@ -531,9 +531,16 @@ fn fits_a_frame(len: usize) -> Result<(), Error> {
 /// Starts a worker process and its writer, reader and stderr threads.
 fn spawn_worker(shared: &Arc<Shared>, st: &mut State) -> Result<(), Error> {
     join_finished(st);
-    let launched = launch(&shared.config.command)?;
-    let pid = launched.child.id();
-    let (worker, stop) = Worker::new(pid, launched.child, launched.tail, launched.stderr_thread);
+    let launched = launch(shared.config.launcher.as_ref(), &shared.config.spec)?;
+    let (worker, stop) = Worker::new(
+        launched.process,
+        launched.label,
+        launched.tail,
+        launched.stderr_thread,
+    );
+    let pid = worker
+        .pid
+        .map_or_else(|| "remote".to_string(), |p| p.to_string());
     let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
         thread::Builder::new()
             .name(format!("concurrent-futures-{name}-{pid}"))
@@ -692,7 +699,7 @@ impl fmt::Debug for ProcessPoolExecutor {
             .field("max_workers", &self.shared().config.max_workers)
             .field(
                 "workers",
-                &st.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
+                &st.workers.iter().map(|w| w.name()).collect::<Vec<_>>(),
             )
             .field("shutdown", &st.sender.is_none())
             .field("broken", &st.broken)

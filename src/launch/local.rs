@@ -1,0 +1,78 @@
+//! [`Local`]: workers on this machine, the default launcher.
+
+use std::ffi::OsString;
+use std::process::Command;
+
+use super::{Launcher, Spawned, WorkerSpec};
+use crate::Error;
+
+/// Runs workers on this machine: this executable again (the default), or
+/// another program built with the same version of this crate.
+///
+/// [`ProcessPoolBuilder::worker_command`](crate::ProcessPoolBuilder::worker_command)
+/// is `launcher(Local::program(p))`.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::launch::Local;
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// let pool = ProcessPoolExecutor::builder().launcher(Local::new()).max_workers(2).build()?;
+/// assert_eq!(pool.max_workers(), 2);
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// `None`: this executable.
+    program: Option<OsString>,
+}
+
+impl Local {
+    /// Workers that are this executable, run again.
+    pub fn new() -> Self {
+        Local { program: None }
+    }
+
+    /// Workers that are `program`. Its `main` must call
+    /// [`init`](crate::init) first and name every task the pool sends with
+    /// [`task!`](crate::task!).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::launch::Local;
+    /// let launcher = Local::program("/usr/local/bin/my-worker");
+    /// # let _ = launcher;
+    /// ```
+    pub fn program(program: impl Into<OsString>) -> Self {
+        Local {
+            program: Some(program.into()),
+        }
+    }
+}
+
+impl Launcher for Local {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            None => this_executable()?,
+        };
+        let mut command = Command::new(&program);
+        command.args(spec.args()).envs(spec.env());
+        Spawned::spawn(command, None)
+    }
+}
+
+/// This process's executable. On Linux `/proc/self/exe` names the very file
+/// we run even if it was replaced on disk since (a rebuild), so workers
+/// always match the pool.
+pub(crate) fn this_executable() -> Result<OsString, Error> {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.as_os_str().to_owned());
+    }
+    std::env::current_exe()
+        .map(|p| p.into_os_string())
+        .map_err(|e| Error::Io(format!("cannot find the current executable: {e}")))
+}
