@@ -76,6 +76,10 @@ pub enum Error {
     /// An operating-system call failed.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The task ran past its run-time limit (the limit it had), and its
+    /// worker process was killed.
+    #[error("the task ran past its time limit of {0:?}")]
+    TimeLimit(std::time::Duration),
 }
 
 impl Error {

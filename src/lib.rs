@@ -187,7 +187,7 @@ pub fn init() {}
 /// Entry points for the fuzz targets (`fuzz/`) and their corpus test; not
 /// part of the API.
 #[doc(hidden)]
-#[cfg(unix)]
+#[cfg(all(unix, feature = "fuzzing"))]
 pub mod __fuzz {
     pub use crate::process::fuzz::{frames, fuzz_tasks, pool_side, seeds, worker_side};
 }

@@ -237,6 +237,7 @@ where
 pub struct Task<A: 'static, R: 'static> {
     entry: &'static dyn ErasedTask,
     f: &'static dyn Call<A, R>,
+    limit: Option<std::time::Duration>,
 }
 
 impl<A: 'static, R: 'static> Clone for Task<A, R> {
@@ -259,6 +260,7 @@ impl<A: 'static, R: 'static> Task<A, R> {
         Task {
             entry,
             f: Box::leak(Box::new(Wrap(f, PhantomData))),
+            limit: None,
         }
     }
 
@@ -290,6 +292,41 @@ impl<A: 'static, R: 'static> Task<A, R> {
         self.entry.name()
     }
 
+    /// The same task with a run-time limit, for a
+    /// [`ProcessPoolExecutor`](crate::ProcessPoolExecutor): it counts from
+    /// when the task starts in its worker, and at the limit the worker is
+    /// killed and replaced and the future fails with
+    /// [`Error::TimeLimit`](crate::Error::TimeLimit). Overrides the pool's
+    /// [`task_time_limit`](crate::ProcessPoolBuilder::task_time_limit). A
+    /// thread cannot be killed, so the thread pool ignores the limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{task, Error, ProcessPoolExecutor};
+    ///
+    /// fn spin() -> u64 { loop { std::hint::spin_loop() } }
+    ///
+    /// fn main() -> Result<(), Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::new(1)?;
+    ///     let fut = pool.submit(task!(spin).time_limit(Duration::from_millis(200)), ());
+    ///     assert_eq!(fut.result(), Err(Error::TimeLimit(Duration::from_millis(200))));
+    ///     Ok(())
+    /// }
+    /// ```
+    #[must_use]
+    pub fn time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The run-time limit set with [`time_limit`](Task::time_limit).
+    pub(crate) fn limit(&self) -> Option<std::time::Duration> {
+        self.limit
+    }
+
     /// The registry entry a worker process finds the task by.
     pub(crate) fn entry(&self) -> &'static dyn ErasedTask {
         self.entry
@@ -301,6 +338,7 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
         f.debug_struct("Task")
             .field("name", &self.entry.name())
             .field("signature", &self.entry.signature())
+            .field("time_limit", &self.limit)
             .finish()
     }
 }

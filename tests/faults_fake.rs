@@ -52,9 +52,12 @@ fn hello(version: u32, build: &str) -> Vec<u8> {
     out
 }
 
+/// The protocol version of this build.
+const VERSION: u32 = 2;
+
 /// A correct handshake.
 fn good_hello() -> Vec<u8> {
-    hello(1, &our_build())
+    hello(VERSION, &our_build())
 }
 
 fn emit(bytes: &[u8]) {
@@ -157,17 +160,21 @@ fn fake_entry() {
             linger()
         }
         "wrong-version" => {
-            emit(&hello(2, &our_build()));
+            emit(&hello(VERSION + 1, &our_build()));
             linger()
         }
         "wrong-build" => {
-            emit(&hello(1, "concurrent-futures 0.0.0-elsewhere 64-bit le"));
+            emit(&hello(
+                VERSION,
+                "concurrent-futures 0.0.0-elsewhere 64-bit le",
+            ));
             linger()
         }
         "unknown-seq" => {
             emit(&good_hello());
             await_call();
             let mut body = (1u64 << 40).to_le_bytes().to_vec();
+            body.extend_from_slice(&0u64.to_le_bytes()); // run time
             body.push(0);
             body.extend_from_slice(&postcard::to_stdvec(&0u64).expect("encode a u64"));
             emit(&frame(RESULT, &body));
@@ -291,7 +298,7 @@ rows! {
     a_1_gib_hello_that_never_arrives_times_out: "1gib-hello-silent",
         ["killed by signal SIGKILL", "did not answer the handshake within 500ms"], handshake = 500 ms;
     a_wrong_protocol_version: "wrong-version",
-        ["killed by signal SIGKILL", "the worker speaks protocol version 2, this pool 1"];
+        ["killed by signal SIGKILL", "the worker speaks protocol version 3, this pool 2"];
     a_wrong_build_identity: "wrong-build",
         ["killed by signal SIGKILL",
          "the worker is another build (concurrent-futures 0.0.0-elsewhere 64-bit le)"];

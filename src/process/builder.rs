@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) spec: WorkerSpec,
     pub(crate) handshake_timeout: Duration,
     pub(crate) restart_workers: bool,
+    pub(crate) task_time_limit: Option<Duration>,
 }
 
 /// The options of a [`ProcessPoolExecutor`], set by value and checked by
@@ -70,6 +71,7 @@ pub struct ProcessPoolBuilder {
     spec: WorkerSpec,
     handshake_timeout: Duration,
     restart_workers: bool,
+    task_time_limit: Option<Duration>,
 }
 
 /// The default number of worker processes: the number of CPUs.
@@ -87,6 +89,7 @@ impl ProcessPoolBuilder {
             spec: WorkerSpec::new(),
             handshake_timeout: Duration::from_secs(10),
             restart_workers: false,
+            task_time_limit: None,
         }
     }
 
@@ -259,6 +262,43 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A run-time limit for every task that does not set its own with
+    /// [`Task::time_limit`]. It counts from when the task starts in its
+    /// worker, not from `submit`. A task that runs past it has its worker
+    /// killed and replaced, and its future fails with
+    /// [`Error::TimeLimit`]; the tasks the worker had not started go to
+    /// another worker, the others are untouched, and the pool is not
+    /// broken, under either [`restart_workers`](Self::restart_workers)
+    /// policy. In a [`map`](crate::ProcessPoolExecutor::map) the limit
+    /// applies to each chunk (one frame, one task): with chunks of `n`
+    /// items, allow `n` items' time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{task, Error, ProcessPoolExecutor};
+    ///
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// fn main() -> Result<(), Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::builder()
+    ///         .max_workers(1)
+    ///         .task_time_limit(Duration::from_millis(300))
+    ///         .build()?;
+    ///     let slow = pool.submit(task!(nap), 60_000);
+    ///     let quick = pool.submit(task!(nap), 1);
+    ///     assert_eq!(slow.result(), Err(Error::TimeLimit(Duration::from_millis(300))));
+    ///     assert_eq!(quick.result()?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn task_time_limit(mut self, limit: Duration) -> Self {
+        self.task_time_limit = Some(limit);
+        self
+    }
+
     /// Checks the options and creates the pool. No process starts until the
     /// first task is submitted.
     ///
@@ -308,6 +348,7 @@ impl ProcessPoolBuilder {
             spec: self.spec,
             handshake_timeout: self.handshake_timeout,
             restart_workers: self.restart_workers,
+            task_time_limit: self.task_time_limit,
         }))
     }
 }
@@ -322,6 +363,7 @@ impl fmt::Debug for ProcessPoolBuilder {
             .field("spec", &self.spec)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("restart_workers", &self.restart_workers)
+            .field("task_time_limit", &self.task_time_limit)
             .finish()
     }
 }

@@ -11,11 +11,11 @@
 
 use std::collections::HashMap;
 
-use super::conn::{handshake, Completion};
+use super::job::Completion;
 use super::protocol::{
-    begin_frame, build_identity, decode_reply, end_frame, read_frame, skip_to_magic, Reply, CALL,
-    DECLARE, FLAG_CHUNK, HELLO, INIT, INIT_DONE, MAGIC, PROTOCOL_VERSION, RESULT,
+    build_identity, read_frame, skip_to_magic, FromWorker, ToWorker, PROTOCOL_VERSION,
 };
+use super::reader::handshake;
 use super::worker::{run_frames, Registry};
 use crate::task::{decode, ErasedTask, TaskEntry};
 use crate::{Error, InitResult, Promise};
@@ -34,7 +34,8 @@ pub fn frames(data: &[u8]) -> usize {
     let mut n = 0;
     while let Ok(Some(frame)) = read_frame(&mut r) {
         n += 1;
-        let _ = decode_reply(&frame);
+        let _ = FromWorker::decode(&frame);
+        let _ = ToWorker::decode(&frame);
     }
     let _ = skip_to_magic(&mut &data[..]);
     n
@@ -64,8 +65,8 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
     }
     let mut completed = 0;
     while let Ok(Some(frame)) = read_frame(&mut r) {
-        match decode_reply(&frame) {
-            Ok(Reply::Result { seq, outcome }) => {
+        match FromWorker::decode(&frame) {
+            Ok(FromWorker::Result { seq, outcome, .. }) => {
                 // The real pool ends the worker on a result for a task it
                 // does not hold; so do we.
                 let Some(promise) = inflight.remove(&seq) else {
@@ -74,7 +75,8 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
                 Completion::finish(Box::new(promise), outcome);
                 completed += 1;
             }
-            Ok(Reply::InitDone(outcome)) => {
+            Ok(FromWorker::Hello { .. }) => break,
+            Ok(FromWorker::InitDone(outcome)) => {
                 // What `ProcessPoolBuilder::initializer` judges with.
                 let _verdict = outcome.map_err(|e| e.to_string()).and_then(|bytes| {
                     decode::<Result<(), String>>(bytes)
@@ -118,22 +120,25 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
     let mut calls = Vec::new();
     let mut r = data;
     while let Ok(Some(frame)) = read_frame(&mut r) {
-        if frame.kind == CALL && frame.body.len() >= 8 {
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&frame.body[..8]);
-            calls.push(u64::from_le_bytes(seq));
+        if let Ok(ToWorker::Call { seq, .. }) = ToWorker::decode(&frame) {
+            calls.push(seq);
         }
         if frames_tx.send(frame).is_err() {
             break;
         }
     }
     drop(frames_tx);
-    let (tx, rx) = crossbeam_channel::unbounded();
     let registry = Registry::of(fuzz_tasks().iter().copied());
+    let mut written: Vec<u8> = Vec::new();
     // An error only means the input broke the protocol: the worker exits.
-    let _ = run_frames(&registry, || Ok(frames_rx.recv().ok()), &tx);
-    drop(tx);
-    let written: Vec<u8> = rx.iter().flatten().collect();
+    let _ = run_frames(
+        &registry,
+        || Ok(frames_rx.recv().ok()),
+        |frame| {
+            written.extend_from_slice(frame);
+            Ok(())
+        },
+    );
     let mut out = &written[..];
     let mut replies = 0;
     loop {
@@ -142,8 +147,8 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
             Ok(None) => return Ok(replies),
             Err(e) => return Err(format!("the worker wrote a bad frame: {e}")),
         };
-        match decode_reply(&frame) {
-            Ok(Reply::Result { seq, .. }) if !calls.contains(&seq) => {
+        match FromWorker::decode(&frame) {
+            Ok(FromWorker::Result { seq, .. }) if !calls.contains(&seq) => {
                 return Err(format!("the worker answered call {seq}, never sent"))
             }
             Ok(_) => replies += 1,
@@ -183,12 +188,16 @@ pub fn fuzz_tasks() -> &'static [&'static dyn ErasedTask] {
     &TASKS
 }
 
-fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+fn to_worker(message: ToWorker<'_>) -> Vec<u8> {
     let mut buf = Vec::new();
-    let start = begin_frame(&mut buf, kind);
-    buf.extend_from_slice(body);
     // Seeds are small; the limit is far away.
-    let _ = end_frame(&mut buf, start);
+    let _ = message.encode(&mut buf);
+    buf
+}
+
+fn from_worker(message: FromWorker<'_>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = message.encode(&mut buf);
     buf
 }
 
@@ -196,35 +205,50 @@ fn wire<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
-fn result(seq: u64, status: u8, payload: &[u8]) -> Vec<u8> {
-    let mut body = seq.to_le_bytes().to_vec();
-    body.push(status);
-    body.extend_from_slice(payload);
-    frame(RESULT, &body)
+/// A raw frame, for seeds no message can express.
+fn raw(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut buf = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    buf.push(kind);
+    buf.extend_from_slice(body);
+    buf
+}
+
+fn result(seq: u64, outcome: Result<&[u8], Error>) -> Vec<u8> {
+    from_worker(FromWorker::Result {
+        seq,
+        run_ns: 1000 * seq,
+        outcome,
+    })
 }
 
 /// The handshake a worker of this build writes, magic included.
 fn hello() -> Vec<u8> {
-    let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();
-    body.extend_from_slice(&4242u32.to_le_bytes());
-    body.extend_from_slice(&wire(&build_identity()));
-    let mut out = MAGIC.to_vec();
-    out.extend(frame(HELLO, &body));
-    out
+    from_worker(FromWorker::Hello {
+        version: PROTOCOL_VERSION,
+        pid: 4242,
+        build: build_identity(),
+    })
 }
 
 fn declare(id: u32, task: &dyn ErasedTask) -> Vec<u8> {
-    let mut body = id.to_le_bytes().to_vec();
-    body.extend_from_slice(&wire(&(task.name(), task.signature())));
-    frame(DECLARE, &body)
+    to_worker(ToWorker::Declare {
+        id,
+        name: task.name(),
+        signature: task.signature(),
+    })
 }
 
-fn call(seq: u64, id: u32, flags: u8, arg: &[u8]) -> Vec<u8> {
-    let mut body = seq.to_le_bytes().to_vec();
-    body.extend_from_slice(&id.to_le_bytes());
-    body.push(flags);
-    body.extend_from_slice(arg);
-    frame(CALL, &body)
+fn call(seq: u64, id: u32, chunk: bool, arg: &[u8]) -> Vec<u8> {
+    to_worker(ToWorker::Call {
+        seq,
+        id,
+        chunk,
+        arg,
+    })
+}
+
+fn init(id: u32, arg: &[u8]) -> Vec<u8> {
+    to_worker(ToWorker::Init { id, arg })
 }
 
 /// Well-formed inputs for the fuzz target `target` (`frame_decoder`,
@@ -232,8 +256,8 @@ fn call(seq: u64, id: u32, flags: u8, arg: &[u8]) -> Vec<u8> {
 /// handshake's build identity and the task names match: starting points
 /// for the fuzzer, replayed by the corpus test.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let ok = |seq: u64, s: &str| result(seq, 0, &wire(&(seq, s.to_string())));
-    let failed = |seq: u64, e: &Error| result(seq, 1, &wire(e));
+    let ok = |seq: u64, s: &str| result(seq, Ok(&wire(&(seq, s.to_string()))));
+    let failed = |seq: u64, e: Error| result(seq, Err(e));
     let panicked = Error::Panicked {
         message: "boom".into(),
         location: Some("src/main.rs:1:1".into()),
@@ -245,45 +269,54 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             hello(),
             ok(0, "a"),
             ok(1, "b"),
-            failed(2, &panicked),
+            failed(2, panicked),
             ok(3, "d"),
         ]
         .concat(),
-        [hello(), frame(INIT_DONE, &[0, 0]), ok(1, "x")].concat(),
         [
             hello(),
-            frame(INIT_DONE, &[1]),
-            failed(0, &Error::Codec("x".into())),
+            from_worker(FromWorker::InitDone(Ok(&[0]))),
+            ok(0, "x"),
+        ]
+        .concat(),
+        [
+            hello(),
+            from_worker(FromWorker::InitDone(Err(Error::Codec("x".into())))),
+            failed(0, Error::Codec("x".into())),
         ]
         .concat(),
         [hello(), ok(7, "unknown task")].concat(),
-        [hello(), result(0, 9, b"")].concat(),
+        [hello(), raw(0x82, &[0; 17][..]), raw(0x82, &[9; 17][..])].concat(),
     ];
     let tasks = fuzz_tasks();
     let worker = vec![
-        [declare(0, tasks[0]), call(1, 0, 0, &wire(&(84u32, 2u32)))].concat(),
         [
             declare(0, tasks[0]),
-            call(1, 0, 0, &wire(&(1u32, 0u32))),
-            call(2, 0, FLAG_CHUNK, &wire(&vec![(9u32, 3u32), (1, 1)])),
+            call(1, 0, false, &wire(&(84u32, 2u32))),
+        ]
+        .concat(),
+        [
+            declare(0, tasks[0]),
+            call(1, 0, false, &wire(&(1u32, 0u32))),
+            call(2, 0, true, &wire(&vec![(9u32, 3u32), (1, 1)])),
         ]
         .concat(),
         [
             declare(5, tasks[1]),
-            call(10, 5, 0, &wire(&vec!["a", "b"])),
-            call(11, 5, FLAG_CHUNK, &wire(&vec![vec!["c"], vec![]])),
-            call(12, 6, 0, b""),
+            call(10, 5, false, &wire(&vec!["a", "b"])),
+            call(11, 5, true, &wire(&vec![vec!["c"], vec![]])),
+            call(12, 6, false, b""),
         ]
         .concat(),
         [
             declare(0, tasks[3]),
-            frame(INIT, &[0, 0, 0, 0, 1]),
+            init(0, &[1]),
             declare(1, tasks[2]),
-            call(3, 1, 0, b""),
+            call(3, 1, false, b""),
         ]
         .concat(),
-        [declare(0, tasks[3]), frame(INIT, &[0, 0, 0, 0, 0])].concat(),
-        [frame(DECLARE, &[0, 0, 0, 0, 3, b'a', b'b', b'c', 0])].concat(),
+        [declare(0, tasks[3]), init(0, &[0])].concat(),
+        [raw(1, &[0, 0, 0, 0, 3, b'a', b'b', b'c', 0])].concat(),
     ];
     match target {
         "pool_handshake" => pool,

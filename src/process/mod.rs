@@ -1,15 +1,39 @@
 //! The process pool: [`ProcessPoolExecutor`], its wire protocol, the worker
-//! side ([`init`]) and the launcher.
+//! side ([`init`]) and how it starts workers.
+//!
+//! # The life of a task
+//!
+//! 1. `submit` encodes the argument into a [`job::Job`] and queues it
+//!    (`pool.rs` → `shared.rs`, `Shared::enqueue`), starting a worker if
+//!    the running ones cannot take it (`launcher.rs` → [`crate::launch`]).
+//! 2. A worker's writer thread takes it from the queue when that worker has
+//!    room in its window, records it as held and sends a `Call` frame
+//!    (`writer.rs`, `link.rs`, `protocol.rs`).
+//! 3. The worker process reads frames in order, runs the task and writes
+//!    its `Result` before reading on (`worker.rs`).
+//! 4. The worker's reader thread matches the answer to the front of what
+//!    the worker holds, completes the future and opens the window
+//!    (`reader.rs`); a time limit is armed while the task runs
+//!    (`timer.rs`).
+//! 5. When a worker's output ends, its reader reports one exit to the pool,
+//!    which fails the task that ran and either breaks the pool or sends
+//!    the tasks that never started to another worker (`shared.rs`).
 
 mod builder;
-mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
+mod job;
 mod launcher;
+mod link;
 mod pool;
 mod protocol;
-pub(crate) use protocol::WORKER_ENV;
+mod reader;
+mod shared;
+mod timer;
 mod worker;
+mod writer;
 
 pub use builder::ProcessPoolBuilder;
 pub use pool::ProcessPoolExecutor;
+pub(crate) use protocol::WORKER_ENV;
 pub use worker::init;

@@ -1,20 +1,19 @@
 //! [`ProcessPoolExecutor`]: registered tasks in worker processes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::builder::{Config, ProcessPoolBuilder};
-use super::conn::{read_loop, write_loop, Completion, Job, Ticket, Worker};
-use super::launcher::launch;
+use super::job::{Completion, Job, Payload, Ticket};
+use super::link::Fate;
 use super::protocol::MAX_FRAME;
-use crate::executor::{self, Stop};
+use super::shared::Shared;
+use crate::executor;
 use crate::map::{Source, Submitted};
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
@@ -25,136 +24,6 @@ const MAP_WINDOW_PER_WORKER: usize = 4;
 const MAX_ARGUMENT: usize = MAX_FRAME - 16;
 /// The largest automatic chunk size.
 const MAX_AUTO_CHUNK: usize = 4096;
-
-/// What submitters, workers and `shutdown` agree on, under one lock.
-struct State {
-    /// Dropped at shutdown: writers stop once the queue is empty.
-    sender: Option<Sender<Job>>,
-    broken: Option<String>,
-    workers: Vec<Arc<Worker>>,
-    /// Writer, reader and stderr threads not yet joined.
-    threads: Vec<JoinHandle<()>>,
-}
-
-/// The state the worker threads share with the pool handle.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) jobs: Receiver<Job>,
-    state: Mutex<State>,
-    /// Jobs submitted and not yet finished (queued or in flight).
-    outstanding: Arc<AtomicUsize>,
-    seq: AtomicU64,
-    /// Held while a `shutdown` joins the threads.
-    joining: Mutex<()>,
-}
-
-impl Shared {
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// True once shutdown has begun.
-    pub(crate) fn is_closing(&self) -> bool {
-        self.state.lock().sender.is_none()
-    }
-
-    /// Marks the pool broken, fails every queued job and stops the workers.
-    pub(crate) fn break_pool(&self, reason: String) {
-        let workers = {
-            let mut st = self.state.lock();
-            if st.broken.is_some() {
-                return;
-            }
-            st.broken = Some(reason.clone());
-            st.workers.clone()
-        };
-        while let Ok(job) = self.jobs.try_recv() {
-            job.abandon(Some(Error::BrokenPool(reason.clone())));
-        }
-        for w in workers {
-            w.signal("stopped because the pool broke", false);
-        }
-    }
-
-    /// Jobs a writer took for a worker that died before sending them.
-    pub(crate) fn reroute(self: &Arc<Self>, jobs: Vec<Job>) {
-        let st = self.state.lock();
-        let error = match (&st.broken, &st.sender) {
-            (Some(reason), _) => Error::BrokenPool(reason.clone()),
-            (None, Some(tx)) => {
-                for job in jobs {
-                    if let Err(e) = tx.send(job) {
-                        e.into_inner()
-                            .abandon(Some(Error::BrokenPool("a worker died".to_string())));
-                    }
-                }
-                // The dead worker's exit may have been handled before these
-                // jobs were back in the queue, and so started no replacement.
-                let mut st = st;
-                self.replace_if_needed(&mut st);
-                return;
-            }
-            (None, None) => Error::BrokenPool("a worker died during shutdown".to_string()),
-        };
-        drop(st);
-        for job in jobs {
-            job.abandon(Some(error.clone()));
-        }
-    }
-
-    /// A worker exited. `reason` is `None` for a clean exit (retired or
-    /// shut down). A worker that is not `replaceable` (it never became
-    /// ready) breaks the pool even under `restart_workers`. Returns the
-    /// error its futures get.
-    pub(crate) fn worker_gone(
-        self: &Arc<Self>,
-        worker: &Worker,
-        reason: Option<String>,
-        replaceable: bool,
-    ) -> Error {
-        let mut st = self.state.lock();
-        st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
-        let error = match (&st.broken, reason) {
-            (Some(broken), _) => return Error::BrokenPool(broken.clone()),
-            (None, None) => Error::BrokenPool("the worker exited".to_string()),
-            (None, Some(reason)) if self.config.restart_workers && replaceable => {
-                Error::BrokenPool(reason)
-            }
-            (None, Some(reason)) => {
-                drop(st);
-                self.break_pool(reason.clone());
-                return Error::BrokenPool(reason);
-            }
-        };
-        self.replace_if_needed(&mut st);
-        error
-    }
-
-    /// Starts a worker if work is queued and fewer than `max_workers` will
-    /// take it; with none left and none startable, breaks the pool.
-    fn replace_if_needed(self: &Arc<Self>, st: &mut parking_lot::MutexGuard<'_, State>) {
-        if self.jobs.is_empty() || st.broken.is_some() {
-            return;
-        }
-        let live = st.workers.iter().filter(|w| !w.retiring()).count();
-        if live >= self.config.max_workers {
-            return;
-        }
-        if let Err(e) = spawn_worker(self, st) {
-            if st.workers.is_empty() {
-                parking_lot::MutexGuard::unlocked(st, || {
-                    self.break_pool(format!("cannot replace a worker: {e}"));
-                });
-            }
-        }
-    }
-}
-
-impl Stop for Shared {
-    fn stop(self: &Arc<Self>, options: Shutdown) {
-        shutdown(self, options);
-    }
-}
 
 /// Shuts the pool down when the last handle goes away.
 type Owner = executor::Owner<Shared>;
@@ -236,20 +105,7 @@ impl ProcessPoolExecutor {
     }
 
     pub(crate) fn from_config(config: Config) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            config,
-            jobs: rx,
-            state: Mutex::new(State {
-                sender: Some(tx),
-                broken: None,
-                workers: Vec::new(),
-                threads: Vec::new(),
-            }),
-            outstanding: Arc::new(AtomicUsize::new(0)),
-            seq: AtomicU64::new(0),
-            joining: Mutex::new(()),
-        });
+        let shared = Arc::new(Shared::new(config));
         ProcessPoolExecutor {
             owner: Arc::new(Owner { shared }),
         }
@@ -374,7 +230,39 @@ impl ProcessPoolExecutor {
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
     pub fn shutdown_with(&self, options: Shutdown) {
-        shutdown(self.shared(), options);
+        self.shared().shutdown(options, None);
+    }
+
+    /// Shuts down, waiting at most `timeout` for the submitted tasks to
+    /// finish; then cancels the tasks that have not started and kills the
+    /// workers, whose running tasks fail with [`Error::BrokenPool`] naming
+    /// `shutdown_timeout`. Returns once every worker is reaped: no process
+    /// is left behind. Returns true if everything finished in time.
+    ///
+    /// Use it where a stuck task must not hang your exit (see
+    /// [`# Shutdown`](ProcessPoolExecutor#shutdown)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{task, Error, ProcessPoolExecutor};
+    ///
+    /// fn stuck() { std::thread::sleep(Duration::from_secs(3600)) }
+    ///
+    /// fn main() -> Result<(), Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::new(1)?;
+    ///     let fut = pool.submit(task!(stuck), ());
+    ///     assert!(!pool.shutdown_timeout(Duration::from_millis(200)));
+    ///     assert!(matches!(fut.result(), Err(Error::BrokenPool(why)) if why.contains("shutdown_timeout")));
+    ///     assert!(pool.worker_pids().is_empty());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout).map(|at| (at, timeout));
+        self.shared().shutdown(Shutdown::default(), deadline)
     }
 
     /// Shuts down, cancelling queued tasks, and sends SIGTERM to every
@@ -410,12 +298,12 @@ impl ProcessPoolExecutor {
 
     fn stop_workers(&self, kill: bool) {
         let shared = self.shared();
-        shutdown(
-            shared,
+        shared.shutdown(
             Shutdown {
                 wait: false,
                 cancel_futures: true,
             },
+            None,
         );
         let workers = shared.state.lock().workers.clone();
         let fate = if kill {
@@ -424,9 +312,9 @@ impl ProcessPoolExecutor {
             "terminated by terminate_workers()"
         };
         for w in workers {
-            w.signal(fate, kill);
+            w.stop(Fate::Stopped(fate.to_string()), kill);
         }
-        shutdown(shared, Shutdown::default());
+        shared.shutdown(Shutdown::default(), None);
     }
 
     /// The most worker processes this pool runs.
@@ -482,38 +370,15 @@ where
     }
     let shared = &owner.shared;
     shared.outstanding.fetch_add(1, Ordering::AcqRel);
-    let job = Job {
+    shared.enqueue(Job {
         entry: task.entry(),
         chunk,
-        payload,
+        payload: Payload::Inline(payload),
+        time_limit: task.limit().or(shared.config.task_time_limit),
         completion: Box::new(promise) as Box<dyn Completion>,
         ticket: Ticket(Arc::clone(&shared.outstanding)),
-    };
-    let mut st = shared.state.lock();
-    let refusal = match (&st.sender, &st.broken) {
-        (None, _) => Some(Error::Shutdown),
-        (Some(_), Some(reason)) => Some(Error::BrokenPool(reason.clone())),
-        (Some(_), None) => None,
-    };
-    if let Some(e) = refusal {
-        drop(st);
-        job.abandon(Some(e));
-        return future;
-    }
-    let live = st.workers.iter().filter(|w| !w.retiring()).count();
-    if live < shared.config.max_workers && shared.outstanding.load(Ordering::Acquire) > live {
-        if let Err(e) = spawn_worker(shared, &mut st) {
-            if st.workers.is_empty() {
-                drop(st);
-                job.abandon(Some(e));
-                return future;
-            }
-        }
-    }
-    if let Some(tx) = &st.sender {
-        // The receiver lives in `shared`: the send cannot fail.
-        let _ = tx.send(job);
-    }
+        sent_before: false,
+    });
     future
 }
 
@@ -526,101 +391,6 @@ fn fits_a_frame(len: usize) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// Starts a worker process and its writer, reader and stderr threads.
-fn spawn_worker(shared: &Arc<Shared>, st: &mut State) -> Result<(), Error> {
-    join_finished(st);
-    let launched = launch(shared.config.launcher.as_ref(), &shared.config.spec)?;
-    let (worker, stop) = Worker::new(
-        launched.process,
-        launched.label,
-        launched.tail,
-        launched.stderr_thread,
-    );
-    let pid = worker
-        .pid
-        .map_or_else(|| "remote".to_string(), |p| p.to_string());
-    let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        thread::Builder::new()
-            .name(format!("concurrent-futures-{name}-{pid}"))
-            .spawn(f)
-    };
-    let (s, w) = (Arc::clone(shared), Arc::clone(&worker));
-    let stdin = launched.stdin;
-    let writer = start("writer", Box::new(move || write_loop(s, w, stdin, stop)));
-    let (s, w) = (Arc::clone(shared), Arc::clone(&worker));
-    let stdout = launched.stdout;
-    let reader = writer.and_then(|writer| {
-        st.threads.push(writer);
-        start("reader", Box::new(move || read_loop(s, w, stdout)))
-    });
-    match reader {
-        Ok(reader) => {
-            st.threads.push(reader);
-            st.workers.push(worker);
-            Ok(())
-        }
-        Err(e) => {
-            worker.abandon_start();
-            Err(Error::Io(format!("cannot start a pool thread: {e}")))
-        }
-    }
-}
-
-/// Joins the threads of workers that are gone. Without this a pool that
-/// replaces workers (`max_tasks_per_child`, `restart_workers`) kept every
-/// retired worker's three threads unjoined, with their stacks mapped,
-/// until shutdown: about 26 KB and 6 memory maps per replacement, until
-/// `vm.max_map_count` stopped new threads. The threads are finished, so the
-/// joins do not block.
-fn join_finished(st: &mut State) {
-    let (finished, running) = std::mem::take(&mut st.threads)
-        .into_iter()
-        .partition::<Vec<_>, _>(JoinHandle::is_finished);
-    st.threads = running;
-    for t in finished {
-        let _ = t.join();
-    }
-}
-
-fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
-    let mut st = shared.state.lock();
-    st.sender = None;
-    drop(st);
-    if options.cancel_futures {
-        while let Ok(job) = shared.jobs.try_recv() {
-            job.abandon(None);
-        }
-    }
-    if !options.wait {
-        return;
-    }
-    let me = thread::current().id();
-    // From one of the pool's own threads (a done-callback, run by a worker's
-    // reader, that drops or shuts down the pool) waiting would deadlock: that
-    // worker cannot finish while its reader is blocked here. A later
-    // shutdown or drop, from another thread, does the waiting.
-    if shared
-        .state
-        .lock()
-        .threads
-        .iter()
-        .any(|t| t.thread().id() == me)
-    {
-        return;
-    }
-    // Concurrent callers all wait until the joining is done.
-    let _joining = shared.joining.lock();
-    loop {
-        let threads = std::mem::take(&mut shared.state.lock().threads);
-        if threads.is_empty() {
-            break;
-        }
-        for t in threads {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The input side of [`ProcessPoolExecutor::map`].
@@ -701,7 +471,8 @@ impl fmt::Debug for ProcessPoolExecutor {
                 "workers",
                 &st.workers.iter().map(|w| w.name()).collect::<Vec<_>>(),
             )
-            .field("shutdown", &st.sender.is_none())
+            .field("queued", &st.queue.len())
+            .field("shutdown", &st.closing)
             .field("broken", &st.broken)
             .finish()
     }

@@ -7,14 +7,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use std::time::Instant;
 
 use super::protocol::{
-    begin_frame, build_identity, decode_wire, end_frame, read_frame, Body, Frame, CALL, DECLARE,
-    FLAG_CHUNK, HELLO, INIT, INIT_DONE, MAGIC, PROTOCOL_VERSION, RESULT, WORKER_ENV,
+    begin_result, build_identity, end_result, read_frame, Frame, FromWorker, ToWorker,
+    PROTOCOL_VERSION, WORKER_ENV,
 };
 use crate::panic::catch;
-use crate::task::{encode_into, ErasedTask, TASKS};
+use crate::task::{ErasedTask, TASKS};
 use crate::Error;
 
 /// Enters the worker loop if this process was started as a pool worker;
@@ -86,29 +86,27 @@ type Declared = Result<&'static dyn ErasedTask, Error>;
 
 fn serve() -> Result<(), Error> {
     let (input, output) = take_stdio()?;
-    let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-    let mut hello = MAGIC.to_vec();
-    let start = begin_frame(&mut hello, HELLO);
-    hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    hello.extend_from_slice(&std::process::id().to_le_bytes());
-    hello.extend_from_slice(
-        &postcard::to_stdvec(&build_identity()).map_err(|e| Error::Codec(e.to_string()))?,
-    );
-    end_frame(&mut hello, start)?;
-    let _ = tx.send(hello);
-    let writer = thread::Builder::new()
-        .name("concurrent-futures-writer".into())
-        .spawn(move || write_loop(File::from(output), rx))?;
+    let mut out = File::from(output);
+    let mut hello = Vec::new();
+    FromWorker::Hello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build: build_identity(),
+    }
+    .encode(&mut hello)?;
+    out.write_all(&hello)?;
     watch_parent(rustix::process::getppid());
-    // The main thread reads the frames itself: a frame that arrives while a
-    // task runs waits in the pipe instead of waking a thread that would
-    // steal the task's CPU.
+    // The main thread reads the frames and runs them in order, and writes
+    // each answer before it reads the next frame. So when this process
+    // dies, the pool has every answer it wrote, and only the first task
+    // without an answer can have started: the pool may send the others to
+    // another worker without running anything twice.
     let mut reader = BufReader::with_capacity(256 * 1024, File::from(input));
-    let result = run_frames(&Registry::load(), || read_frame(&mut reader), &tx);
-    drop(tx);
-    // The pool reads until we exit; flush what is queued first.
-    let _ = writer.join();
-    result
+    run_frames(
+        &Registry::load(),
+        || read_frame(&mut reader),
+        |frame| out.write_all(frame),
+    )
 }
 
 /// Exits the worker at once (even mid-task) when the pool process is gone,
@@ -132,128 +130,86 @@ fn watch_parent(parent: Option<rustix::process::Pid>) {
     }
 }
 
-/// Writes queued frames, batching whatever is ready into one write.
-fn write_loop(mut out: File, rx: Receiver<Vec<u8>>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    while let Ok(first) = rx.recv() {
-        if rx.is_empty() {
-            if out.write_all(&first).is_err() {
-                return;
-            }
-            continue;
-        }
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < (1 << 20) {
-            match rx.try_recv() {
-                Ok(f) => batch.extend_from_slice(&f),
-                Err(_) => break,
-            }
-        }
-        if out.write_all(&batch).is_err() {
-            return;
-        }
-    }
-}
-
-/// Runs the frames `next_frame` gives, in order, until it gives `None`.
+/// Runs the frames `next_frame` gives, in order, until it gives `None`;
+/// hands each answer to `emit` before reading the next frame.
 pub(crate) fn run_frames(
     registry: &Registry,
     mut next_frame: impl FnMut() -> Result<Option<Frame>, Error>,
-    tx: &Sender<Vec<u8>>,
+    mut emit: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), Error> {
     let mut declared: HashMap<u32, Declared> = HashMap::new();
+    let mut out = Vec::with_capacity(64);
     while let Some(frame) = next_frame()? {
-        let mut body = Body::new(&frame.body);
-        match frame.kind {
-            DECLARE => {
-                let id = body.u32("task id")?;
-                let (name, signature): (String, String) =
-                    decode_wire(body.rest(), "task declaration")?;
+        out.clear();
+        let mut last = false;
+        match ToWorker::decode(&frame)? {
+            ToWorker::Declare {
+                id,
+                name,
+                signature,
+            } => {
                 declared.insert(id, registry.find(&name, &signature));
+                continue;
             }
-            CALL => {
-                let seq = body.u64("sequence number")?;
-                let id = body.u32("task id")?;
-                let flags = body.u8("flags")?;
-                let args = body.rest();
-                let mut out = Vec::with_capacity(64);
-                let start = begin_frame(&mut out, RESULT);
-                out.extend_from_slice(&seq.to_le_bytes());
-                out.push(0);
+            ToWorker::Call {
+                seq,
+                id,
+                chunk,
+                arg,
+            } => {
+                let start = begin_result(&mut out, seq);
+                let began = Instant::now();
                 let outcome = match declared.get(&id) {
                     None => Err(Error::Protocol(format!("a call of undeclared task {id}"))),
                     Some(Err(e)) => Err(e.clone()),
                     Some(Ok(task)) => catch(|| {
-                        if flags & FLAG_CHUNK != 0 {
-                            task.invoke_chunk(args, &mut out)
+                        if chunk {
+                            task.invoke_chunk(arg, &mut out)
                         } else {
-                            task.invoke(args, &mut out)
+                            task.invoke(arg, &mut out)
                         }
                     })
                     .and_then(|r| r),
                 };
-                let out = match outcome {
-                    Ok(()) if end_frame(&mut out, start).is_ok() => out,
-                    Ok(()) => error_result(
-                        seq,
-                        &Error::Codec("the result exceeds the frame size limit".to_string()),
-                    )?,
+                let run_ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let ended = outcome.and_then(|()| {
+                    end_result(&mut out, start, run_ns, true).map_err(|_| {
+                        Error::Codec("the result exceeds the frame size limit".to_string())
+                    })
+                });
+                if let Err(e) = ended {
                     // Written afresh: a result that failed to serialize
                     // may have left `out` empty or cut short.
-                    Err(e) => error_result(seq, &e)?,
-                };
-                if tx.send(out).is_err() {
-                    return Ok(());
+                    out.clear();
+                    FromWorker::Result {
+                        seq,
+                        run_ns,
+                        outcome: Err(e),
+                    }
+                    .encode(&mut out)?;
                 }
             }
-            INIT => {
-                let id = body.u32("task id")?;
-                let args = body.rest();
-                let mut out = Vec::new();
-                let start = begin_frame(&mut out, INIT_DONE);
-                out.push(0);
+            ToWorker::Init { id, arg } => {
+                let mut value = Vec::new();
                 let outcome = match declared.get(&id) {
                     None => Err(Error::Protocol(format!(
                         "an initializer of undeclared task {id}"
                     ))),
                     Some(Err(e)) => Err(e.clone()),
                     // The pool decodes the initializer's result and decides.
-                    Some(Ok(task)) => catch(|| task.invoke(args, &mut out)).and_then(|r| r),
+                    Some(Ok(task)) => catch(|| task.invoke(arg, &mut value)).and_then(|r| r),
                 };
-                if let Err(e) = &outcome {
-                    // Written afresh, as for a result above.
-                    out.clear();
-                    let start = begin_frame(&mut out, INIT_DONE);
-                    out.push(1);
-                    encode_into(e, &mut out)?;
-                    end_frame(&mut out, start)?;
-                } else {
-                    end_frame(&mut out, start)?;
-                }
-                let _ = tx.send(out);
-                if outcome.is_err() {
-                    // The pool is broken now; nothing more will be asked.
-                    return Ok(());
-                }
+                // After a failed initializer the pool is broken; nothing
+                // more will be asked.
+                last = outcome.is_err();
+                FromWorker::InitDone(outcome.map(|()| &value[..])).encode(&mut out)?;
             }
-            other => {
-                return Err(Error::Protocol(format!("an unknown frame kind {other:#x}")));
-            }
+        }
+        if emit(&out).is_err() || last {
+            return Ok(()); // the pool is gone, or has nothing more to ask
         }
     }
     Ok(())
-}
-
-/// A `RESULT` frame carrying `error` for task `seq`.
-fn error_result(seq: u64, error: &Error) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(64);
-    let start = begin_frame(&mut out, RESULT);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.push(1);
-    encode_into(error, &mut out)?;
-    end_frame(&mut out, start)?;
-    Ok(out)
 }
 
 /// The tasks a worker knows, by name.

@@ -1,0 +1,390 @@
+//! One worker as the pool sees it: its stage, the tasks it holds, its
+//! pace, and how the pool stops it. Its writer (`writer.rs`) and reader
+//! (`reader.rs`) threads share this under one lock.
+//!
+//! # Stages
+//!
+//! ```text
+//!  Starting ──HELLO──▶ Initializing ──INIT_DONE ok──▶ Ready ──last task sent──▶ Retiring
+//!     │                    │          (no initializer: │       or shutdown          │
+//!     │                    │           HELLO → Ready)  │                            │
+//!     └────────────────────┴───────── output ends ─────┴────────────────────────────┴──▶ Gone
+//! ```
+//!
+//! Only a `Ready` worker is sent tasks. `Retiring` takes no more and exits
+//! when its stdin closes. `Gone` is final: its reader saw the end of its
+//! output, and hands what it held to the pool in one [`Exit`].
+//!
+//! # What a worker holds
+//!
+//! The worker runs its frames in order and writes each answer before it
+//! reads the next frame, so `held` is in the worker's order and only its
+//! front can have started. The rest never ran: when the worker dies they
+//! can go to another worker.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::job::Job;
+use super::launcher::StderrTail;
+use crate::launch::WorkerProcess;
+
+/// The largest window: tasks sent and not answered.
+pub(crate) const MAX_WINDOW: usize = 512;
+/// A task this many round trips long or longer is not pipelined: it is
+/// sent only to a worker with nothing else to do.
+const PIPELINE_RATIO: f64 = 8.0;
+/// The work a window of short tasks should hold beyond a round trip.
+const WINDOW_TARGET: Duration = Duration::from_millis(1);
+/// The smallest round trip assumed (a first estimate can be too low).
+const MIN_RTT: Duration = Duration::from_micros(20);
+/// A worker idle this long forgets how long its tasks take.
+const IDLE_SPELL: Duration = Duration::from_millis(20);
+
+/// Where a worker is in its life; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Started; its handshake has not arrived.
+    Starting,
+    /// Handshake done; its initializer runs.
+    Initializing,
+    /// Takes tasks.
+    Ready,
+    /// Takes no more tasks; finishes what it holds and exits.
+    Retiring,
+    /// Its output ended.
+    Gone,
+}
+
+/// Why the pool ended a worker, when it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Stopped on purpose (`kill_workers`, `terminate_workers`, a broken
+    /// pool, `shutdown_timeout`): what it held fails with this reason.
+    Stopped(String),
+    /// Killed because task `seq` ran past its `limit`.
+    TimeLimit { seq: u64, limit: Duration },
+    /// It broke the protocol or never answered: reported like a death.
+    Failed(String),
+}
+
+/// A task sent to the worker.
+pub(crate) struct Sent {
+    pub(crate) seq: u64,
+    pub(crate) job: Job,
+    pub(crate) sent_at: Instant,
+    /// When it started, as far as the pool can tell: when it was sent to
+    /// an idle worker, or when the answer before it arrived.
+    pub(crate) started_at: Option<Instant>,
+}
+
+/// How fast the worker answers: sizes its window.
+#[derive(Debug)]
+struct Pace {
+    /// Smoothed run time of its tasks, 0 until one is measured.
+    task_ns: f64,
+    /// Smoothed round trip (answer time less run time) of tasks sent to
+    /// it while idle.
+    rtt_ns: f64,
+    last_activity: Option<Instant>,
+    /// Slow start: the window at most doubles per answer, so a quick
+    /// first task does not let a burst of others queue behind a long one.
+    cap: usize,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            task_ns: 0.0,
+            rtt_ns: 0.0,
+            last_activity: None,
+            cap: 1,
+        }
+    }
+}
+
+impl Pace {
+    fn smooth(old: f64, sample: f64) -> f64 {
+        if old == 0.0 {
+            sample
+        } else {
+            0.7 * old + 0.3 * sample
+        }
+    }
+
+    /// One task pipelined while short against the round trip; enough of
+    /// them to cover a round trip and about [`WINDOW_TARGET`] of work.
+    fn window(&self) -> usize {
+        if self.task_ns == 0.0 {
+            return 1;
+        }
+        let rtt = self.rtt_ns.max(MIN_RTT.as_nanos() as f64);
+        if self.task_ns >= PIPELINE_RATIO * rtt {
+            return 1;
+        }
+        let fit = (rtt + WINDOW_TARGET.as_nanos() as f64) / self.task_ns.max(1.0);
+        (fit.ceil() as usize).clamp(2, MAX_WINDOW).min(self.cap)
+    }
+}
+
+/// What the writer and reader of one worker share.
+pub(crate) struct Link {
+    pub(crate) stage: Stage,
+    pub(crate) fate: Option<Fate>,
+    /// Tasks sent and not answered, in the worker's order.
+    pub(crate) held: VecDeque<Sent>,
+    pace: Pace,
+    /// Tasks sent in all (for `max_tasks_per_child`).
+    pub(crate) sent: usize,
+    /// The pid the worker gave in its handshake.
+    pub(crate) hello_pid: Option<u32>,
+}
+
+impl Link {
+    /// How many more tasks may be sent now.
+    pub(crate) fn room(&self) -> usize {
+        if self.stage != Stage::Ready {
+            return 0;
+        }
+        self.pace.window().saturating_sub(self.held.len())
+    }
+
+    /// Records a task as sent; returns true if the worker starts it now
+    /// (it held nothing).
+    pub(crate) fn push(&mut self, seq: u64, job: Job, now: Instant) -> bool {
+        let idle = self.held.is_empty();
+        if idle
+            && self
+                .pace
+                .last_activity
+                .is_some_and(|t| now.duration_since(t) > IDLE_SPELL)
+        {
+            // After an idle spell the next tasks may be of another kind.
+            self.pace.task_ns = 0.0;
+            self.pace.cap = 1;
+        }
+        self.pace.last_activity = Some(now);
+        self.held.push_back(Sent {
+            seq,
+            job,
+            sent_at: now,
+            started_at: idle.then_some(now),
+        });
+        self.sent += 1;
+        idle
+    }
+
+    /// Takes the answered front task `seq` and learns from its run time.
+    /// The next task, if any, starts now. `None` if `seq` is not the front
+    /// (the worker broke the order, or never got such a task).
+    pub(crate) fn pop(&mut self, seq: u64, run_ns: u64, now: Instant) -> Option<Sent> {
+        if self.held.front().map(|s| s.seq) != Some(seq) {
+            return None;
+        }
+        let done = self.held.pop_front()?;
+        let run = run_ns as f64;
+        self.pace.task_ns = Pace::smooth(self.pace.task_ns, run);
+        self.pace.cap = (self.pace.cap * 2).min(MAX_WINDOW);
+        if done.started_at == Some(done.sent_at) {
+            let rtt = now.duration_since(done.sent_at).as_nanos() as f64 - run;
+            self.pace.rtt_ns = Pace::smooth(self.pace.rtt_ns, rtt.max(0.0));
+        }
+        self.pace.last_activity = Some(now);
+        if let Some(next) = self.held.front_mut() {
+            next.started_at = Some(now);
+        }
+        Some(done)
+    }
+}
+
+/// One worker process, through its launcher.
+pub(crate) struct Worker {
+    /// Its local pid, if it runs on this machine.
+    pub(crate) pid: Option<u32>,
+    /// Where it runs (`None`: here), for error messages.
+    pub(crate) label: Option<String>,
+    pub(crate) link: Mutex<Link>,
+    /// Signalled when the stage changes or room opens.
+    pub(crate) cond: Condvar,
+    pub(crate) process: Mutex<Option<Box<dyn WorkerProcess>>>,
+    pub(crate) tail: Arc<StderrTail>,
+    /// Stage is `Retiring` or `Gone`: readable without the lock, for the
+    /// pool's count of workers that take tasks.
+    leaving: AtomicBool,
+    /// Copies the worker's stderr; joined once the worker is gone.
+    stderr_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        process: Box<dyn WorkerProcess>,
+        label: Option<String>,
+        tail: Arc<StderrTail>,
+        stderr_thread: Option<JoinHandle<()>>,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            pid: process.pid(),
+            label,
+            link: Mutex::new(Link {
+                stage: Stage::Starting,
+                fate: None,
+                held: VecDeque::new(),
+                pace: Pace::default(),
+                sent: 0,
+                hello_pid: None,
+            }),
+            cond: Condvar::new(),
+            process: Mutex::new(Some(process)),
+            tail,
+            leaving: AtomicBool::new(false),
+            stderr_thread: Mutex::new(stderr_thread),
+        })
+    }
+
+    /// "worker process 4242" (its pid here, or as its handshake said),
+    /// with " on node1" for a worker elsewhere.
+    pub(crate) fn name(&self) -> String {
+        let pid = self
+            .pid
+            .or(self.link.lock().hello_pid)
+            .map_or_else(|| "?".to_string(), |p| p.to_string());
+        match &self.label {
+            Some(l) => format!("worker process {pid} on {l}"),
+            None => format!("worker process {pid}"),
+        }
+    }
+
+    /// Moves to `stage` (under the link's lock) and wakes the writer.
+    pub(crate) fn set_stage(&self, link: &mut Link, stage: Stage) {
+        link.stage = stage;
+        if matches!(stage, Stage::Retiring | Stage::Gone) {
+            self.leaving.store(true, Ordering::Release);
+        }
+        self.cond.notify_all();
+    }
+
+    /// True once it takes no more tasks.
+    pub(crate) fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// Stops the process (`kill`: at once; else SIGTERM or the launcher's
+    /// gentler stop), recording why unless a reason is already recorded.
+    pub(crate) fn stop(&self, fate: Fate, kill: bool) {
+        {
+            let mut link = self.link.lock();
+            if link.stage == Stage::Gone {
+                return;
+            }
+            if link.fate.is_none() {
+                link.fate = Some(fate);
+            }
+        }
+        if let Some(p) = self.process.lock().as_mut() {
+            let _ = if kill { p.kill() } else { p.terminate() };
+        }
+    }
+
+    /// Kills the worker if task `seq` is still the one it runs: the task
+    /// reached its time limit.
+    pub(crate) fn expire(&self, seq: u64, limit: Duration) {
+        let running = {
+            let link = self.link.lock();
+            link.stage != Stage::Gone
+                && link
+                    .held
+                    .front()
+                    .is_some_and(|s| s.seq == seq && s.started_at.is_some())
+        };
+        if running {
+            self.stop(Fate::TimeLimit { seq, limit }, true);
+        }
+    }
+
+    /// The pool could not start this worker's threads: kill and reap it.
+    pub(crate) fn abandon_start(&self) {
+        {
+            let mut link = self.link.lock();
+            self.set_stage(&mut link, Stage::Gone);
+        }
+        if let Some(mut p) = self.process.lock().take() {
+            let _ = p.kill();
+            wait_blocking(p.as_mut());
+        }
+        self.settle_stderr();
+    }
+
+    /// Lets the stderr forwarder drain (at most 200 ms) and joins it; if
+    /// something still holds the pipe (a grandchild that inherited it), the
+    /// thread is left to end on its own rather than hold up the pool.
+    pub(crate) fn settle_stderr(&self) {
+        let closed = self.tail.wait_closed(Duration::from_millis(200));
+        let handle = self.stderr_thread.lock().take();
+        if let (true, Some(h)) = (closed, handle) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Waits for a killed worker to be reaped.
+pub(crate) fn wait_blocking(process: &mut dyn WorkerProcess) -> Option<std::process::ExitStatus> {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match process.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(task_us: u64, rtt_us: u64) -> Pace {
+        Pace {
+            task_ns: (task_us * 1000) as f64,
+            rtt_ns: (rtt_us * 1000) as f64,
+            last_activity: None,
+            cap: MAX_WINDOW,
+        }
+    }
+
+    #[test]
+    fn the_window_is_one_until_a_task_is_measured() {
+        assert_eq!(Pace::default().window(), 1);
+    }
+
+    #[test]
+    fn the_window_at_most_doubles_per_answer() {
+        let mut p = pace(1, 60);
+        p.cap = 2;
+        assert_eq!(p.window(), 2);
+        p.cap = 4;
+        assert_eq!(p.window(), 4);
+    }
+
+    #[test]
+    fn long_tasks_are_never_pipelined() {
+        // 50 ms tasks, locally and over a 20 ms network.
+        assert_eq!(pace(50_000, 60).window(), 1);
+        assert_eq!(pace(200_000, 20_000).window(), 1);
+    }
+
+    #[test]
+    fn short_tasks_fill_a_round_trip_and_a_millisecond() {
+        assert_eq!(pace(1, 60).window(), MAX_WINDOW);
+        // 0.3 ms tasks with a 60 us round trip: (60 + 1000) / 300.
+        assert_eq!(pace(300, 60).window(), 4);
+        // 5 ms tasks over a 20 ms network: (20 + 1) / 5.
+        assert_eq!(pace(5_000, 20_000).window(), 5);
+    }
+}

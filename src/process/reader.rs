@@ -1,0 +1,245 @@
+//! A worker's reader thread: reads its handshake and answers, completes
+//! their futures, and when the output ends reaps the worker and reports
+//! one [`Exit`] to the pool, which decides what happens next.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::launcher::describe_exit;
+use super::link::{wait_blocking, Fate, Sent, Stage, Worker};
+use super::protocol::{build_identity, read_frame, skip_to_magic, FromWorker, PROTOCOL_VERSION};
+use super::shared::Shared;
+use super::writer::INIT_HINT;
+use crate::Error;
+
+/// How long a worker that closed its output may take to exit.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// A worker's end, as its reader reports it to the pool.
+pub(crate) struct Exit {
+    /// What it held: the front may have started, the rest never did.
+    pub(crate) held: VecDeque<Sent>,
+    /// Why the pool ended it, if it did.
+    pub(crate) fate: Option<Fate>,
+    /// Its stage before its output ended.
+    pub(crate) was: Stage,
+    /// It exited with status 0, holding nothing, unprompted.
+    pub(crate) clean: bool,
+    /// "worker process 7 exited with code 3 (...); its last stderr lines: ..."
+    pub(crate) reason: String,
+}
+
+/// The reader thread of one worker.
+pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dyn Read + Send>) {
+    let outcome = read_until_exit(&shared, &worker, stdout);
+    if let Err(e) = outcome {
+        let mut link = worker.link.lock();
+        if link.fate.is_none() {
+            link.fate = Some(Fate::Failed(e.to_string()));
+        }
+        drop(link);
+        // A worker that broke the protocol may still be running.
+        worker.stop(Fate::Failed("broke the protocol".into()), true);
+    }
+    let exit = settle(&shared, &worker);
+    shared.worker_exited(&worker, exit);
+}
+
+fn read_until_exit(
+    shared: &Shared,
+    worker: &Arc<Worker>,
+    stdout: Box<dyn Read + Send>,
+) -> Result<(), Error> {
+    let mut r = BufReader::with_capacity(256 * 1024, stdout);
+    let pid = handshake(&mut r)?;
+    {
+        let mut link = worker.link.lock();
+        link.hello_pid = Some(pid);
+        let next = if shared.config.initializer.is_some() {
+            Stage::Initializing
+        } else {
+            Stage::Ready
+        };
+        worker.set_stage(&mut link, next);
+    }
+    while let Some(frame) = read_frame(&mut r)? {
+        match FromWorker::decode(&frame)? {
+            FromWorker::Hello { .. } => {
+                return Err(Error::Protocol("a second handshake".to_string()));
+            }
+            FromWorker::Result {
+                seq,
+                run_ns,
+                outcome,
+            } => {
+                let now = Instant::now();
+                let (done, next) = {
+                    let mut link = worker.link.lock();
+                    let Some(done) = link.pop(seq, run_ns, now) else {
+                        let known = link.held.iter().any(|s| s.seq == seq);
+                        return Err(Error::Protocol(match link.held.front() {
+                            Some(front) if known => format!(
+                                "a result for task {seq} out of order (expected task {})",
+                                front.seq
+                            ),
+                            _ => format!("a result for unknown task {seq}"),
+                        }));
+                    };
+                    worker.cond.notify_all();
+                    let next = link
+                        .held
+                        .front()
+                        .and_then(|s| Some((s.seq, s.job.time_limit?)));
+                    (done, next)
+                };
+                if let (Some(limit), Some(start)) = (done.job.time_limit, done.started_at) {
+                    shared.timer.cancel(start + limit, done.seq);
+                }
+                if let Some((seq, limit)) = next {
+                    shared.timer.schedule(now + limit, worker, seq, limit);
+                }
+                done.job.finish(outcome);
+            }
+            FromWorker::InitDone(outcome) => {
+                let verdict = match outcome {
+                    Ok(bytes) => match &shared.config.initializer {
+                        Some(init) => (init.judge)(bytes),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = verdict.as_ref().err().cloned();
+                {
+                    let mut link = worker.link.lock();
+                    if link.stage == Stage::Initializing {
+                        let next = if failed.is_some() {
+                            Stage::Retiring
+                        } else {
+                            Stage::Ready
+                        };
+                        worker.set_stage(&mut link, next);
+                    }
+                }
+                if let Some(why) = failed {
+                    shared.break_pool(format!("the initializer failed: {why}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the worker's handshake; returns the pid it gave. Generic so that
+/// the fuzz targets can run it.
+pub(crate) fn handshake(r: &mut impl BufRead) -> Result<u32, Error> {
+    // A worker whose main() does not start with init() runs the program
+    // instead: it exits (often refused a pool of its own) or prints.
+    skip_to_magic(r).map_err(|e| match e {
+        Error::Protocol(detail) => Error::Protocol(format!("{detail}: {INIT_HINT}")),
+        other => other,
+    })?;
+    let frame = read_frame(r)?.ok_or_else(|| {
+        Error::Protocol("the worker closed its output during the handshake".into())
+    })?;
+    let FromWorker::Hello {
+        version,
+        pid,
+        build,
+    } = FromWorker::decode_hello(&frame)?
+    else {
+        return Err(Error::Protocol("expected the handshake".to_string()));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "the worker speaks protocol version {version}, this pool {PROTOCOL_VERSION}"
+        )));
+    }
+    let ours = build_identity();
+    if build != ours {
+        return Err(Error::Protocol(format!(
+            "the worker is another build ({build}); this pool is {ours}"
+        )));
+    }
+    Ok(pid)
+}
+
+/// The worker's output ended: mark it gone, reap it, and describe its end.
+fn settle(shared: &Shared, worker: &Worker) -> Exit {
+    let (held, fate, was) = {
+        let mut link = worker.link.lock();
+        let was = link.stage;
+        worker.set_stage(&mut link, Stage::Gone);
+        (std::mem::take(&mut link.held), link.fate.take(), was)
+    };
+    let (status, lingered) = reap(worker);
+    worker.settle_stderr();
+    let fate = match fate {
+        None if lingered => Some(Fate::Failed(format!(
+            "it closed its output but did not exit within {REAP_GRACE:?}"
+        ))),
+        fate => fate,
+    };
+    let clean = status.is_some_and(|s| s.success()) && held.is_empty() && fate.is_none();
+    let stage = match was {
+        Stage::Starting => "",
+        Stage::Initializing if shared.config.initializer.is_some() => "the initializer failed: ",
+        _ => "",
+    };
+    let how = status.map_or_else(|| "ended".to_string(), describe_exit);
+    let mut reason = format!("{stage}{} {how}", worker.name());
+    match &fate {
+        Some(Fate::Stopped(why) | Fate::Failed(why)) => reason.push_str(&format!(" ({why})")),
+        Some(Fate::TimeLimit { limit, .. }) => {
+            reason.push_str(&format!(" (its task ran past the time limit of {limit:?})"));
+        }
+        None => {}
+    }
+    if !held.is_empty() {
+        reason.push_str(" while running a task");
+    }
+    reason.push_str(&worker.tail.quote());
+    Exit {
+        held,
+        fate,
+        was,
+        clean,
+        reason,
+    }
+}
+
+/// Waits for the worker process to exit; one that closed its output but
+/// lingers is killed after a grace period (then the flag is true). No
+/// zombie is left behind.
+fn reap(worker: &Worker) -> (Option<ExitStatus>, bool) {
+    let deadline = Instant::now() + REAP_GRACE;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let mut guard = worker.process.lock();
+        let Some(process) = guard.as_mut() else {
+            return (None, false);
+        };
+        match process.try_wait() {
+            Ok(Some(status)) => {
+                *guard = None;
+                return (Some(status), false);
+            }
+            Ok(None) if Instant::now() < deadline => {}
+            Ok(None) => {
+                let _ = process.kill();
+                let status = wait_blocking(process.as_mut());
+                *guard = None;
+                return (status, true);
+            }
+            Err(_) => {
+                *guard = None;
+                return (None, false);
+            }
+        }
+        drop(guard);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,408 @@
+//! What a process pool's handle, writers and readers share: the queue of
+//! tasks no worker holds yet, the workers, and the rules for a worker's
+//! end (break the pool, or replace the worker and send what it had not
+//! started elsewhere).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::builder::Config;
+use super::job::Job;
+use super::launcher::launch;
+use super::link::{Fate, Stage, Worker};
+use super::reader::{read_loop, Exit};
+use super::timer::Timer;
+use super::writer::write_loop;
+use crate::executor::Stop;
+use crate::{Error, Shutdown};
+
+/// A writer takes at most this many bytes of arguments at once.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// What submitters, workers and `shutdown` agree on, under one lock.
+pub(crate) struct State {
+    /// Tasks no worker holds yet, oldest first.
+    pub(crate) queue: VecDeque<Job>,
+    /// Shutdown has begun: no new tasks.
+    pub(crate) closing: bool,
+    pub(crate) broken: Option<String>,
+    pub(crate) workers: Vec<Arc<Worker>>,
+    /// Workers being launched (a slot reserved, the launch not done).
+    starting: usize,
+    /// Writer and reader threads not yet joined.
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// The state the worker threads share with the pool handle.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) state: Mutex<State>,
+    /// Signalled when tasks are queued, shutdown begins or a worker goes:
+    /// what writers waiting for tasks wait on.
+    work: Condvar,
+    /// Signalled when a worker goes or a launch ends: what a shutdown
+    /// with a deadline waits on.
+    changed: Condvar,
+    /// Jobs submitted and not yet finished (queued or held by a worker).
+    pub(crate) outstanding: Arc<AtomicUsize>,
+    seq: AtomicU64,
+    /// Held while a `shutdown` joins the threads.
+    joining: Mutex<()>,
+    pub(crate) timer: Timer,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        Shared {
+            config,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                closing: false,
+                broken: None,
+                workers: Vec::new(),
+                starting: 0,
+                threads: Vec::new(),
+            }),
+            work: Condvar::new(),
+            changed: Condvar::new(),
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            seq: AtomicU64::new(0),
+            joining: Mutex::new(()),
+            timer: Timer::default(),
+        }
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a job (or fails it if the pool refuses work) and starts a
+    /// worker if the running ones cannot take it.
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+        let mut st = self.state.lock();
+        let refusal = match (st.closing, &st.broken) {
+            (true, _) => Some(Error::Shutdown),
+            (false, Some(reason)) => Some(Error::BrokenPool(reason.clone())),
+            (false, None) => None,
+        };
+        if let Some(e) = refusal {
+            drop(st);
+            job.abandon(Some(e));
+            return;
+        }
+        st.queue.push_back(job);
+        self.work.notify_one();
+        self.start_if_needed(st);
+    }
+
+    /// Up to `room` queued jobs for `worker`, waiting until there are any.
+    /// `None` once the worker is gone, or the pool is shutting down and
+    /// nothing is queued.
+    pub(crate) fn take_jobs(&self, worker: &Worker, room: usize) -> Option<Vec<Job>> {
+        let mut st = self.state.lock();
+        loop {
+            if worker.leaving() {
+                return None;
+            }
+            if !st.queue.is_empty() {
+                let mut jobs = Vec::with_capacity(room.min(st.queue.len()));
+                let mut bytes = 0;
+                while jobs.len() < room && bytes < BATCH_BYTES {
+                    let Some(job) = st.queue.pop_front() else {
+                        break;
+                    };
+                    bytes += job.payload.bytes().len();
+                    jobs.push(job);
+                }
+                return Some(jobs);
+            }
+            if st.closing {
+                return None;
+            }
+            self.work.wait(&mut st);
+        }
+    }
+
+    /// Jobs that never started, back to the front of the queue (a worker
+    /// died before it started them, or before a writer sent them).
+    pub(crate) fn reroute(self: &Arc<Self>, jobs: impl DoubleEndedIterator<Item = Job>) {
+        let mut st = self.state.lock();
+        if let Some(reason) = st.broken.clone() {
+            drop(st);
+            for job in jobs {
+                job.abandon(Some(Error::BrokenPool(reason.clone())));
+            }
+            return;
+        }
+        for job in jobs.rev() {
+            st.queue.push_front(job);
+        }
+        self.work.notify_all();
+        self.start_if_needed(st);
+    }
+
+    /// Marks the pool broken, fails every queued job and stops the workers.
+    pub(crate) fn break_pool(&self, reason: String) {
+        let (queued, workers) = {
+            let mut st = self.state.lock();
+            if st.broken.is_some() {
+                return;
+            }
+            st.broken = Some(reason.clone());
+            self.work.notify_all();
+            (std::mem::take(&mut st.queue), st.workers.clone())
+        };
+        for job in queued {
+            job.abandon(Some(Error::BrokenPool(reason.clone())));
+        }
+        for w in workers {
+            w.stop(
+                Fate::Stopped("stopped because the pool broke".into()),
+                false,
+            );
+        }
+    }
+
+    /// A worker's output ended: settle what it held and decide between
+    /// breaking the pool (Python's rule, the default) and replacing it.
+    pub(crate) fn worker_exited(self: &Arc<Self>, worker: &Worker, exit: Exit) {
+        let Exit {
+            mut held,
+            fate,
+            was,
+            clean,
+            reason,
+        } = exit;
+        let broken = {
+            let mut st = self.state.lock();
+            st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
+            self.work.notify_all();
+            self.changed.notify_all();
+            st.broken.clone()
+        };
+        let fail_all = |held: VecDeque<_>, error: Error| {
+            for sent in held {
+                let sent: super::link::Sent = sent;
+                sent.job.finish(Err(error.clone()));
+            }
+        };
+        if let Some(b) = broken {
+            return fail_all(held, Error::BrokenPool(b));
+        }
+        if clean {
+            // Retired or shut down: a successor takes what is queued.
+            return self.start_if_needed(self.state.lock());
+        }
+        let ran_past_limit = matches!(
+            (&fate, held.front()),
+            (Some(Fate::TimeLimit { seq, .. }), Some(front)) if front.seq == *seq
+        );
+        if !ran_past_limit && matches!(fate, Some(Fate::Stopped(_))) {
+            // Stopped on purpose (kill_workers, terminate_workers).
+            return fail_all(held, Error::BrokenPool(reason));
+        }
+        let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
+        if ran_past_limit || (self.config.restart_workers && became_ready) {
+            // Only the task that ran fails; the others never started.
+            if let Some(front) = held.pop_front() {
+                let error = match fate {
+                    Some(Fate::TimeLimit { limit, .. }) if ran_past_limit => {
+                        Error::TimeLimit(limit)
+                    }
+                    _ => Error::BrokenPool(reason),
+                };
+                front.job.finish(Err(error));
+            }
+            return self.reroute(held.into_iter().map(|s| s.job));
+        }
+        // A worker that was never ready breaks the pool under either
+        // policy: its replacement would fail the same way, and restarting
+        // would start processes without end.
+        self.break_pool(reason.clone());
+        fail_all(held, Error::BrokenPool(reason));
+    }
+
+    /// Starts a worker if jobs are queued, more are outstanding than the
+    /// workers that take tasks can hold, and `max_workers` allows. The
+    /// slot is reserved under the lock; the launch happens without it.
+    fn start_if_needed(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        let live = st.workers.iter().filter(|w| !w.leaving()).count() + st.starting;
+        let wanted = !st.queue.is_empty()
+            && st.broken.is_none()
+            && live < self.config.max_workers
+            && self.outstanding.load(Ordering::Acquire) > live;
+        if !wanted {
+            return;
+        }
+        st.starting += 1;
+        drop(st);
+        self.start_worker();
+    }
+
+    /// Launches a worker into a reserved slot and starts its threads. If
+    /// it cannot start and no worker is left to take the queued jobs, they
+    /// fail with the reason.
+    fn start_worker(self: &Arc<Self>) {
+        let launched = launch(self.config.launcher.as_ref(), &self.config.spec);
+        let mut st = self.state.lock();
+        st.starting -= 1;
+        self.changed.notify_all();
+        let launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                if st.workers.is_empty() && st.starting == 0 {
+                    let queued = std::mem::take(&mut st.queue);
+                    drop(st);
+                    for job in queued {
+                        job.abandon(Some(e.clone()));
+                    }
+                }
+                return;
+            }
+        };
+        join_finished(&mut st);
+        let worker = Worker::new(
+            launched.process,
+            launched.label,
+            launched.tail,
+            launched.stderr_thread,
+        );
+        st.workers.push(Arc::clone(&worker));
+        let broken = st.broken.is_some();
+        drop(st);
+        if broken {
+            worker.stop(Fate::Stopped("stopped because the pool broke".into()), true);
+        }
+        let name = worker
+            .pid
+            .map_or_else(|| "remote".to_string(), |p| p.to_string());
+        let start = |role: &str, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(format!("concurrent-futures-{role}-{name}"))
+                .spawn(f)
+        };
+        let (s, w, stdin) = (Arc::clone(self), Arc::clone(&worker), launched.stdin);
+        let writer = start("writer", Box::new(move || write_loop(s, w, stdin)));
+        let (s, w, stdout) = (Arc::clone(self), Arc::clone(&worker), launched.stdout);
+        let reader = start("reader", Box::new(move || read_loop(s, w, stdout)));
+        let mut st = self.state.lock();
+        let failed = writer.is_err() || reader.is_err();
+        st.threads.extend(writer.into_iter().chain(reader));
+        if failed {
+            st.workers.retain(|w| !Arc::ptr_eq(w, &worker));
+            drop(st);
+            worker.abandon_start();
+            self.break_pool("cannot start a pool thread".to_string());
+        }
+    }
+
+    /// Stops accepting tasks; cancels the queued ones if asked; with
+    /// `wait`, waits for the rest and every worker to exit, killing what
+    /// still runs at `deadline`. Returns false if the deadline passed first.
+    pub(crate) fn shutdown(
+        &self,
+        options: Shutdown,
+        deadline: Option<(Instant, Duration)>,
+    ) -> bool {
+        let cancelled = {
+            let mut st = self.state.lock();
+            st.closing = true;
+            self.work.notify_all();
+            if options.cancel_futures {
+                std::mem::take(&mut st.queue)
+            } else {
+                VecDeque::new()
+            }
+        };
+        for job in cancelled {
+            job.abandon(None);
+        }
+        if !options.wait {
+            return true;
+        }
+        let me = thread::current().id();
+        // From one of the pool's own threads (a done-callback, run by a
+        // worker's reader, that drops or shuts down the pool) waiting would
+        // deadlock: that worker cannot finish while its reader is blocked
+        // here. A later shutdown or drop, from another thread, waits.
+        if self
+            .state
+            .lock()
+            .threads
+            .iter()
+            .any(|t| t.thread().id() == me)
+        {
+            return false;
+        }
+        // Concurrent callers all wait until the joining is done.
+        let _joining = self.joining.lock();
+        let in_time = match deadline {
+            Some((at, limit)) => self.wait_or_kill(at, limit),
+            None => true,
+        };
+        loop {
+            let threads = std::mem::take(&mut self.state.lock().threads);
+            if threads.is_empty() {
+                break;
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+        self.timer.close();
+        in_time
+    }
+
+    /// Waits until every worker is gone or `at`; then cancels what is
+    /// queued and kills the workers. True if they were gone in time.
+    fn wait_or_kill(&self, at: Instant, limit: Duration) -> bool {
+        let mut st = self.state.lock();
+        while !(st.workers.is_empty() && st.starting == 0 && st.queue.is_empty()) {
+            if self.changed.wait_until(&mut st, at).timed_out() {
+                break;
+            }
+        }
+        if st.workers.is_empty() && st.starting == 0 && st.queue.is_empty() {
+            return true;
+        }
+        let reason = format!("killed by shutdown_timeout({limit:?})");
+        if st.broken.is_none() {
+            st.broken = Some(reason.clone());
+        }
+        let queued = std::mem::take(&mut st.queue);
+        let workers = st.workers.clone();
+        drop(st);
+        for job in queued {
+            job.abandon(None);
+        }
+        for w in workers {
+            w.stop(Fate::Stopped(reason.clone()), true);
+        }
+        false
+    }
+}
+
+impl Stop for Shared {
+    fn stop(self: &Arc<Self>, options: Shutdown) {
+        self.shutdown(options, None);
+    }
+}
+
+/// Joins the threads of workers that are gone. Without this a pool that
+/// replaces workers (`max_tasks_per_child`, `restart_workers`) kept every
+/// retired worker's threads unjoined, with their stacks mapped, until
+/// shutdown. The threads are finished, so the joins do not block.
+fn join_finished(st: &mut State) {
+    let (finished, running) = std::mem::take(&mut st.threads)
+        .into_iter()
+        .partition::<Vec<_>, _>(JoinHandle::is_finished);
+    st.threads = running;
+    for t in finished {
+        let _ = t.join();
+    }
+}

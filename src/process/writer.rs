@@ -1,0 +1,199 @@
+//! A worker's writer thread: waits for its handshake, runs its
+//! initializer, then sends it tasks from the pool's queue as its window
+//! opens.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::link::{Fate, Stage, Worker};
+use super::protocol::{ToWorker, CALL_HEADER};
+use super::shared::Shared;
+use crate::task::ErasedTask;
+
+/// Arguments larger than this are written straight from where they lie.
+const BIG_PAYLOAD: usize = 64 * 1024;
+/// Said of a worker that never started the protocol.
+pub(crate) const INIT_HINT: &str = "does its main() call concurrent_futures::init() first?";
+
+/// The frames of one batch: `buf` in order, with big arguments written
+/// between its pieces.
+struct Batch {
+    buf: Vec<u8>,
+    /// (offset in `buf`, argument) for each big argument.
+    big: Vec<(usize, Arc<Vec<u8>>)>,
+}
+
+impl Batch {
+    fn write(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut from = 0;
+        for (at, arg) in self.big.drain(..) {
+            out.write_all(&self.buf[from..at])?;
+            out.write_all(&arg)?;
+            from = at;
+        }
+        out.write_all(&self.buf[from..])?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// The writer thread of one worker. Returning closes the worker's stdin,
+/// which tells it to finish what it holds and exit.
+pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<dyn Write + Send>) {
+    if !await_handshake(&shared, &worker) {
+        return;
+    }
+    let mut declared: HashMap<usize, u32> = HashMap::new();
+    let mut batch = Batch {
+        buf: Vec::with_capacity(64 * 1024),
+        big: Vec::new(),
+    };
+    if let Some(init) = &shared.config.initializer {
+        let id = declare(&mut batch.buf, &mut declared, init.entry);
+        let sent = ToWorker::Init { id, arg: &init.arg }
+            .encode(&mut batch.buf)
+            .is_ok()
+            && batch.write(&mut out).is_ok();
+        if !sent {
+            return;
+        }
+        // No task goes out before the verdict: after a failed initializer
+        // nothing may run (the pool is broken, as in Python).
+        let mut link = worker.link.lock();
+        while link.stage == Stage::Initializing {
+            worker.cond.wait(&mut link);
+        }
+        if link.stage != Stage::Ready {
+            return;
+        }
+    }
+    let max_tasks = shared.config.max_tasks_per_child;
+    loop {
+        let room = {
+            let mut link = worker.link.lock();
+            while link.stage == Stage::Ready && link.room() == 0 {
+                worker.cond.wait(&mut link);
+            }
+            if link.stage != Stage::Ready {
+                return;
+            }
+            let room = link.room();
+            max_tasks.map_or(room, |max| room.min(max - link.sent))
+        };
+        let Some(jobs) = shared.take_jobs(&worker, room) else {
+            // Shut down and nothing is queued: let the worker finish.
+            let mut link = worker.link.lock();
+            if link.stage == Stage::Ready {
+                worker.set_stage(&mut link, Stage::Retiring);
+            }
+            return;
+        };
+        let now = Instant::now();
+        let mut link = worker.link.lock();
+        if link.stage != Stage::Ready {
+            drop(link);
+            shared.reroute(jobs.into_iter());
+            return;
+        }
+        for mut job in jobs {
+            if !job.claim() {
+                continue; // cancelled while queued
+            }
+            let seq = shared.next_seq();
+            let id = declare(&mut batch.buf, &mut declared, job.entry);
+            let call = |arg| ToWorker::Call {
+                seq,
+                id,
+                chunk: job.chunk,
+                arg,
+            };
+            let len = job.payload.bytes().len();
+            if len > BIG_PAYLOAD {
+                let arg = job.payload.share();
+                call(&[]).encode_call_header(&mut batch.buf, len);
+                batch.big.push((batch.buf.len(), arg));
+            } else {
+                call(job.payload.bytes()).encode_call_header(&mut batch.buf, len);
+                batch.buf.extend_from_slice(job.payload.bytes());
+            }
+            debug_assert!(batch.buf.len() >= CALL_HEADER);
+            let limit = job.time_limit;
+            if link.push(seq, job, now) {
+                if let Some(limit) = limit {
+                    shared.timer.schedule(now + limit, &worker, seq, limit);
+                }
+            }
+        }
+        let retire = max_tasks.is_some_and(|max| link.sent >= max);
+        if retire {
+            worker.set_stage(&mut link, Stage::Retiring);
+        }
+        drop(link);
+        if batch.write(&mut out).is_err() {
+            return; // the reader sees the exit and settles what it held
+        }
+        if retire {
+            return;
+        }
+    }
+}
+
+fn entry_key(entry: &'static dyn ErasedTask) -> usize {
+    entry as *const dyn ErasedTask as *const () as usize
+}
+
+/// Appends a `Declare` the first time a task goes to this worker.
+fn declare(
+    buf: &mut Vec<u8>,
+    declared: &mut HashMap<usize, u32>,
+    entry: &'static dyn ErasedTask,
+) -> u32 {
+    let key = entry_key(entry);
+    if let Some(id) = declared.get(&key) {
+        return *id;
+    }
+    let id = declared.len() as u32;
+    declared.insert(key, id);
+    // Names are short: far below the frame limit.
+    let _ = ToWorker::Declare {
+        id,
+        name: entry.name(),
+        signature: entry.signature(),
+    }
+    .encode(buf);
+    id
+}
+
+/// Waits for the reader to finish the handshake; kills a silent worker.
+fn await_handshake(shared: &Shared, worker: &Worker) -> bool {
+    // A timeout too long to represent means: wait as long as it takes.
+    let deadline = Instant::now().checked_add(shared.config.handshake_timeout);
+    let mut link = worker.link.lock();
+    while link.stage == Stage::Starting {
+        match deadline {
+            Some(d) => {
+                if worker.cond.wait_until(&mut link, d).timed_out() {
+                    break;
+                }
+            }
+            None => worker.cond.wait(&mut link),
+        }
+    }
+    if matches!(link.stage, Stage::Initializing | Stage::Ready) {
+        return true;
+    }
+    let silent = link.stage == Stage::Starting;
+    drop(link);
+    if silent {
+        worker.stop(
+            Fate::Failed(format!(
+                "did not answer the handshake within {:?}: {INIT_HINT}",
+                shared.config.handshake_timeout
+            )),
+            true,
+        );
+    }
+    false
+}
