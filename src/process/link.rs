@@ -117,16 +117,22 @@ impl Pace {
         }
     }
 
+    /// The run time from which a task counts as long: not pipelined, and
+    /// nothing is pipelined behind it.
+    fn long_ns(&self) -> f64 {
+        PIPELINE_RATIO * self.rtt_ns.max(MIN_RTT.as_nanos() as f64)
+    }
+
     /// One task pipelined while short against the round trip; enough of
     /// them to cover a round trip and about [`WINDOW_TARGET`] of work.
     fn window(&self) -> usize {
         if self.task_ns == 0.0 {
             return 1;
         }
-        let rtt = self.rtt_ns.max(MIN_RTT.as_nanos() as f64);
-        if self.task_ns >= PIPELINE_RATIO * rtt {
+        if self.task_ns >= self.long_ns() {
             return 1;
         }
+        let rtt = self.rtt_ns.max(MIN_RTT.as_nanos() as f64);
         let fit = (rtt + WINDOW_TARGET.as_nanos() as f64) / self.task_ns.max(1.0);
         (fit.ceil() as usize).clamp(2, MAX_WINDOW).min(self.cap)
     }
@@ -146,12 +152,26 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// How many more tasks may be sent now.
-    pub(crate) fn room(&self) -> usize {
+    /// How many more tasks may be sent now. None behind a task that has
+    /// run longer than a short one would: it is not short after all.
+    pub(crate) fn room(&self, now: Instant) -> usize {
         if self.stage != Stage::Ready {
             return 0;
         }
+        let front_is_long = self
+            .held
+            .front()
+            .and_then(|s| s.started_at)
+            .is_some_and(|t| now.duration_since(t).as_nanos() as f64 > self.pace.long_ns());
+        if front_is_long {
+            return 0;
+        }
         self.pace.window().saturating_sub(self.held.len())
+    }
+
+    /// True if the worker holds no task.
+    pub(crate) fn idle(&self) -> bool {
+        self.held.is_empty()
     }
 
     /// Records a task as sent; returns true if the worker starts it now

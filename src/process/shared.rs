@@ -34,6 +34,8 @@ pub(crate) struct State {
     pub(crate) workers: Vec<Arc<Worker>>,
     /// Workers being launched (a slot reserved, the launch not done).
     starting: usize,
+    /// Writers of idle workers waiting for a job.
+    idle_waiting: usize,
     /// Writer and reader threads not yet joined.
     threads: Vec<JoinHandle<()>>,
 }
@@ -66,6 +68,7 @@ impl Shared {
                 broken: None,
                 workers: Vec::new(),
                 starting: 0,
+                idle_waiting: 0,
                 threads: Vec::new(),
             }),
             work: Condvar::new(),
@@ -100,32 +103,61 @@ impl Shared {
         self.start_if_needed(st);
     }
 
-    /// Up to `room` queued jobs for `worker`, waiting until there are any.
-    /// `None` once the worker is gone, or the pool is shutting down and
-    /// nothing is queued.
-    pub(crate) fn take_jobs(&self, worker: &Worker, room: usize) -> Option<Vec<Job>> {
+    /// Queued jobs for `worker`, as many as its window has room for (at
+    /// most `left`), waiting until there are any. A worker that holds
+    /// tasks takes only what the idle workers waiting for work leave, so a
+    /// job never queues behind a running task while a worker is idle.
+    /// `Some` of nothing if the room closed meanwhile; `None` once the
+    /// worker is gone, or the pool is shutting down and nothing is queued.
+    pub(crate) fn take_jobs(&self, worker: &Worker, left: Option<usize>) -> Option<Vec<Job>> {
         let mut st = self.state.lock();
-        loop {
+        let mut counted = false;
+        let taken = loop {
             if worker.leaving() {
-                return None;
+                break None;
             }
-            if !st.queue.is_empty() {
-                let mut jobs = Vec::with_capacity(room.min(st.queue.len()));
+            let (room, idle) = {
+                let link = worker.link.lock();
+                (link.room(Instant::now()), link.idle())
+            };
+            let room = left.map_or(room, |l| room.min(l));
+            if room == 0 {
+                break Some(Vec::new());
+            }
+            let others_idle = st.idle_waiting - usize::from(counted);
+            let spare = if idle {
+                st.queue.len()
+            } else {
+                st.queue.len().saturating_sub(others_idle)
+            };
+            if spare > 0 {
+                let mut jobs = Vec::with_capacity(room.min(spare));
                 let mut bytes = 0;
-                while jobs.len() < room && bytes < BATCH_BYTES {
+                while jobs.len() < room.min(spare) && bytes < BATCH_BYTES {
                     let Some(job) = st.queue.pop_front() else {
                         break;
                     };
                     bytes += job.payload.bytes().len();
                     jobs.push(job);
                 }
-                return Some(jobs);
+                break Some(jobs);
             }
-            if st.closing {
-                return None;
+            if !st.queue.is_empty() {
+                // Left for an idle worker; make sure one is awake.
+                self.work.notify_all();
+            } else if st.closing {
+                break None;
+            }
+            if idle && !counted {
+                st.idle_waiting += 1;
+                counted = true;
             }
             self.work.wait(&mut st);
+        };
+        if counted {
+            st.idle_waiting -= 1;
         }
+        taken
     }
 
     /// Jobs that never started, back to the front of the queue (a worker

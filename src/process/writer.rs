@@ -71,18 +71,17 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
     }
     let max_tasks = shared.config.max_tasks_per_child;
     loop {
-        let room = {
+        {
             let mut link = worker.link.lock();
-            while link.stage == Stage::Ready && link.room() == 0 {
+            while link.stage == Stage::Ready && link.room(Instant::now()) == 0 {
                 worker.cond.wait(&mut link);
             }
             if link.stage != Stage::Ready {
                 return;
             }
-            let room = link.room();
-            max_tasks.map_or(room, |max| room.min(max - link.sent))
-        };
-        let Some(jobs) = shared.take_jobs(&worker, room) else {
+        }
+        let left = max_tasks.map(|max| max.saturating_sub(worker.link.lock().sent));
+        let Some(jobs) = shared.take_jobs(&worker, left) else {
             // Shut down and nothing is queued: let the worker finish.
             let mut link = worker.link.lock();
             if link.stage == Stage::Ready {
@@ -90,6 +89,9 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
             }
             return;
         };
+        if jobs.is_empty() {
+            continue; // no room after all: wait for an answer
+        }
         let now = Instant::now();
         let mut link = worker.link.lock();
         if link.stage != Stage::Ready {
