@@ -6,8 +6,14 @@
 //! inline script for the 100 MB row), with 2 workers each. Rust rows are
 //! medians of `BENCH_REPS` runs (default 7).
 //!
-//! Run: `cargo bench --bench process_pool`. `BENCH_PY=0` skips CPython,
-//! `PYTHON` names the interpreter, `PYTHON_PEER` the peer script.
+//! A second table compares scheduling on uneven work (`support/sched.rs`)
+//! with CPython, loky and dask.distributed (`shared/bench/sched_peer.py`,
+//! run by `SCHED_PYTHON`, default `PYTHON`: a virtualenv with loky and
+//! dask installed).
+//!
+//! Run: `cargo bench --bench process_pool`. `BENCH_PY=0` skips the Python
+//! peers, `PYTHON` names the interpreter, `PYTHON_PEER` the peer script;
+//! `BENCH_ONLY=sched` or `BENCH_ONLY=throughput` runs one table.
 
 use std::hint::black_box;
 use std::process::Command;
@@ -15,6 +21,9 @@ use std::time::Instant;
 
 use concurrent_futures::{task, Future, ProcessPoolExecutor, Task};
 use serde_bytes::ByteBuf;
+
+#[path = "support/sched.rs"]
+mod sched;
 
 const WORKERS: usize = 2;
 const ROUND_TRIPS: u64 = 10_000;
@@ -83,6 +92,25 @@ fn main() {
     concurrent_futures::init();
     procspawn::init();
     let reps = reps();
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let python_peers = std::env::var("BENCH_PY").map_or(true, |v| v != "0");
+    if only != "sched" {
+        throughput(reps, python_peers);
+    }
+    if only != "throughput" {
+        let mut rows = sched::rows(3);
+        if python_peers {
+            let python = std::env::var("SCHED_PYTHON")
+                .or_else(|_| std::env::var("PYTHON"))
+                .unwrap_or_else(|_| "python3".into());
+            sched::add_peers(&mut rows, &python);
+        }
+        sched::print(&rows);
+    }
+}
+
+/// The throughput table: ours, procspawn and CPython.
+fn throughput(reps: usize, python_peers: bool) {
     let mut rows = Vec::new();
 
     // Pool start to first result (a fresh pool each time).
@@ -240,7 +268,7 @@ fn main() {
     ));
     drop(p);
 
-    if std::env::var("BENCH_PY").map_or(true, |v| v != "0") {
+    if python_peers {
         add_cpython(&mut rows);
     }
     print_table(&rows);

@@ -20,6 +20,7 @@
 //!    the tasks that never started to another worker (`shared.rs`).
 
 mod builder;
+mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 mod job;
