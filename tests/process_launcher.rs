@@ -1,0 +1,198 @@
+//! The launcher seam: the pool starts, names, kills and reaps workers
+//! only through `Launcher` and `WorkerProcess`, so a worker need not be a
+//! local process it knows the pid of.
+
+mod common;
+mod process_common;
+
+use std::io;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerProcess, WorkerSpec};
+use concurrent_futures::{task, Error, ProcessPoolExecutor};
+use process_common::*;
+
+#[test]
+fn worker_entry() {
+    concurrent_futures::init();
+}
+
+/// Counts what the pool asks of it.
+#[derive(Debug, Default)]
+struct Counts {
+    launches: AtomicUsize,
+    kills: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+/// Runs the test binary through `Local`, hides the pid, labels the
+/// workers "far-away", and refuses the first `refuse` launches.
+#[derive(Debug)]
+struct Remote {
+    counts: Arc<Counts>,
+    refuse: usize,
+    slots: usize,
+}
+
+/// A worker whose pid the pool does not know.
+#[derive(Debug)]
+struct Opaque {
+    inner: Box<dyn WorkerProcess>,
+    counts: Arc<Counts>,
+}
+
+impl WorkerProcess for Opaque {
+    fn kill(&mut self) -> io::Result<()> {
+        self.counts.kills.fetch_add(1, Ordering::SeqCst);
+        self.inner.kill()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.inner.try_wait()
+    }
+}
+
+impl Drop for Opaque {
+    fn drop(&mut self) {
+        self.counts.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Launcher for Remote {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        let n = self.counts.launches.fetch_add(1, Ordering::SeqCst);
+        if n < self.refuse {
+            return Err(Error::Io("far-away: no route to host".to_string()));
+        }
+        let spec = spec
+            .clone()
+            .with_args(WORKER_ARGS)
+            .with_env("WHERE", "far-away");
+        let mut spawned = Local::new().launch(&spec)?;
+        spawned.process = Box::new(Opaque {
+            inner: spawned.process,
+            counts: Arc::clone(&self.counts),
+        });
+        spawned.label = Some("far-away".to_string());
+        Ok(spawned)
+    }
+
+    fn default_workers(&self) -> Option<usize> {
+        Some(self.slots)
+    }
+}
+
+fn place() -> String {
+    std::env::var("WHERE").unwrap_or_default()
+}
+
+fn remote(refuse: usize) -> (Remote, Arc<Counts>) {
+    let counts = Arc::new(Counts::default());
+    (
+        Remote {
+            counts: Arc::clone(&counts),
+            refuse,
+            slots: 3,
+        },
+        counts,
+    )
+}
+
+#[test]
+fn workers_come_from_the_launcher_with_its_environment_and_slots() {
+    let (launcher, counts) = remote(0);
+    let pool = ProcessPoolExecutor::builder()
+        .launcher(launcher)
+        .build()
+        .expect("build a process pool");
+    assert_eq!(pool.max_workers(), 3, "the launcher's slots");
+    assert_eq!(
+        pool.submit(task!(place), ()).result(),
+        Ok("far-away".into())
+    );
+    // No local pid is known, yet the pool works.
+    assert!(pool.worker_pids().is_empty());
+    assert_eq!(counts.launches.load(Ordering::SeqCst), 1);
+    common::with_timeout(LONG, move || drop(pool));
+    assert_eq!(
+        counts.dropped.load(Ordering::SeqCst),
+        1,
+        "reaped and dropped"
+    );
+}
+
+#[test]
+fn a_death_names_the_launcher_label_and_the_handshake_pid() {
+    let (launcher, _counts) = remote(0);
+    let pool = ProcessPoolExecutor::builder()
+        .launcher(launcher)
+        .max_workers(1)
+        .build()
+        .expect("build a process pool");
+    let worker = pool.submit(task!(pid), ()).result().expect("a pid");
+    let mut fut = pool.submit(task!(exit_with), 5);
+    let Err(Error::BrokenPool(msg)) = fut.result_timeout(LONG) else {
+        panic!("the exit did not break the pool");
+    };
+    assert!(
+        msg.contains(&format!(
+            "worker process {worker} on far-away exited with code 5"
+        )),
+        "{msg}"
+    );
+    common::with_timeout(LONG, move || drop(pool));
+}
+
+#[test]
+fn a_time_limit_kills_through_the_launcher() {
+    let (launcher, counts) = remote(0);
+    let pool = ProcessPoolExecutor::builder()
+        .launcher(launcher)
+        .max_workers(1)
+        .build()
+        .expect("build a process pool");
+    let limit = Duration::from_millis(200);
+    let mut fut = pool.submit(task!(sleep_ms).time_limit(limit), 60_000);
+    assert_eq!(fut.result_timeout(LONG), Err(Error::TimeLimit(limit)));
+    assert_eq!(counts.kills.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.submit(task!(square), 5).result(), Ok(25));
+    assert_eq!(counts.launches.load(Ordering::SeqCst), 2, "one replacement");
+    common::with_timeout(LONG, move || drop(pool));
+}
+
+#[test]
+fn a_launch_that_fails_fails_the_waiting_future_and_the_next_submit_retries() {
+    let (launcher, counts) = remote(1);
+    let pool = ProcessPoolExecutor::builder()
+        .launcher(launcher)
+        .max_workers(1)
+        .build()
+        .expect("build a process pool");
+    assert_eq!(
+        pool.submit(task!(square), 2).result(),
+        Err(Error::Io("far-away: no route to host".to_string()))
+    );
+    assert_eq!(pool.submit(task!(square), 3).result(), Ok(9));
+    assert_eq!(counts.launches.load(Ordering::SeqCst), 2);
+    common::with_timeout(LONG, move || drop(pool));
+}
+
+#[test]
+fn worker_command_is_a_local_launcher() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let pool = ProcessPoolExecutor::builder()
+        .worker_command(exe.clone())
+        .worker_args(WORKER_ARGS)
+        .env("WHERE", "here")
+        .max_workers(1)
+        .build()
+        .expect("build a process pool");
+    assert_eq!(pool.submit(task!(place), ()).result(), Ok("here".into()));
+    let pid = pool.worker_pids()[0];
+    let exe_of_worker = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its exe");
+    assert_eq!(exe_of_worker, exe);
+    common::with_timeout(LONG, move || drop(pool));
+}
