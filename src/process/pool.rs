@@ -32,25 +32,50 @@ type Owner = executor::Owner<Shared>;
 /// `concurrent.futures.ProcessPoolExecutor`.
 ///
 /// Workers are this executable started again (or
-/// [`worker_command`](ProcessPoolBuilder::worker_command)); their `main`
-/// must call [`init`](crate::init) first. Tasks are functions named with
+/// [`worker_command`](ProcessPoolBuilder::worker_command), or another
+/// [`launcher`](ProcessPoolBuilder::launcher)); their `main` must call
+/// [`init`](crate::init) first. Tasks are functions named with
 /// [`task!`](crate::task!); arguments and results travel as postcard over
 /// the workers' stdin and stdout. Workers start on demand, up to
 /// `max_workers`.
 ///
+/// A task stays in the pool's queue until a worker has room for it: a long
+/// task never waits behind another in one worker while a second worker is
+/// idle or starting. Tasks measured to be short against the round trip are
+/// pipelined, several in flight per worker.
+///
 /// A task that panics gives `Err(Error::Panicked)` and its worker goes on.
-/// A worker that dies (exit, abort, signal) fails its futures, and by
+/// A worker that dies (exit, abort, signal) fails the task it ran, and by
 /// default every pending one, with [`Error::BrokenPool`] naming the exit
 /// code or signal and the last lines of its stderr; the pool is then broken
 /// like Python's. With [`restart_workers`](ProcessPoolBuilder::restart_workers)
-/// the worker is replaced instead and only the futures it held fail.
+/// the worker is replaced instead, only the task it ran fails, and the
+/// tasks it held but never started run on another worker. No task that
+/// started ever runs twice.
+///
+/// A task given a [time limit](crate::Task::time_limit) (or the pool's
+/// [`task_time_limit`](ProcessPoolBuilder::task_time_limit)) that runs past
+/// it fails with [`Error::TimeLimit`]; its worker is killed and replaced,
+/// and nothing else is touched, under either policy.
 ///
 /// # Shutdown
 ///
-/// [`shutdown`](ProcessPoolExecutor::shutdown) (and `Drop`) lets every
-/// submitted task finish, then closes the workers' stdin and reaps them.
+/// [`shutdown`](ProcessPoolExecutor::shutdown) (and `Drop`, like Python's
+/// `with` block) lets every submitted task finish, then closes the workers'
+/// stdin and reaps them. So a task that never returns would hang your exit,
+/// including a `main` that panics or returns an error while it runs. Two
+/// ways make that impossible:
+///
+/// - give such tasks a [time limit](crate::Task::time_limit), or the whole
+///   pool a [`task_time_limit`](ProcessPoolBuilder::task_time_limit): a
+///   stuck task is killed at its limit;
+/// - end with [`shutdown_timeout`](ProcessPoolExecutor::shutdown_timeout),
+///   which waits at most its deadline, then kills what still runs and
+///   reaps every worker.
+///
 /// [`terminate_workers`](ProcessPoolExecutor::terminate_workers) and
-/// [`kill_workers`](ProcessPoolExecutor::kill_workers) stop them at once.
+/// [`kill_workers`](ProcessPoolExecutor::kill_workers) stop the workers at
+/// once.
 ///
 /// # Examples
 ///
