@@ -125,6 +125,20 @@ fn map_with_chunksize_6_40_50_gives_correct_results() {
     }
 }
 
+// Issue 9: the input is pulled in the parent, so it may borrow.
+#[test]
+fn map_input_may_borrow_from_the_caller() {
+    let pool = pool(2);
+    let xs: Vec<u64> = (1..=5).collect();
+    let got: Vec<u64> = pool
+        .map(task!(square), xs.iter().copied())
+        .timeout(LONG)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, [1, 4, 9, 16, 25]);
+    assert_eq!(xs.len(), 5);
+}
+
 // P2
 #[test]
 fn map_refuses_chunksize_0() {
