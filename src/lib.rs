@@ -144,8 +144,12 @@
 //! assert_eq!(total(&ThreadPoolExecutor::new(2)?), 14);
 //! # Ok::<(), concurrent_futures::Error>(())
 //! ```
+//!
+//! To choose at run time, hold an [`AnyExecutor`] (`Box<dyn Executor>` is
+//! not possible: the trait's methods are generic).
 #![forbid(unsafe_code)]
 
+mod any_executor;
 mod error;
 mod executor;
 mod future;
@@ -159,6 +163,7 @@ mod task;
 mod thread;
 mod wait;
 
+pub use any_executor::AnyExecutor;
 pub use error::{Error, Result};
 pub use executor::{Executor, Shutdown};
 pub use future::Future;

@@ -55,6 +55,7 @@ fn iterators_cross_threads() {
 fn pool_and_options_are_send_and_sync() {
     send_sync::<ThreadPoolExecutor>();
     send_sync::<ThreadPoolBuilder>();
+    send_sync::<concurrent_futures::AnyExecutor>();
     send_sync::<Shutdown>();
     send_sync::<ReturnWhen>();
     send_sync::<Task<u64, u64>>();
