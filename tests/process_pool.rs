@@ -522,3 +522,25 @@ fn task_printing_to_stdout_does_not_corrupt_the_protocol() {
     }
     assert_eq!(worker_pid(&pool), worker);
 }
+
+// --- Issue 9: a worker can be told from its parent in `ps` ----------------
+
+/// The worker's `comm` (what `ps -e` and `top` show) and its `argv[0]`
+/// (what `ps aux` shows).
+fn names() -> (String, String) {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    let arg0 = std::env::args().next().unwrap_or_default();
+    (comm.trim_end().to_string(), arg0)
+}
+
+#[test]
+fn workers_are_named_so_ps_tells_them_from_the_parent() {
+    let pool = pool(1);
+    let (comm, arg0) = pool.submit(task!(names), ()).result_timeout(LONG).unwrap();
+    let (parent_comm, parent_arg0) = names();
+    assert_ne!(comm, "exe");
+    assert_ne!(comm, parent_comm);
+    assert!(comm.ends_with("-worker"), "{comm}");
+    assert!(parent_comm.starts_with(comm.trim_end_matches("-worker")), "{parent_comm} vs {comm}");
+    assert_eq!(arg0, format!("{parent_arg0} (concurrent-futures worker)"));
+}

@@ -109,6 +109,9 @@ pub(crate) fn launch(cmd: &WorkerCommand) -> Result<Launched, Error> {
         None => this_executable()?,
     };
     let mut command = Command::new(&program);
+    if cmd.program.is_none() {
+        std::os::unix::process::CommandExt::arg0(&mut command, worker_arg0());
+    }
     command
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
@@ -147,6 +150,17 @@ pub(crate) fn launch(cmd: &WorkerCommand) -> Result<Launched, Error> {
         tail,
         stderr_thread,
     })
+}
+
+/// The `argv[0]` of a worker that re-runs this executable: this process's
+/// own, marked, so that `ps` tells the worker from its parent (the program
+/// itself is `/proc/self/exe`, which `ps` would show).
+fn worker_arg0() -> OsString {
+    let mut arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("concurrent-futures"));
+    arg0.push(" (concurrent-futures worker)");
+    arg0
 }
 
 /// This process's executable. On Linux `/proc/self/exe` names the very file
