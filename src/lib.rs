@@ -160,6 +160,8 @@ mod process;
 mod promise;
 mod sync;
 mod task;
+#[cfg(unix)]
+mod test_worker;
 mod thread;
 mod wait;
 
@@ -198,4 +200,6 @@ pub mod __fuzz {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};
+    #[cfg(unix)]
+    pub use crate::test_worker::TEST_WORKERS;
 }

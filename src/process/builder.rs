@@ -68,6 +68,8 @@ pub struct ProcessPoolBuilder {
     command: WorkerCommand,
     handshake_timeout: Duration,
     restart_workers: bool,
+    /// Whether `worker_args` was called (even with none).
+    args_chosen: bool,
 }
 
 /// The default number of worker processes: the number of CPUs.
@@ -84,6 +86,7 @@ impl ProcessPoolBuilder {
             command: WorkerCommand::default(),
             handshake_timeout: Duration::from_secs(10),
             restart_workers: false,
+            args_chosen: false,
         }
     }
 
@@ -161,9 +164,13 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Arguments for the worker command. In a `#[test]`, pass the name of a
-    /// test that calls [`init`](crate::init), so that the re-run test binary
+    /// Arguments for the worker command. In a `#[test]`, either put
+    /// [`test_worker!`](crate::test_worker!) in the test binary (the pool
+    /// then selects its entry test by itself), or pass the name of a test
+    /// that calls [`init`](crate::init), so that the re-run test binary
     /// becomes a worker: `["worker_entry", "--exact", "--nocapture"]`.
+    /// Setting them, even to none, is an explicit choice: the pool then
+    /// neither selects an entry test nor refuses.
     ///
     /// # Examples
     ///
@@ -181,6 +188,7 @@ impl ProcessPoolBuilder {
         S: Into<OsString>,
     {
         self.command.args = args.into_iter().map(Into::into).collect();
+        self.args_chosen = true;
         self
     }
 
@@ -245,7 +253,10 @@ impl ProcessPoolBuilder {
     ///
     /// [`Error::InvalidArgument`] for 0 workers or 0 tasks per child, or
     /// when called inside a worker process (pools do not nest: that would
-    /// let a missing [`init`](crate::init) fork without bound);
+    /// let a missing [`init`](crate::init) fork without bound), or from a
+    /// `#[test]` of a binary without [`test_worker!`](crate::test_worker!)
+    /// when neither `worker_args` nor `worker_command` is set (its workers
+    /// would run the whole test suite);
     /// [`Error::Codec`] if the initializer's argument cannot be serialized.
     ///
     /// # Examples
@@ -275,11 +286,15 @@ impl ProcessPoolBuilder {
             ));
         }
         let initializer = self.initializer.transpose()?;
+        let mut command = self.command;
+        if command.program.is_none() && !self.args_chosen {
+            command.args = crate::test_worker::default_worker_args()?;
+        }
         Ok(ProcessPoolExecutor::from_config(Config {
             max_workers,
             max_tasks_per_child: self.max_tasks_per_child,
             initializer,
-            command: self.command,
+            command,
             handshake_timeout: self.handshake_timeout,
             restart_workers: self.restart_workers,
         }))
