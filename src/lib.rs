@@ -158,6 +158,7 @@ mod panic;
 #[cfg(unix)]
 mod process;
 mod promise;
+mod ser_message;
 mod sync;
 mod task;
 #[cfg(unix)]

@@ -167,10 +167,14 @@ pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<
             *out = v;
             Ok(())
         }
-        Err(e) => Err(Error::Codec(format!(
-            "cannot serialize {}: {e}",
-            std::any::type_name::<T>()
-        ))),
+        Err(e) => {
+            // postcard's error hides a `Serialize` impl's own message.
+            let why = crate::ser_message::custom_message(value).unwrap_or_else(|| e.to_string());
+            Err(Error::Codec(format!(
+                "cannot serialize {}: {why}",
+                std::any::type_name::<T>()
+            )))
+        }
     }
 }
 

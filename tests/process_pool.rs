@@ -423,7 +423,12 @@ fn argument_that_fails_to_serialize_fails_only_its_future() {
     );
     assert!(bad.done(), "the codec error is known at submission");
     match bad.result() {
-        Err(Error::Codec(msg)) => assert!(msg.contains("Picky"), "{msg}"),
+        // Issue 9: the impl's own message is kept, not postcard's
+        // "Serde Serialization Error".
+        Err(Error::Codec(msg)) => assert_eq!(
+            msg,
+            "cannot serialize process_pool::process_common::Picky: picky refuses to be serialized"
+        ),
         other => panic!("expected Err(Codec), got {other:?}"),
     }
     let mut ok = ok;
@@ -462,7 +467,9 @@ fn result_that_fails_to_serialize_fails_only_its_future() {
     };
     for (i, mut f) in [before, bad, after].into_iter().enumerate() {
         match (i, f.result_timeout(LONG)) {
-            (1, Err(Error::Codec(_))) => {}
+            (1, Err(Error::Codec(msg))) => {
+                assert!(msg.ends_with(": picky refuses to be serialized"), "{msg}")
+            }
             (1, other) => panic!("expected Err(Codec), got {other:?}"),
             (_, r) => assert_eq!(r, Ok(good.clone())),
         }
