@@ -194,7 +194,9 @@ mod tests {
 
     impl Serialize for Handle {
         fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-            Err(ser::Error::custom("a Handle cannot cross a process boundary"))
+            Err(ser::Error::custom(
+                "a Handle cannot cross a process boundary",
+            ))
         }
     }
 

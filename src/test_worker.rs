@@ -82,10 +82,15 @@ fn test_name(module_path: &str) -> String {
 
 /// The worker arguments that make this test binary run only its entry.
 fn entry_args(module_path: &str) -> Vec<OsString> {
-    [test_name(module_path).as_str(), "--exact", "--nocapture", "--quiet"]
-        .into_iter()
-        .map(OsString::from)
-        .collect()
+    [
+        test_name(module_path).as_str(),
+        "--exact",
+        "--nocapture",
+        "--quiet",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect()
 }
 
 /// Whether this process looks like a libtest binary running a test here:
@@ -134,7 +139,12 @@ mod tests {
         );
         assert_eq!(
             entry_args("t"),
-            ["concurrent_futures_worker", "--exact", "--nocapture", "--quiet"]
+            [
+                "concurrent_futures_worker",
+                "--exact",
+                "--nocapture",
+                "--quiet"
+            ]
         );
     }
 }

@@ -157,13 +157,42 @@ fn boom(x: u32) -> u32 {
     x
 }
 
+// Issue 9: a panic carries a backtrace when the user asked for one, and
+// only then.
+#[test]
+fn worker_panic_carries_a_backtrace_only_when_asked_for() {
+    for (setting, wanted) in [("1", true), ("0", false)] {
+        let pool = builder()
+            .max_workers(1)
+            .env("RUST_BACKTRACE", setting)
+            .env("RUST_LIB_BACKTRACE", setting)
+            .build()
+            .unwrap();
+        let err = pool
+            .submit(task!(boom), 3)
+            .result_timeout(LONG)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Panicked { message, .. } if message == "boom at 3"),
+            "{err:?}"
+        );
+        match err.backtrace() {
+            Some(bt) if wanted => assert!(bt.contains("boom"), "the frames name the task: {bt}"),
+            None if !wanted => {}
+            other => panic!("RUST_BACKTRACE={setting}: got backtrace {other:?}"),
+        }
+    }
+}
+
 // P3
 #[test]
 fn worker_panic_keeps_its_message_and_location() {
     let pool = pool(1);
     let worker = worker_pid(&pool);
     match pool.submit(task!(boom), 3).result_timeout(LONG) {
-        Err(Error::Panicked { message, location }) => {
+        Err(Error::Panicked {
+            message, location, ..
+        }) => {
             assert_eq!(message, "boom at 3");
             let at = location.expect("a location");
             let line = at
@@ -548,6 +577,9 @@ fn workers_are_named_so_ps_tells_them_from_the_parent() {
     assert_ne!(comm, "exe");
     assert_ne!(comm, parent_comm);
     assert!(comm.ends_with("-worker"), "{comm}");
-    assert!(parent_comm.starts_with(comm.trim_end_matches("-worker")), "{parent_comm} vs {comm}");
+    assert!(
+        parent_comm.starts_with(comm.trim_end_matches("-worker")),
+        "{parent_comm} vs {comm}"
+    );
     assert_eq!(arg0, format!("{parent_arg0} (concurrent-futures worker)"));
 }

@@ -40,7 +40,10 @@ async fn main() {
         eprintln!("tokio_main: the test ran for 120 s, something hangs; aborting");
         std::process::abort();
     });
-    assert!(inside_a_runtime(), "the test itself runs inside the runtime");
+    assert!(
+        inside_a_runtime(),
+        "the test itself runs inside the runtime"
+    );
     let pool = ProcessPoolExecutor::new(1).expect("build the pool");
     let mut inside = pool.submit(task!(inside_a_runtime), ());
     assert_eq!(inside.result_timeout(LONG), Ok(false));

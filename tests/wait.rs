@@ -22,6 +22,7 @@ fn failed() -> Future<u32> {
     Future::ready(Err(Error::Panicked {
         message: "failed".into(),
         location: None,
+        backtrace: None,
     }))
 }
 
