@@ -45,7 +45,10 @@ fn main() -> Result<(), Error> {
     // 2. as_completed: the bar moves as each task finishes, in any order;
     //    the key says which one it was.
     let progress = bar(ids.len() as u64, "completed");
-    let jobs: Vec<_> = ids.iter().map(|&id| (id, pool.submit(move || check(id)))).collect();
+    let jobs: Vec<_> = ids
+        .iter()
+        .map(|&id| (id, pool.submit(move || check(id))))
+        .collect();
     let mut slowest = (0, 0);
     for (id, fut) in as_completed(jobs) {
         let ms = fut.result()?;
@@ -56,6 +59,9 @@ fn main() -> Result<(), Error> {
     }
     progress.finish();
 
-    println!("{total} ms of work in all; the slowest was task {} ({} ms)", slowest.0, slowest.1);
+    println!(
+        "{total} ms of work in all; the slowest was task {} ({} ms)",
+        slowest.0, slowest.1
+    );
     Ok(())
 }

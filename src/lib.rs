@@ -198,6 +198,18 @@ pub mod __fuzz {
     pub use crate::process::fuzz::{frames, fuzz_tasks, pool_side, seeds, worker_side};
 }
 
+/// The Rust blocks of the guides, compiled and run as doctests so that the
+/// docs cannot drift from the API.
+#[cfg(all(doctest, unix))]
+pub mod docs {
+    #[doc = include_str!("../docs/guide.md")]
+    pub mod guide {}
+    #[doc = include_str!("../docs/python.md")]
+    pub mod python {}
+    #[doc = include_str!("../README.md")]
+    pub mod readme {}
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};
