@@ -46,13 +46,13 @@ const ENTRY_FN: &str = "concurrent_futures_worker";
 ///
 /// fn double(x: u32) -> u32 { x * 2 }
 ///
-/// #[test]
+/// // In a test file, a `#[test]` function:
 /// fn doubles_in_a_worker() {
 ///     let pool = concurrent_futures::ProcessPoolExecutor::new(2).unwrap();
 ///     let fut = pool.submit(concurrent_futures::task!(double), 21);
 ///     assert_eq!(fut.result(), Ok(42));
 /// }
-/// # fn main() { concurrent_futures::init(); }
+/// # fn main() { concurrent_futures::init(); doubles_in_a_worker(); }
 /// ```
 #[macro_export]
 macro_rules! test_worker {

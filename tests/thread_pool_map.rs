@@ -371,7 +371,7 @@ fn map_task_input_may_borrow_from_the_caller() {
     }
     let doubled = with_timeout(LONG, || {
         let pool = pool(2);
-        let xs = vec![1u64, 2, 3];
+        let xs = [1u64, 2, 3];
         let out: Vec<u64> = concurrent_futures::Executor::map_task(
             &pool,
             concurrent_futures::task!(double),
