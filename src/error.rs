@@ -48,6 +48,11 @@ pub enum Error {
         message: String,
         /// `file:line:column` of the panic, when it is known.
         location: Option<String>,
+        /// The task's backtrace, captured only when the user asked for
+        /// backtraces (`RUST_BACKTRACE=1` or `RUST_LIB_BACKTRACE=1`, in the
+        /// worker's environment for a process pool); else `None`. Not part
+        /// of the message: see [`Error::backtrace`].
+        backtrace: Option<String>,
     },
     /// The pool can no longer run tasks: its initializer failed or a worker
     /// died. The reason names the exit status or signal and, for a process,
@@ -111,14 +116,40 @@ impl Error {
         matches!(self, Error::Timeout { .. })
     }
 
+    /// The backtrace of a panicked task, if one was captured (see
+    /// [`Error::Panicked`]); `None` for every other error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1)?;
+    /// let err = pool.submit(|| -> u8 { panic!("boom") }).result().unwrap_err();
+    /// // Some(..) when RUST_BACKTRACE=1 is set, None otherwise.
+    /// if let Some(bt) = err.backtrace() {
+    ///     eprintln!("{err}\n{bt}");
+    /// }
+    /// assert_eq!(Error::Cancelled.backtrace(), None);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn backtrace(&self) -> Option<&str> {
+        match self {
+            Error::Panicked { backtrace, .. } => backtrace.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Builds [`Error::Panicked`] from a payload caught by `catch_unwind`.
     pub(crate) fn from_panic(
         payload: &(dyn std::any::Any + Send),
         location: Option<String>,
+        backtrace: Option<String>,
     ) -> Self {
         Error::Panicked {
             message: panic_message(payload),
             location,
+            backtrace,
         }
     }
 }

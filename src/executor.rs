@@ -75,13 +75,14 @@ pub trait Executor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Maps `task` over `items`; see [`Map`] for the options.
-    fn map_task<A, R, I>(&self, task: Task<A, R>, items: I) -> Map<R>
+    /// Maps `task` over `items`; see [`Map`] for the options. The input
+    /// iterator may borrow (`'a`); the items move into the tasks.
+    fn map_task<'a, A, R, I>(&self, task: Task<A, R>, items: I) -> Map<'a, R>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static;
+        I::IntoIter: Send + 'a;
 
     /// Stops the pool; see [`Shutdown`]. Idempotent.
     fn shutdown_with(&self, options: Shutdown);

@@ -144,8 +144,12 @@
 //! assert_eq!(total(&ThreadPoolExecutor::new(2)?), 14);
 //! # Ok::<(), concurrent_futures::Error>(())
 //! ```
+//!
+//! To choose at run time, hold an [`AnyExecutor`] (`Box<dyn Executor>` is
+//! not possible: the trait's methods are generic).
 #![forbid(unsafe_code)]
 
+mod any_executor;
 mod error;
 mod executor;
 mod future;
@@ -156,11 +160,15 @@ mod panic;
 #[cfg(unix)]
 mod process;
 mod promise;
+mod ser_message;
 mod sync;
 mod task;
+#[cfg(unix)]
+mod test_worker;
 mod thread;
 mod wait;
 
+pub use any_executor::AnyExecutor;
 pub use error::{Error, Result};
 pub use executor::{Executor, Shutdown};
 pub use future::Future;
@@ -192,7 +200,21 @@ pub mod __fuzz {
     pub use crate::process::fuzz::{frames, fuzz_tasks, pool_side, seeds, worker_side};
 }
 
+/// The Rust blocks of the guides, compiled and run as doctests so that the
+/// docs cannot drift from the API.
+#[cfg(all(doctest, unix))]
+pub mod docs {
+    #[doc = include_str!("../docs/guide.md")]
+    pub mod guide {}
+    #[doc = include_str!("../docs/python.md")]
+    pub mod python {}
+    #[doc = include_str!("../README.md")]
+    pub mod readme {}
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};
+    #[cfg(unix)]
+    pub use crate::test_worker::TEST_WORKERS;
 }

@@ -1,4 +1,4 @@
-//! `Map<T>`: the ordered, lazy result iterator of `map` on either pool.
+//! `Map<'a, T>`: the ordered, lazy result iterator of `map` on either pool.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -56,6 +56,22 @@ enum Stage {
 /// the tasks still queued are cancelled. Dropping the iterator cancels what
 /// has not started.
 ///
+/// The input is pulled on the thread that iterates the map, so it may
+/// borrow from the caller: `'a` is the input iterator's lifetime. Only the
+/// items themselves move into the tasks (and must be `'static`).
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::new(2)?;
+/// let words = vec![String::from("a"), String::from("bb")];
+/// let lens: Vec<usize> = pool.map(|w: String| w.len(), words.iter().cloned())
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(lens, [1, 2]);
+/// assert_eq!(words.len(), 2); // still ours
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -71,8 +87,8 @@ enum Stage {
 /// assert_eq!(squares, [1, 4, 9, 16, 25]);
 /// # Ok::<(), concurrent_futures::Error>(())
 /// ```
-pub struct Map<T> {
-    source: Box<dyn Source<T>>,
+pub struct Map<'a, T> {
+    source: Box<dyn Source<T> + 'a>,
     window: VecDeque<Submitted<T>>,
     current: Option<std::vec::IntoIter<T>>,
     buffersize: usize,
@@ -84,8 +100,8 @@ pub struct Map<T> {
     invalid: Option<Error>,
 }
 
-impl<T> Map<T> {
-    pub(crate) fn new(source: Box<dyn Source<T>>, buffersize: usize) -> Map<T> {
+impl<'a, T> Map<'a, T> {
+    pub(crate) fn new(source: Box<dyn Source<T> + 'a>, buffersize: usize) -> Map<'a, T> {
         Map {
             source,
             window: VecDeque::new(),
@@ -209,7 +225,7 @@ impl<T> Map<T> {
     }
 }
 
-impl<T> Iterator for Map<T> {
+impl<T> Iterator for Map<'_, T> {
     type Item = Result<T, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -277,7 +293,7 @@ fn settle<V>(mut f: Future<V>, deadline: Option<Instant>) -> Result<V, Error> {
     }
 }
 
-impl<T> Drop for Map<T> {
+impl<T> Drop for Map<'_, T> {
     fn drop(&mut self) {
         for s in self.window.drain(..) {
             s.cancel();
@@ -285,7 +301,7 @@ impl<T> Drop for Map<T> {
     }
 }
 
-impl<T> fmt::Debug for Map<T> {
+impl<T> fmt::Debug for Map<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map")
             .field("in_flight", &self.window.len())

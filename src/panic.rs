@@ -15,6 +15,7 @@ use crate::Error;
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+    static BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 static HOOK: Once = Once::new();
@@ -34,6 +35,7 @@ fn install_hook() {
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
                 LOCATION.with(|slot| *slot.borrow_mut() = at);
+                BACKTRACE.with(|slot| *slot.borrow_mut() = requested_backtrace());
             } else {
                 previous(info);
             }
@@ -41,8 +43,15 @@ fn install_hook() {
     });
 }
 
-/// Runs `f`, turning a panic into [`Error::Panicked`] with its message and
-/// location.
+/// The panicking task's backtrace, when the user asked for backtraces
+/// (`RUST_BACKTRACE` or `RUST_LIB_BACKTRACE`, as `std` reads them).
+fn requested_backtrace() -> Option<String> {
+    let bt = std::backtrace::Backtrace::capture();
+    (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string())
+}
+
+/// Runs `f`, turning a panic into [`Error::Panicked`] with its message,
+/// location and (when asked for) backtrace.
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     install_hook();
     let outer = IN_TASK.with(|flag| flag.replace(true));
@@ -50,7 +59,8 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     IN_TASK.with(|flag| flag.set(outer));
     result.map_err(|payload| {
         let location = LOCATION.with(|slot| slot.borrow_mut().take());
-        Error::from_panic(payload.as_ref(), location)
+        let backtrace = BACKTRACE.with(|slot| slot.borrow_mut().take());
+        Error::from_panic(payload.as_ref(), location, backtrace)
     })
 }
 
@@ -62,6 +72,7 @@ pub(crate) fn run_callback(what: &str, f: impl FnOnce()) {
         Err(Error::Panicked {
             message,
             location: Some(at),
+            ..
         }) => report(format_args!("{what} panicked at {at}: {message}")),
         Err(Error::Panicked { message, .. }) => report(format_args!("{what} panicked: {message}")),
         Err(e) => report(format_args!("{what} failed: {e}")),
@@ -82,7 +93,9 @@ mod tests {
     fn catch_reports_message_and_location() {
         let err = catch(|| -> u8 { panic!("boom {}", 7) }).unwrap_err();
         match err {
-            Error::Panicked { message, location } => {
+            Error::Panicked {
+                message, location, ..
+            } => {
                 assert_eq!(message, "boom 7");
                 let at = location.expect("location recorded");
                 assert!(at.starts_with("src/panic.rs:"), "{at}");

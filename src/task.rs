@@ -167,10 +167,14 @@ pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<
             *out = v;
             Ok(())
         }
-        Err(e) => Err(Error::Codec(format!(
-            "cannot serialize {}: {e}",
-            std::any::type_name::<T>()
-        ))),
+        Err(e) => {
+            // postcard's error hides a `Serialize` impl's own message.
+            let why = crate::ser_message::custom_message(value).unwrap_or_else(|| e.to_string());
+            Err(Error::Codec(format!(
+                "cannot serialize {}: {why}",
+                std::any::type_name::<T>()
+            )))
+        }
     }
 }
 
@@ -359,6 +363,34 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
 /// fn square(x: u64) -> u64 { x * x }
 /// let t = concurrent_futures::task!(square as fn(u64) -> u64);
 /// ```
+///
+/// # Compile errors and what to do
+///
+/// - **"implementation of `Deserialize` is not general enough"**: an
+///   argument borrows (`fn f(s: &str)`, `&[u8]`, `&T`). A task's argument
+///   arrives as bytes from another process, so it must be owned: take
+///   `String`, `Vec<u8>` or `T`, and pass an owned value.
+///
+///   ```compile_fail
+///   fn shout(s: &str) -> String { s.to_uppercase() }
+///   let t = concurrent_futures::task!(shout); // take `s: String` instead
+///   ```
+///
+/// - **"attempt to use a non-constant value in a constant"** (E0435, with
+///   a suggestion to edit this crate's `task.rs`: ignore it): the closure
+///   captures a local variable. A task is found by name in another process,
+///   where your locals do not exist; pass the value as an argument
+///   instead: `task!(|(x, n): (u64, u64)| x * n)` submitted with `(x, n)`.
+///
+///   ```compile_fail,E0435
+///   let n = 3u64;
+///   let t = concurrent_futures::task!(move |x: u64| x * n); // pass n in the argument
+///   ```
+///
+/// These messages come from rustc's checks of the `static` that `task!`
+/// declares; they cannot be replaced by the crate (a borrowed argument is a
+/// lifetime error, not a missing trait, so `#[diagnostic::on_unimplemented]`
+/// does not apply, and a macro cannot see whether a closure captures).
 ///
 /// # Examples
 ///

@@ -18,9 +18,28 @@ use crate::future::Outcome;
 use crate::{Error, Future};
 
 /// Something that is or borrows a [`Future`]: `Future<T>`, `&Future<T>` or
-/// `&mut Future<T>`. [`as_completed`] and [`wait`] accept any of them and
-/// hand the same items back, so you can pass futures by value (and call
-/// [`Future::result`] on what comes back) or by reference (and keep them).
+/// `&mut Future<T>`, or a `(key, future)` pair of any of them.
+/// [`as_completed`] and [`wait`] accept any of them and hand the same items
+/// back, so you can pass futures by value (and call [`Future::result`] on
+/// what comes back) or by reference (and keep them).
+///
+/// A pair is Python's `{executor.submit(load_url, url): url for url in URLS}`:
+/// the key (a URL, an index) comes back with its future. A `HashMap<K,
+/// Future<T>>` or a `Vec<(K, Future<T>)>` yields such pairs.
+///
+/// ```
+/// use concurrent_futures::{as_completed, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new(2)?;
+/// let jobs: Vec<(&str, _)> = ["a", "bb"]
+///     .into_iter()
+///     .map(|word| (word, pool.submit(move || word.len())))
+///     .collect();
+/// for (word, fut) in as_completed(jobs) {
+///     assert_eq!(fut.result()?, word.len());
+/// }
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
 ///
 /// # Examples
 ///
@@ -59,6 +78,13 @@ impl<T> AsFuture for &mut Future<T> {
     type Output = T;
     fn as_future(&self) -> &Future<T> {
         self
+    }
+}
+
+impl<K, F: AsFuture> AsFuture for (K, F) {
+    type Output = F::Output;
+    fn as_future(&self) -> &Future<F::Output> {
+        self.1.as_future()
     }
 }
 

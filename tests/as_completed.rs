@@ -332,3 +332,36 @@ async fn as_completed_stream_under_tokio_yields_every_pool_future() {
         .await
         .unwrap();
 }
+
+// Issue 9: Python's `future_to_url = {executor.submit(load_url, url): url}`.
+#[test]
+fn yields_key_future_pairs_in_completion_order() {
+    with_timeout(LONG, || {
+        let pool = ThreadPoolExecutor::new(2).unwrap();
+        let mut gate = Gate::new();
+        let g = gate.waiter();
+        let slow = pool.submit(move || {
+            assert!(g.wait());
+            "slow page".len()
+        });
+        let fast = pool.submit(|| "fast".len());
+        let pairs = vec![("http://slow", slow), ("http://fast", fast)];
+        let mut it = as_completed(pairs);
+        let (url, fut) = it.next().unwrap();
+        assert_eq!(url, "http://fast");
+        assert_eq!(fut.result(), Ok(4));
+        gate.open();
+        let (url, fut) = it.next().unwrap();
+        assert_eq!(url, "http://slow");
+        assert_eq!(fut.result(), Ok(9));
+        assert!(it.next().is_none());
+    });
+}
+
+#[test]
+fn pairs_sharing_a_future_by_reference_are_yielded_once() {
+    let f = Future::ready(Ok(7u8));
+    let pairs = [(1, &f), (2, &f)];
+    let keys: Vec<i32> = as_completed(pairs).map(|(k, _)| k).collect();
+    assert_eq!(keys, [1]);
+}

@@ -414,7 +414,9 @@ fn exception_is_none_on_success_and_the_error_on_failure() {
 
     let failed = pool.submit(|| -> u8 { panic!("exceptional") });
     match failed.exception_timeout(LONG) {
-        Ok(Some(Error::Panicked { message, location })) => {
+        Ok(Some(Error::Panicked {
+            message, location, ..
+        })) => {
             assert_eq!(message, "exceptional");
             assert!(location.unwrap().starts_with("tests/future.rs:"));
         }
@@ -522,11 +524,13 @@ fn failed_future_gives_its_error_to_every_observer() {
         .complete(Err(Error::Panicked {
             message: "m".into(),
             location: None,
+            backtrace: None,
         }))
         .unwrap();
     let expected = Error::Panicked {
         message: "m".into(),
         location: None,
+        backtrace: None,
     };
     assert_eq!(fut.exception(), Some(expected.clone()));
     assert_eq!(fut.exception(), Some(expected.clone()));

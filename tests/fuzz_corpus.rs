@@ -100,6 +100,12 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn replay(name: &str, run: Target, input: &[u8], origin: &str) {
+    // Panicking fuzz tasks capture a backtrace when RUST_BACKTRACE asks for
+    // one (issue 9), and resolving its symbols costs tens of MB that have
+    // nothing to do with the input. The budget is about the protocol, so
+    // backtraces are off in this binary (std reads this before any capture,
+    // and every capture here happens inside a replay).
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     let (outcome, peak) = peak_of(|| run(input));
     if let Err(broken) = outcome {
         panic!("{name}: {origin}: invariant broken: {broken}");

@@ -424,3 +424,40 @@ fn map_iterator_does_not_keep_yielded_results_alive() {
         assert!(it.next().is_none());
     }
 }
+
+// --- Issue 9: the pool chosen at run time ----------------------------------
+
+/// The same code on both pools through `AnyExecutor`, picked by a value
+/// known only at run time.
+#[test]
+fn any_executor_runs_the_same_tasks_on_threads_and_processes() {
+    use concurrent_futures::{AnyExecutor, ThreadPoolExecutor};
+    fn run(pool: &AnyExecutor) -> (u32, Vec<u64>) {
+        let one = pool.submit_task(task!(answer), ()).result_timeout(LONG);
+        let squares = pool
+            .map_task(task!(slow_square), 0..5u64)
+            .timeout(LONG)
+            .collect::<Result<Vec<u64>, Error>>();
+        (one.unwrap(), squares.unwrap())
+    }
+    for use_processes in [false, true] {
+        let pool: AnyExecutor = if use_processes {
+            pool(2).into()
+        } else {
+            ThreadPoolExecutor::new(3).unwrap().into()
+        };
+        assert_eq!(pool.max_workers(), if use_processes { 2 } else { 3 });
+        assert!(matches!(
+            (&pool, use_processes),
+            (AnyExecutor::Processes(_), true) | (AnyExecutor::Threads(_), false)
+        ));
+        assert_eq!(run(&pool), (42, vec![0, 1, 4, 9, 16]));
+        with_timeout(LONG, move || {
+            pool.shutdown();
+            assert_eq!(
+                pool.submit_task(task!(answer), ()).result(),
+                Err(Error::Shutdown)
+            );
+        });
+    }
+}

@@ -125,6 +125,20 @@ fn map_with_chunksize_6_40_50_gives_correct_results() {
     }
 }
 
+// Issue 9: the input is pulled in the parent, so it may borrow.
+#[test]
+fn map_input_may_borrow_from_the_caller() {
+    let pool = pool(2);
+    let xs: Vec<u64> = (1..=5).collect();
+    let got: Vec<u64> = pool
+        .map(task!(square), xs.iter().copied())
+        .timeout(LONG)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, [1, 4, 9, 16, 25]);
+    assert_eq!(xs.len(), 5);
+}
+
 // P2
 #[test]
 fn map_refuses_chunksize_0() {
@@ -143,13 +157,42 @@ fn boom(x: u32) -> u32 {
     x
 }
 
+// Issue 9: a panic carries a backtrace when the user asked for one, and
+// only then.
+#[test]
+fn worker_panic_carries_a_backtrace_only_when_asked_for() {
+    for (setting, wanted) in [("1", true), ("0", false)] {
+        let pool = builder()
+            .max_workers(1)
+            .env("RUST_BACKTRACE", setting)
+            .env("RUST_LIB_BACKTRACE", setting)
+            .build()
+            .unwrap();
+        let err = pool
+            .submit(task!(boom), 3)
+            .result_timeout(LONG)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Panicked { message, .. } if message == "boom at 3"),
+            "{err:?}"
+        );
+        match err.backtrace() {
+            Some(bt) if wanted => assert!(bt.contains("boom"), "the frames name the task: {bt}"),
+            None if !wanted => {}
+            other => panic!("RUST_BACKTRACE={setting}: got backtrace {other:?}"),
+        }
+    }
+}
+
 // P3
 #[test]
 fn worker_panic_keeps_its_message_and_location() {
     let pool = pool(1);
     let worker = worker_pid(&pool);
     match pool.submit(task!(boom), 3).result_timeout(LONG) {
-        Err(Error::Panicked { message, location }) => {
+        Err(Error::Panicked {
+            message, location, ..
+        }) => {
             assert_eq!(message, "boom at 3");
             let at = location.expect("a location");
             let line = at
@@ -409,7 +452,12 @@ fn argument_that_fails_to_serialize_fails_only_its_future() {
     );
     assert!(bad.done(), "the codec error is known at submission");
     match bad.result() {
-        Err(Error::Codec(msg)) => assert!(msg.contains("Picky"), "{msg}"),
+        // Issue 9: the impl's own message is kept, not postcard's
+        // "Serde Serialization Error".
+        Err(Error::Codec(msg)) => assert_eq!(
+            msg,
+            "cannot serialize process_pool::process_common::Picky: picky refuses to be serialized"
+        ),
         other => panic!("expected Err(Codec), got {other:?}"),
     }
     let mut ok = ok;
@@ -448,7 +496,9 @@ fn result_that_fails_to_serialize_fails_only_its_future() {
     };
     for (i, mut f) in [before, bad, after].into_iter().enumerate() {
         match (i, f.result_timeout(LONG)) {
-            (1, Err(Error::Codec(_))) => {}
+            (1, Err(Error::Codec(msg))) => {
+                assert!(msg.ends_with(": picky refuses to be serialized"), "{msg}")
+            }
             (1, other) => panic!("expected Err(Codec), got {other:?}"),
             (_, r) => assert_eq!(r, Ok(good.clone())),
         }
@@ -507,4 +557,29 @@ fn task_printing_to_stdout_does_not_corrupt_the_protocol() {
         assert_eq!(f.result_timeout(LONG), Ok(x * x));
     }
     assert_eq!(worker_pid(&pool), worker);
+}
+
+// --- Issue 9: a worker can be told from its parent in `ps` ----------------
+
+/// The worker's `comm` (what `ps -e` and `top` show) and its `argv[0]`
+/// (what `ps aux` shows).
+fn names() -> (String, String) {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    let arg0 = std::env::args().next().unwrap_or_default();
+    (comm.trim_end().to_string(), arg0)
+}
+
+#[test]
+fn workers_are_named_so_ps_tells_them_from_the_parent() {
+    let pool = pool(1);
+    let (comm, arg0) = pool.submit(task!(names), ()).result_timeout(LONG).unwrap();
+    let (parent_comm, parent_arg0) = names();
+    assert_ne!(comm, "exe");
+    assert_ne!(comm, parent_comm);
+    assert!(comm.ends_with("-worker"), "{comm}");
+    assert!(
+        parent_comm.starts_with(comm.trim_end_matches("-worker")),
+        "{parent_comm} vs {comm}"
+    );
+    assert_eq!(arg0, format!("{parent_arg0} (concurrent-futures worker)"));
 }

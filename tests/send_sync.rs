@@ -41,8 +41,8 @@ fn promise_and_cancel_handle_cross_threads() {
 
 #[test]
 fn iterators_cross_threads() {
-    send::<Map<u32>>();
-    send::<Map<SendOnly>>();
+    send::<Map<'static, u32>>();
+    send::<Map<'static, SendOnly>>();
     send_sync::<AsCompleted<Future<u32>>>();
     send_sync::<AsCompleted<&Future<SendOnly>>>();
     send::<AsCompleted<&mut Future<SendOnly>>>();
@@ -55,6 +55,7 @@ fn iterators_cross_threads() {
 fn pool_and_options_are_send_and_sync() {
     send_sync::<ThreadPoolExecutor>();
     send_sync::<ThreadPoolBuilder>();
+    send_sync::<concurrent_futures::AnyExecutor>();
     send_sync::<Shutdown>();
     send_sync::<ReturnWhen>();
     send_sync::<Task<u64, u64>>();
@@ -86,5 +87,5 @@ fn values_that_cannot_cross_threads_keep_their_handles_local() {
     assert_not!(Future<Rc<u8>>: Send);
     assert_not!(Future<Rc<u8>>: Sync);
     assert_not!(Promise<Rc<u8>>: Send);
-    assert_not!(Map<Rc<u8>>: Send);
+    assert_not!(Map<'static, Rc<u8>>: Send);
 }

@@ -219,7 +219,9 @@ fn task_panic_becomes_panicked_and_the_pool_keeps_working() {
     let at = format!("{}:{}:", file!(), line!() + 1);
     let mut fut = pool.submit(|| -> u8 { panic!("boom {}", 7) });
     match fut.result_timeout(LONG) {
-        Err(Error::Panicked { message, location }) => {
+        Err(Error::Panicked {
+            message, location, ..
+        }) => {
             assert_eq!(message, "boom 7");
             let location = location.expect("a location");
             assert!(location.starts_with(&at), "{location} vs {at}");

@@ -343,3 +343,43 @@ fn map_keeps_working_after_the_pool_handle_is_dropped() {
     let rest = with_timeout(LONG, move || it.collect::<Result<Vec<_>, _>>());
     assert_eq!(rest, Ok((2..11).collect()));
 }
+
+// ------------------------------------------------ borrowed input (issue 9) --
+
+#[test]
+fn map_input_may_borrow_from_the_caller() {
+    // The input iterator is pulled on the iterating thread, so it may
+    // borrow; only the items (owned clones here) move into the tasks.
+    let (lens, words) = with_timeout(LONG, || {
+        let pool = pool(2);
+        let words: Vec<String> = ["a", "bb", "ccc"].iter().map(|s| s.to_string()).collect();
+        let lens: Vec<usize> = pool
+            .map(|w: String| w.len(), words.iter().cloned())
+            .chunksize(2)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (lens, words)
+    });
+    assert_eq!(lens, [1, 2, 3]);
+    assert_eq!(words, ["a", "bb", "ccc"]);
+}
+
+#[test]
+fn map_task_input_may_borrow_from_the_caller() {
+    fn double(x: u64) -> u64 {
+        x * 2
+    }
+    let doubled = with_timeout(LONG, || {
+        let pool = pool(2);
+        let xs = [1u64, 2, 3];
+        let out: Vec<u64> = concurrent_futures::Executor::map_task(
+            &pool,
+            concurrent_futures::task!(double),
+            xs.iter().copied(),
+        )
+        .collect::<Result<_, _>>()
+        .unwrap();
+        out
+    });
+    assert_eq!(doubled, [2, 4, 6]);
+}

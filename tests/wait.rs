@@ -22,6 +22,7 @@ fn failed() -> Future<u32> {
     Future::ready(Err(Error::Panicked {
         message: "failed".into(),
         location: None,
+        backtrace: None,
     }))
 }
 
@@ -261,4 +262,35 @@ fn cancel_from_another_thread_ends_an_all_completed_wait() {
         done.into_iter().next().unwrap().result(),
         Err(Error::Cancelled)
     );
+}
+
+// Issue 9: `(key, future)` pairs, as Python's `{submit(..): key}`.
+#[test]
+fn accepts_key_future_pairs_and_returns_the_pairs() {
+    let (_promise, pending) = Promise::<u32>::new();
+    let pairs = vec![
+        ("done", Future::ready(Ok(1))),
+        ("pending", pending),
+        ("failed", failed()),
+    ];
+    let (done, not_done) = wait(pairs, Some(Duration::ZERO), ALL);
+    let done_keys: Vec<&str> = done.iter().map(|(k, _)| *k).collect();
+    assert_eq!(done_keys, ["done", "failed"]);
+    assert_eq!(not_done.len(), 1);
+    assert_eq!(not_done[0].0, "pending");
+    let (_, fut) = done.into_iter().next().unwrap();
+    assert_eq!(fut.result(), Ok(1));
+}
+
+#[test]
+fn accepts_a_hash_map_of_futures_by_reference() {
+    let mut jobs = std::collections::HashMap::new();
+    jobs.insert("a".to_string(), Future::ready(Ok(1u32)));
+    jobs.insert("b".to_string(), failed());
+    let (done, not_done) = wait(&jobs, None, FIRST_EXCEPTION);
+    assert_eq!(done.len(), 2);
+    assert!(not_done.is_empty());
+    let mut keys: Vec<&String> = done.iter().map(|(k, _)| *k).collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
 }

@@ -59,6 +59,9 @@ impl Launcher for Local {
             None => this_executable()?,
         };
         let mut command = Command::new(&program);
+        if self.program.is_none() {
+            std::os::unix::process::CommandExt::arg0(&mut command, worker_arg0());
+        }
         command.args(spec.args()).envs(spec.env());
         Spawned::spawn(command, None)
     }
@@ -75,4 +78,15 @@ pub(crate) fn this_executable() -> Result<OsString, Error> {
     std::env::current_exe()
         .map(|p| p.into_os_string())
         .map_err(|e| Error::Io(format!("cannot find the current executable: {e}")))
+}
+
+/// The `argv[0]` of a worker that re-runs this executable: this process's
+/// own, marked, so that `ps` tells the worker from its parent (the program
+/// itself is `/proc/self/exe`, which `ps` would show).
+fn worker_arg0() -> OsString {
+    let mut arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("concurrent-futures"));
+    arg0.push(" (concurrent-futures worker)");
+    arg0
 }

@@ -72,6 +72,8 @@ pub struct ProcessPoolBuilder {
     handshake_timeout: Duration,
     restart_workers: bool,
     task_time_limit: Option<Duration>,
+    /// Whether `worker_args` was called (even with none).
+    args_chosen: bool,
 }
 
 /// The default number of worker processes: the number of CPUs.
@@ -90,6 +92,7 @@ impl ProcessPoolBuilder {
             handshake_timeout: Duration::from_secs(10),
             restart_workers: false,
             task_time_limit: None,
+            args_chosen: false,
         }
     }
 
@@ -167,9 +170,13 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Arguments for the worker command. In a `#[test]`, pass the name of a
-    /// test that calls [`init`](crate::init), so that the re-run test binary
+    /// Arguments for the worker command. In a `#[test]`, either put
+    /// [`test_worker!`](crate::test_worker!) in the test binary (the pool
+    /// then selects its entry test by itself), or pass the name of a test
+    /// that calls [`init`](crate::init), so that the re-run test binary
     /// becomes a worker: `["worker_entry", "--exact", "--nocapture"]`.
+    /// Setting them, even to none, is an explicit choice: the pool then
+    /// neither selects an entry test nor refuses.
     ///
     /// # Examples
     ///
@@ -187,6 +194,7 @@ impl ProcessPoolBuilder {
         S: Into<OsString>,
     {
         self.spec = self.spec.with_args(args);
+        self.args_chosen = true;
         self
     }
 
@@ -306,7 +314,11 @@ impl ProcessPoolBuilder {
     ///
     /// [`Error::InvalidArgument`] for 0 workers or 0 tasks per child, or
     /// when called inside a worker process (pools do not nest: that would
-    /// let a missing [`init`](crate::init) fork without bound);
+    /// let a missing [`init`](crate::init) fork without bound), or from a
+    /// `#[test]` of a binary without [`test_worker!`](crate::test_worker!)
+    /// when neither `worker_args` nor `worker_command` (nor another
+    /// [`launcher`](Self::launcher)) is set (its workers
+    /// would run the whole test suite);
     /// [`Error::Codec`] if the initializer's argument cannot be serialized.
     ///
     /// # Examples
@@ -324,6 +336,8 @@ impl ProcessPoolBuilder {
                 "a process pool cannot be created inside a worker process".to_string(),
             ));
         }
+        // This executable run again: in a test binary, only its entry test.
+        let rerun_here = self.launcher.is_none();
         let launcher = self.launcher.unwrap_or_else(|| Arc::new(Local::new()));
         let max_workers = self
             .max_workers
@@ -340,12 +354,16 @@ impl ProcessPoolBuilder {
             ));
         }
         let initializer = self.initializer.transpose()?;
+        let mut spec = self.spec;
+        if rerun_here && !self.args_chosen {
+            spec = spec.with_args(crate::test_worker::default_worker_args()?);
+        }
         Ok(ProcessPoolExecutor::from_config(Config {
             max_workers,
             max_tasks_per_child: self.max_tasks_per_child,
             initializer,
             launcher,
-            spec: self.spec,
+            spec,
             handshake_timeout: self.handshake_timeout,
             restart_workers: self.restart_workers,
             task_time_limit: self.task_time_limit,

@@ -261,6 +261,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let panicked = Error::Panicked {
         message: "boom".into(),
         location: Some("src/main.rs:1:1".into()),
+        backtrace: None,
     };
     let pool = vec![
         hello(),

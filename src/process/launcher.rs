@@ -61,9 +61,23 @@ impl StderrTail {
         }
         let mut lines = self.lines.lock();
         if lines.len() == STDERR_TAIL_LINES {
-            lines.pop_front();
+            // Backtrace frames go first: the line that explains the death
+            // ("memory allocation of .. bytes failed", a panic message)
+            // usually comes before a long backtrace.
+            let frame = lines.iter().position(|l| Self::is_frame(l));
+            lines.remove(frame.unwrap_or(0));
         }
         lines.push_back(text);
+    }
+
+    /// A backtrace frame line (`  12: path::to::fn`, `at src/x.rs:3:5`) or
+    /// the note after one.
+    fn is_frame(line: &str) -> bool {
+        let t = line.trim_start();
+        let numbered = t
+            .split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        numbered || t.starts_with("at ") || t.starts_with("note: Some details are omitted")
     }
 
     /// The quoted tail, or an empty string when the worker wrote nothing.
@@ -199,5 +213,40 @@ fn signal_name(sig: i32) -> &'static str {
         25 => "SIGXFSZ",
         31 => "SIGSYS",
         _ => "unknown signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_tail_keeps_the_explaining_lines_over_backtrace_frames() {
+        let tail = StderrTail::default();
+        tail.push(b"memory allocation of 524288000 bytes failed\n");
+        tail.push(b"stack backtrace:\n");
+        for i in 0..40 {
+            tail.push(format!("  {i}: std::frame_{i}\n").as_bytes());
+            tail.push(format!("             at src/lib.rs:{i}:5\n").as_bytes());
+        }
+        let quoted = tail.quote();
+        let lines: Vec<&str> = quoted.lines().skip(1).map(str::trim).collect();
+        assert_eq!(lines.len(), STDERR_TAIL_LINES);
+        assert_eq!(lines[0], "memory allocation of 524288000 bytes failed");
+        assert_eq!(lines[1], "stack backtrace:");
+        assert_eq!(lines[STDERR_TAIL_LINES - 1], "at src/lib.rs:39:5");
+        assert_eq!(lines[STDERR_TAIL_LINES - 2], "39: std::frame_39");
+    }
+
+    #[test]
+    fn stderr_tail_without_frames_keeps_the_last_lines() {
+        let tail = StderrTail::default();
+        for i in 0..20 {
+            tail.push(format!("line {i}\n").as_bytes());
+        }
+        let quoted = tail.quote();
+        let lines: Vec<&str> = quoted.lines().skip(1).map(str::trim).collect();
+        assert_eq!(lines.first(), Some(&"line 8"));
+        assert_eq!(lines.last(), Some(&"line 19"));
     }
 }

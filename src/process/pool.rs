@@ -191,12 +191,12 @@ impl ProcessPoolExecutor {
     ///     Ok(())
     /// }
     /// ```
-    pub fn map<A, R, I>(&self, task: Task<A, R>, items: I) -> Map<R>
+    pub fn map<'a, A, R, I>(&self, task: Task<A, R>, items: I) -> Map<'a, R>
     where
         A: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send + 'a,
     {
         let items = items.into_iter();
         let workers = self.max_workers();
@@ -468,12 +468,12 @@ impl Executor for ProcessPoolExecutor {
         self.submit(task, arg)
     }
 
-    fn map_task<A, R, I>(&self, task: Task<A, R>, items: I) -> Map<R>
+    fn map_task<'a, A, R, I>(&self, task: Task<A, R>, items: I) -> Map<'a, R>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send + 'a,
     {
         self.map(task, items)
     }

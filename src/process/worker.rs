@@ -45,7 +45,8 @@ pub fn init() {
     if !is_worker_process() {
         return;
     }
-    let code = match serve() {
+    name_this_process();
+    let code = match serve_on_a_fresh_thread() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("concurrent-futures worker {}: {e}", std::process::id());
@@ -53,6 +54,48 @@ pub fn init() {
         }
     };
     std::process::exit(code);
+}
+
+/// The stack of the thread that runs the tasks: a main thread's usual 8 MiB
+/// rather than a spawned thread's 2 MiB, since tasks ran on main before.
+const TASK_STACK: usize = 8 << 20;
+
+/// Runs the worker loop on a new thread and waits for it. The thread that
+/// called [`init`] may have entered an async runtime (`#[tokio::main]`);
+/// tasks run outside it, so a task may build and block on its own runtime
+/// (as blocking HTTP clients do) instead of panicking with "Cannot start a
+/// runtime from within a runtime".
+fn serve_on_a_fresh_thread() -> Result<(), Error> {
+    let server = thread::Builder::new()
+        .name("concurrent-futures-worker".into())
+        .stack_size(TASK_STACK)
+        .spawn(serve)
+        .map_err(|e| Error::Io(format!("cannot start the worker thread: {e}")))?;
+    server
+        .join()
+        .unwrap_or_else(|_| Err(Error::Io("the worker loop panicked".to_string())))
+}
+
+/// Renames the process (its `comm`, what `ps` and `top` show) to
+/// `<program>-worker`, so a person can tell a worker from its parent: a
+/// worker started as `/proc/self/exe` would otherwise show up as `exe`.
+/// Best effort, Linux only; `comm` holds 15 bytes.
+fn name_this_process() {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(std::path::Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem: String = stem.chars().filter(char::is_ascii).take(8).collect();
+    let name = if stem.is_empty() {
+        "cf-worker".to_string()
+    } else {
+        format!("{stem}-worker")
+    };
+    // `/proc/self` is the thread group leader: this names the process even
+    // when init() runs on another thread (a test's).
+    let _ = std::fs::write("/proc/self/comm", name);
 }
 
 /// True in a process started by a [`ProcessPoolExecutor`] (and in anything

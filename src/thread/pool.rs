@@ -240,13 +240,13 @@ impl ThreadPoolExecutor {
     /// assert_eq!(lens, [1, 2, 3]);
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
-    pub fn map<F, A, T, I>(&self, f: F, items: I) -> Map<T>
+    pub fn map<'a, F, A, T, I>(&self, f: F, items: I) -> Map<'a, T>
     where
         F: Fn(A) -> T + Send + Sync + 'static,
         A: Send + 'static,
         T: Send + 'static,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send + 'a,
     {
         let source = ClosureSource {
             items: items.into_iter(),
@@ -473,12 +473,12 @@ impl Executor for ThreadPoolExecutor {
         self.submit(move || task.call(arg))
     }
 
-    fn map_task<A, R, I>(&self, task: Task<A, R>, items: I) -> Map<R>
+    fn map_task<'a, A, R, I>(&self, task: Task<A, R>, items: I) -> Map<'a, R>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send + 'a,
     {
         self.map(move |a| task.call(a), items)
     }

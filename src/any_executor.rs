@@ -1,0 +1,103 @@
+//! [`AnyExecutor`]: a thread or a process pool, chosen at run time.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[cfg(unix)]
+use crate::ProcessPoolExecutor;
+use crate::{Executor, Future, Map, Shutdown, Task, ThreadPoolExecutor};
+
+/// Either pool, chosen at run time; it implements [`Executor`].
+///
+/// [`Executor`] has generic methods, so it cannot be a trait object
+/// (`Box<dyn Executor>` is error E0038). Where the choice between threads
+/// and processes is made at run time (a flag, a configuration file), hold
+/// an `AnyExecutor` instead: both pools convert into it with `From`.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{task, AnyExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() -> Result<(), concurrent_futures::Error> {
+///     concurrent_futures::init();
+///     let use_processes = std::env::args().any(|a| a == "--processes");
+///     let pool: AnyExecutor = if use_processes {
+///         ProcessPoolExecutor::new(2)?.into()
+///     } else {
+///         ThreadPoolExecutor::new(2)?.into()
+///     };
+///     let sum: u64 = pool.map_task(task!(square), 1..=3).map(Result::unwrap).sum();
+///     assert_eq!(sum, 14);
+///     assert_eq!(pool.max_workers(), 2);
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyExecutor {
+    /// A [`ThreadPoolExecutor`].
+    Threads(ThreadPoolExecutor),
+    /// A [`ProcessPoolExecutor`] (Unix only).
+    #[cfg(unix)]
+    Processes(ProcessPoolExecutor),
+}
+
+impl From<ThreadPoolExecutor> for AnyExecutor {
+    fn from(pool: ThreadPoolExecutor) -> Self {
+        AnyExecutor::Threads(pool)
+    }
+}
+
+#[cfg(unix)]
+impl From<ProcessPoolExecutor> for AnyExecutor {
+    fn from(pool: ProcessPoolExecutor) -> Self {
+        AnyExecutor::Processes(pool)
+    }
+}
+
+impl Executor for AnyExecutor {
+    fn submit_task<A, R>(&self, task: Task<A, R>, arg: A) -> Future<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        match self {
+            AnyExecutor::Threads(p) => p.submit_task(task, arg),
+            #[cfg(unix)]
+            AnyExecutor::Processes(p) => p.submit_task(task, arg),
+        }
+    }
+
+    fn map_task<'a, A, R, I>(&self, task: Task<A, R>, items: I) -> Map<'a, R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        match self {
+            AnyExecutor::Threads(p) => p.map_task(task, items),
+            #[cfg(unix)]
+            AnyExecutor::Processes(p) => p.map_task(task, items),
+        }
+    }
+
+    fn shutdown_with(&self, options: Shutdown) {
+        match self {
+            AnyExecutor::Threads(p) => Executor::shutdown_with(p, options),
+            #[cfg(unix)]
+            AnyExecutor::Processes(p) => Executor::shutdown_with(p, options),
+        }
+    }
+
+    fn max_workers(&self) -> usize {
+        match self {
+            AnyExecutor::Threads(p) => Executor::max_workers(p),
+            #[cfg(unix)]
+            AnyExecutor::Processes(p) => Executor::max_workers(p),
+        }
+    }
+}
