@@ -44,10 +44,15 @@
 //! ```
 
 mod local;
+mod ship;
+mod slurm;
 mod spawned;
+mod ssh;
 
 pub use local::Local;
+pub use slurm::Slurm;
 pub use spawned::{ChildProcess, Spawned, WorkerProcess};
+pub use ssh::Ssh;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
