@@ -43,6 +43,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+mod client;
 mod local;
 mod ship;
 mod slurm;

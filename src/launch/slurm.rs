@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::process::Command;
 
+use super::client::spawn_client;
 use super::{Launcher, Spawned, WorkerSpec};
 use crate::Error;
 
@@ -180,7 +181,13 @@ impl Launcher for Slurm {
             Ok(job) if self.as_steps() => format!("slurm job {job}"),
             _ => "slurm".to_string(),
         };
-        Spawned::spawn(self.command(spec)?, Some(label))
+        let child = spawn_client(self.command(spec)?).map_err(|e| {
+            Error::Io(format!(
+                "cannot start {} for a worker: {e}",
+                self.srun.to_string_lossy()
+            ))
+        })?;
+        Spawned::from_child(child, Some(label))
     }
 
     /// `SLURM_NTASKS` inside an allocation.

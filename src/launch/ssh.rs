@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::client::spawn_client;
 use super::ship::{
     content_key, describe, remote_command, LastWords, Program, Progress, SharedStdin, ShipReader,
     Tee,
@@ -509,7 +510,15 @@ impl Launcher for Ssh {
             self.state.record(i, Err(e.to_string()));
             e
         };
-        let spawned = Spawned::spawn(cmd, Some(host.clone())).map_err(fail)?;
+        let child = spawn_client(cmd)
+            .map_err(|e| {
+                Error::Io(format!(
+                    "cannot start {} for {host}: {e}",
+                    self.ssh.to_string_lossy()
+                ))
+            })
+            .map_err(fail)?;
+        let spawned = Spawned::from_child(child, Some(host.clone())).map_err(fail)?;
         let Spawned {
             stdin,
             stdout,
