@@ -180,6 +180,87 @@ fn a_launch_that_fails_fails_the_waiting_future_and_the_next_submit_retries() {
     common::with_timeout(LONG, move || drop(pool));
 }
 
+/// The first launch is a real worker; every later one a process that
+/// exits before its handshake (a host that is down).
+#[derive(Debug, Default)]
+struct OneGoodHost {
+    launches: Arc<AtomicUsize>,
+}
+
+impl Launcher for OneGoodHost {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        if self.launches.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Local::new().launch(&spec.clone().with_args(WORKER_ARGS));
+        }
+        let mut down = std::process::Command::new("sh");
+        down.args([
+            "-c",
+            "echo 'ssh: connect to host down: Connection refused' >&2; exit 255",
+        ]);
+        Spawned::spawn(down, Some("down".to_string()))
+    }
+}
+
+#[test]
+fn a_worker_that_never_starts_does_not_break_a_pool_whose_others_work() {
+    let launches = Arc::new(AtomicUsize::new(0));
+    let pool = ProcessPoolExecutor::builder()
+        .launcher(OneGoodHost {
+            launches: Arc::clone(&launches),
+        })
+        .max_workers(2)
+        .restart_workers(true)
+        .build()
+        .expect("build a process pool");
+    let first = pool
+        .submit(task!(pid), ())
+        .result()
+        .expect("the good worker");
+    // Busy the good worker so that the pool wants a second one, which
+    // fails before its handshake, round after round.
+    let started = std::time::Instant::now();
+    for round in 0..10u64 {
+        let busy = pool.submit(task!(sleep_ms), 50);
+        let futs: Vec<_> = (0..5u64)
+            .map(|x| pool.submit(task!(square), round + x))
+            .collect();
+        assert_eq!(busy.result(), Ok(first));
+        for (x, mut f) in (0..5u64).zip(futs) {
+            assert_eq!(f.result_timeout(LONG), Ok((round + x) * (round + x)));
+        }
+    }
+    // Every task ran on the good worker; the bad one was retried with
+    // backoff (0.1 s, 0.2 s, 0.4 s, ...), not once per submit.
+    assert_eq!(pool.worker_pids(), [first]);
+    let tries = launches.load(Ordering::SeqCst) - 1;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(tries >= 1, "the second worker was never tried");
+    assert!(
+        (tries as f64) <= 3.0 + seconds * 10.0 && tries < 20,
+        "{tries} launches in {seconds:.2} s: a tight respawn loop"
+    );
+    common::with_timeout(LONG, move || drop(pool));
+}
+
+#[test]
+fn a_lone_worker_that_never_starts_breaks_the_pool_even_under_restart() {
+    let launches = Arc::new(AtomicUsize::new(1)); // every launch is "down"
+    let pool = ProcessPoolExecutor::builder()
+        .launcher(OneGoodHost {
+            launches: Arc::clone(&launches),
+        })
+        .max_workers(2)
+        .restart_workers(true)
+        .build()
+        .expect("build a process pool");
+    let mut fut = pool.submit(task!(square), 2);
+    assert!(matches!(
+        fut.result_timeout(LONG),
+        Err(Error::BrokenPool(m)) if m.contains("on down") && m.contains("Connection refused")
+    ));
+    common::with_timeout(LONG, move || drop(pool));
+}
+
 #[test]
 fn worker_command_is_a_local_launcher() {
     let exe = std::env::current_exe().expect("the test binary");

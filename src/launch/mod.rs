@@ -8,8 +8,10 @@
 //! and reap it, and a label for error messages. The pool does the rest:
 //! handshake, dispatch, failures, time limits.
 //!
-//! [`Local`] (the default) runs this executable again on this machine.
-//! Users can write their own launcher, for example one that runs
+//! [`Local`] (the default) runs this executable again on this machine;
+//! [`Ssh`] runs workers on other machines through the system's `ssh`
+//! client, shipping this executable there; [`Slurm`] runs them as Slurm job
+//! steps (or jobs) through `srun`. Users can write their own launcher, for example one that runs
 //! `kubectl exec -i` into a pod:
 //!
 //! ```
@@ -43,11 +45,17 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+mod client;
 mod local;
+mod ship;
+mod slurm;
 mod spawned;
+mod ssh;
 
 pub use local::Local;
+pub use slurm::Slurm;
 pub use spawned::{ChildProcess, Spawned, WorkerProcess};
+pub use ssh::Ssh;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

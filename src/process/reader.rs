@@ -55,15 +55,19 @@ fn read_until_exit(
 ) -> Result<(), Error> {
     let mut r = BufReader::with_capacity(256 * 1024, stdout);
     let pid = handshake(&mut r)?;
+    let next = if shared.config.initializer.is_some() {
+        Stage::Initializing
+    } else {
+        Stage::Ready
+    };
     {
         let mut link = worker.link.lock();
         link.hello_pid = Some(pid);
-        let next = if shared.config.initializer.is_some() {
-            Stage::Initializing
-        } else {
-            Stage::Ready
-        };
         worker.set_stage(&mut link, next);
+    }
+    if next == Stage::Ready {
+        // Not under the link's lock: the pool's lock comes first.
+        shared.worker_ready();
     }
     while let Some(frame) = read_frame(&mut r)? {
         match FromWorker::decode(&frame)? {
@@ -123,8 +127,9 @@ fn read_until_exit(
                         worker.set_stage(&mut link, next);
                     }
                 }
-                if let Some(why) = failed {
-                    shared.break_pool(format!("the initializer failed: {why}"));
+                match failed {
+                    Some(why) => shared.break_pool(format!("the initializer failed: {why}")),
+                    None => shared.worker_ready(),
                 }
             }
         }

@@ -2,6 +2,9 @@
 //! tasks no worker holds yet, the workers, and the rules for a worker's
 //! end (break the pool, or replace the worker and send what it had not
 //! started elsewhere).
+//!
+//! Lock order: the pool's `state`, then a worker's `link`, then the
+//! timer's. Nothing takes `state` while holding a `link`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +39,10 @@ pub(crate) struct State {
     starting: usize,
     /// Writers of idle workers waiting for a job.
     idle_waiting: usize,
+    /// Workers in a row that died before they were ready, and the time
+    /// before which no other is launched (backoff).
+    failed_starts: u32,
+    launch_after: Option<Instant>,
     /// Writer and reader threads not yet joined.
     threads: Vec<JoinHandle<()>>,
 }
@@ -69,6 +76,8 @@ impl Shared {
                 workers: Vec::new(),
                 starting: 0,
                 idle_waiting: 0,
+                failed_starts: 0,
+                launch_after: None,
                 threads: Vec::new(),
             }),
             work: Condvar::new(),
@@ -252,11 +261,41 @@ impl Shared {
             }
             return self.reroute(held.into_iter().map(|s| s.job));
         }
-        // A worker that was never ready breaks the pool under either
-        // policy: its replacement would fail the same way, and restarting
-        // would start processes without end.
+        if self.config.restart_workers && self.backs_off(&reason) {
+            // Never ready, but other workers live (another host may be
+            // down while this one works): try again later.
+            return fail_all(held, Error::BrokenPool(reason));
+        }
+        // A worker that was never ready, alone, breaks the pool under
+        // either policy: its replacement would fail the same way, and
+        // restarting would start processes without end.
         self.break_pool(reason.clone());
         fail_all(held, Error::BrokenPool(reason));
+    }
+
+    /// A worker died before it was ready. If other workers live, the pool
+    /// goes on without it and launches no other before a backoff (0.1 s,
+    /// doubling to 30 s; a worker that becomes ready resets it): true.
+    /// False if no worker is left.
+    fn backs_off(&self, reason: &str) -> bool {
+        let mut st = self.state.lock();
+        if st.workers.is_empty() && st.starting == 0 {
+            return false;
+        }
+        st.failed_starts = st.failed_starts.saturating_add(1);
+        let delay = Duration::from_millis(100)
+            .saturating_mul(1 << st.failed_starts.min(9).saturating_sub(1))
+            .min(Duration::from_secs(30));
+        st.launch_after = Some(Instant::now() + delay);
+        eprintln!("concurrent-futures: {reason}; the pool goes on with its other workers and tries again in {delay:?}");
+        true
+    }
+
+    /// A worker became ready: launches need no more backoff.
+    pub(crate) fn worker_ready(&self) {
+        let mut st = self.state.lock();
+        st.failed_starts = 0;
+        st.launch_after = None;
     }
 
     /// Starts a worker if jobs are queued, more are outstanding than the
@@ -264,8 +303,10 @@ impl Shared {
     /// slot is reserved under the lock; the launch happens without it.
     fn start_if_needed(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
         let live = st.workers.iter().filter(|w| !w.leaving()).count() + st.starting;
+        let backing_off = st.launch_after.is_some_and(|t| Instant::now() < t);
         let wanted = !st.queue.is_empty()
             && st.broken.is_none()
+            && !backing_off
             && live < self.config.max_workers
             && self.outstanding.load(Ordering::Acquire) > live;
         if !wanted {

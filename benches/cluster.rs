@@ -1,0 +1,197 @@
+//! The process pool over ssh and srun, beside the local pool: one run on
+//! loopback, 2 workers each.
+//!
+//! ```text
+//! eval "$(scripts/test-cluster start)"
+//! salloc -n 2 cargo bench --bench cluster
+//! ```
+//!
+//! Rows: pool start to first result; pipelined round trips (10,000 no-ops
+//! submitted, then the results); map of 100,000 no-ops; heavy_compute(1e7)
+//! x8 speedup over serial. A launcher whose daemons are not there (no
+//! `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note. The Python
+//! peer (dask.distributed) is `/work/shared/bench/dask_peer.py`; run it with
+//! `BENCH_DASK_PYTHON=path/to/venv/bin/python`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use concurrent_futures::launch::{Local, Slurm, Ssh};
+use concurrent_futures::{task, Future, ProcessPoolBuilder, ProcessPoolExecutor};
+
+const ROUND_TRIPS: u64 = 10_000;
+const MAPPED: u64 = 100_000;
+const HEAVY_TASKS: usize = 8;
+const HEAVY_N: u64 = 10_000_000;
+const WORKERS: usize = 2;
+
+fn noop(x: u64) -> u64 {
+    x
+}
+
+fn heavy_compute(n: u64) -> u64 {
+    (0..n).fold(0u64, |acc, i| acc.wrapping_add(black_box(i * i)))
+}
+
+fn reps() -> usize {
+    std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The launchers to compare, by name; `None` when not available here.
+type Make = Box<dyn Fn() -> ProcessPoolBuilder>;
+
+fn launchers() -> Vec<(&'static str, Option<Make>)> {
+    fn base() -> ProcessPoolBuilder {
+        ProcessPoolExecutor::builder().max_workers(WORKERS)
+    }
+    let ssh = std::env::var_os("CF_SSH_CONFIG").map(|config| {
+        // One launcher for every pool: its host checks are done once.
+        let ssh = Ssh::new()
+            .ssh_args([std::ffi::OsString::from("-F"), config])
+            .host("node1", 1)
+            .host("node2", 1);
+        Box::new(move || base().launcher(ssh.clone())) as Make
+    });
+    let slurm = std::env::var_os("SLURM_JOB_ID")
+        .map(|_| Box::new(|| base().launcher(Slurm::new())) as Make);
+    vec![
+        (
+            "local",
+            Some(Box::new(|| base().launcher(Local::new())) as Make),
+        ),
+        ("ssh", ssh),
+        ("srun", slurm),
+    ]
+}
+
+fn row(launcher: &str, name: &str, value: String) {
+    println!("| {launcher} | {name} | {value} |");
+}
+
+fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder, serial: f64) {
+    let reps = reps();
+    // Start to first result: a fresh pool each time (the ssh cache is warm
+    // after the first).
+    let starts: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let pool = make().build().expect("pool");
+            pool.submit(task!(noop), 1).result().expect("first");
+            let dt = t.elapsed().as_secs_f64();
+            pool.shutdown();
+            dt
+        })
+        .collect();
+    row(
+        name,
+        "pool start to first result",
+        format!("{:.0} ms", 1e3 * median(starts)),
+    );
+
+    let pool = make().build().expect("pool");
+    // Warm: every worker started.
+    let warm: Vec<Future<u64>> = (0..64).map(|i| pool.submit(task!(noop), i)).collect();
+    for f in warm {
+        f.result().expect("warm");
+    }
+    let rates: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let fs: Vec<Future<u64>> = (0..ROUND_TRIPS)
+                .map(|i| pool.submit(task!(noop), i))
+                .collect();
+            let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
+            black_box(s);
+            ROUND_TRIPS as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    row(
+        name,
+        "submit+result noop x10,000",
+        format!("{:.0}/s", median(rates)),
+    );
+
+    let rates: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let s: u64 = pool
+                .map(task!(noop), 0..MAPPED)
+                .map(|r| r.expect("map"))
+                .sum();
+            black_box(s);
+            MAPPED as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    row(
+        name,
+        "map noop x100,000",
+        format!("{:.1}M items/s", median(rates) / 1e6),
+    );
+
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let s: Vec<u64> = pool
+                .map(task!(heavy_compute), vec![HEAVY_N; HEAVY_TASKS])
+                .collect::<Result<_, _>>()
+                .expect("heavy");
+            black_box(s);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    row(
+        name,
+        "heavy_compute(1e7) x8: speedup vs serial",
+        format!("{:.2}x", serial / median(times)),
+    );
+}
+
+fn dask() {
+    let Some(python) = std::env::var_os("BENCH_DASK_PYTHON") else {
+        println!("(dask: set BENCH_DASK_PYTHON to a python with dask[distributed])");
+        return;
+    };
+    let peer =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/dask_peer.py");
+    let peer = std::env::var_os("BENCH_DASK_PEER").map_or(peer, Into::into);
+    match std::process::Command::new(python).arg(&peer).output() {
+        Ok(out) => {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                println!("| dask | {line} |");
+            }
+        }
+        Err(e) => println!("(dask: cannot run {}: {e})", peer.display()),
+    }
+}
+
+fn main() {
+    concurrent_futures::init();
+    let reps = reps();
+    let serial = median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..HEAVY_TASKS {
+                    black_box(heavy_compute(black_box(HEAVY_N)));
+                }
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    println!("| launcher | row | figure |\n|---|---|---|");
+    for (name, builder) in launchers() {
+        match builder {
+            Some(make) => bench(name, make, serial),
+            None => println!("| {name} | skipped: daemons not running (scripts/test-cluster) | |"),
+        }
+    }
+    dask();
+}

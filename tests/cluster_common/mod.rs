@@ -1,0 +1,123 @@
+//! The daemons the cluster tests run against (started by
+//! `scripts/test-cluster`), and pool builders for each launcher.
+//!
+//! A test that needs a daemon calls [`ssh_config`] or [`slurm`] first. When
+//! the daemons are not there, it fails under `CI=true` and otherwise says
+//! what to install and run, and returns.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use concurrent_futures::launch::{Slurm, Ssh};
+use concurrent_futures::ProcessPoolBuilder;
+
+use crate::process_common::builder;
+
+/// How to get the daemons, for the message of a test that cannot run.
+const HOW: &str = "apt-get install openssh-server openssh-client slurm-wlm munge \
+    (or: scripts/test-cluster install), then run the tests with \
+    `scripts/test-cluster test` (it starts the daemons and runs them inside `salloc -n 2`)";
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")
+}
+
+/// Fails under CI, else prints why the test does not run.
+fn unavailable(what: &str) -> Option<std::convert::Infallible> {
+    assert!(
+        !in_ci(),
+        "{what} (CI=true: the cluster daemons must run); {HOW}"
+    );
+    eprintln!("skipped: {what}; to run it: {HOW}");
+    None
+}
+
+/// The ssh config written by `scripts/test-cluster` (hosts `node1`,
+/// `node2`, `down`, `unknown`, `denied`), or `None` after saying why.
+pub fn ssh_config() -> Option<PathBuf> {
+    match std::env::var_os("CF_SSH_CONFIG").map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        Some(p) => {
+            unavailable(&format!("{} does not exist", p.display()))?;
+            None
+        }
+        None => {
+            unavailable("CF_SSH_CONFIG is not set (no test sshd)")?;
+            None
+        }
+    }
+}
+
+/// The scratch directory of `scripts/test-cluster`.
+pub fn cluster_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CF_CLUSTER_DIR").expect("CF_CLUSTER_DIR is set with CF_SSH_CONFIG"),
+    )
+}
+
+/// An ssh launcher on `hosts` (one slot each unless given) through the
+/// test config.
+pub fn ssh(config: &std::path::Path, hosts: &[(&str, usize)]) -> Ssh {
+    let mut ssh = Ssh::new().ssh_args([std::ffi::OsString::from("-F"), config.into()]);
+    for (h, slots) in hosts {
+        ssh = ssh.host(*h, *slots);
+    }
+    ssh
+}
+
+/// Slurm tests share the allocation's CPUs: one at a time.
+pub struct SlurmGuard(MutexGuard<'static, ()>);
+
+/// Inside an allocation of at least 2 tasks: the lock that keeps Slurm
+/// tests apart; else `None` after saying why.
+pub fn slurm() -> Option<SlurmGuard> {
+    static ONE: Mutex<()> = Mutex::new(());
+    if std::env::var_os("SLURM_CONF").is_none() {
+        unavailable("SLURM_CONF is not set (no test Slurm)")?;
+    }
+    let tasks: usize = std::env::var("SLURM_NTASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if std::env::var_os("SLURM_JOB_ID").is_none() || tasks < 2 {
+        unavailable("not inside a Slurm allocation of 2 tasks (salloc -n 2)")?;
+    }
+    Some(SlurmGuard(ONE.lock().unwrap_or_else(|e| e.into_inner())))
+}
+
+/// Which launcher a suite runs over.
+#[derive(Debug, Clone, Copy)]
+pub enum Via {
+    Local,
+    Ssh,
+    Slurm,
+}
+
+/// Holds whatever a pool over `via` needs while it runs.
+pub struct Env {
+    _slurm: Option<SlurmGuard>,
+}
+
+/// A pool builder of 2 workers over `via`, or `None` (after saying why)
+/// when its daemons are not there.
+pub fn pool_builder(via: Via) -> Option<(ProcessPoolBuilder, Env)> {
+    let env = Env { _slurm: None };
+    let b = builder().max_workers(2);
+    match via {
+        Via::Local => Some((b, env)),
+        Via::Ssh => {
+            let config = ssh_config()?;
+            Some((b.launcher(ssh(&config, &[("node1", 1), ("node2", 1)])), env))
+        }
+        Via::Slurm => {
+            let guard = slurm()?;
+            Some((
+                b.launcher(Slurm::new()),
+                Env {
+                    _slurm: Some(guard),
+                },
+            ))
+        }
+    }
+}
