@@ -36,9 +36,15 @@ use crate::launch::WorkerProcess;
 
 /// The largest window: tasks sent and not answered.
 pub(crate) const MAX_WINDOW: usize = 512;
-/// A task this many round trips long or longer is not pipelined: it is
-/// sent only to a worker with nothing else to do.
+/// A task this many round trips long or longer (and at least
+/// [`SHORT_FLOOR`]) is not pipelined: it is sent only to a worker with
+/// nothing else to do.
 const PIPELINE_RATIO: f64 = 8.0;
+/// Tasks shorter than this are always pipelined: on a machine with a round
+/// trip of tens of microseconds, waiting one trip per task of a few hundred
+/// microseconds would idle the worker for a sixth of its time, while a task
+/// of less than this queued behind another waits at most that long.
+const SHORT_FLOOR: Duration = Duration::from_millis(1);
 /// The work a window of short tasks should hold beyond a round trip.
 const WINDOW_TARGET: Duration = Duration::from_millis(1);
 /// The smallest round trip assumed (a first estimate can be too low).
@@ -120,7 +126,8 @@ impl Pace {
     /// The run time from which a task counts as long: not pipelined, and
     /// nothing is pipelined behind it.
     fn long_ns(&self) -> f64 {
-        PIPELINE_RATIO * self.rtt_ns.max(MIN_RTT.as_nanos() as f64)
+        (PIPELINE_RATIO * self.rtt_ns.max(MIN_RTT.as_nanos() as f64))
+            .max(SHORT_FLOOR.as_nanos() as f64)
     }
 
     /// One task pipelined while short against the round trip; enough of
@@ -394,8 +401,9 @@ mod tests {
 
     #[test]
     fn long_tasks_are_never_pipelined() {
-        // 50 ms tasks, locally and over a 20 ms network.
+        // 50 ms tasks, locally and over a 20 ms network; 1 ms tasks here.
         assert_eq!(pace(50_000, 60).window(), 1);
+        assert_eq!(pace(1_000, 20).window(), 1);
         assert_eq!(pace(200_000, 20_000).window(), 1);
     }
 
@@ -404,6 +412,8 @@ mod tests {
         assert_eq!(pace(1, 60).window(), MAX_WINDOW);
         // 0.3 ms tasks with a 60 us round trip: (60 + 1000) / 300.
         assert_eq!(pace(300, 60).window(), 4);
+        // ... and with a 20 us one: still short (under the 1 ms floor).
+        assert_eq!(pace(300, 20).window(), 4);
         // 5 ms tasks over a 20 ms network: (20 + 1) / 5.
         assert_eq!(pace(5_000, 20_000).window(), 5);
     }
