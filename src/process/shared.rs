@@ -37,8 +37,6 @@ pub(crate) struct State {
     pub(crate) workers: Vec<Arc<Worker>>,
     /// Workers being launched (a slot reserved, the launch not done).
     starting: usize,
-    /// Writers of idle workers waiting for a job.
-    idle_waiting: usize,
     /// Workers in a row that died before they were ready, and the time
     /// before which no other is launched (backoff).
     failed_starts: u32,
@@ -75,7 +73,6 @@ impl Shared {
                 broken: None,
                 workers: Vec::new(),
                 starting: 0,
-                idle_waiting: 0,
                 failed_starts: 0,
                 launch_after: None,
                 threads: Vec::new(),
@@ -120,7 +117,6 @@ impl Shared {
     /// worker is gone, or the pool is shutting down and nothing is queued.
     pub(crate) fn take_jobs(&self, worker: &Worker, left: Option<usize>) -> Option<Vec<Job>> {
         let mut st = self.state.lock();
-        let mut counted = false;
         let taken = loop {
             if worker.leaving() {
                 break None;
@@ -133,7 +129,13 @@ impl Shared {
             if room == 0 {
                 break Some(Vec::new());
             }
-            let others_idle = st.idle_waiting - usize::from(counted);
+            // Counted as they are now, not as they were when their writers
+            // began to wait: a worker whose answer came meanwhile is idle.
+            let others_idle = st
+                .workers
+                .iter()
+                .filter(|w| !std::ptr::eq(Arc::as_ptr(w), worker) && w.waits_idle())
+                .count();
             let spare = if idle {
                 st.queue.len()
             } else {
@@ -157,14 +159,14 @@ impl Shared {
             } else if st.closing {
                 break None;
             }
-            if idle && !counted {
-                st.idle_waiting += 1;
-                counted = true;
-            }
+            worker.waiting.store(true, Ordering::Relaxed);
             self.work.wait(&mut st);
+            worker.waiting.store(false, Ordering::Relaxed);
         };
-        if counted {
-            st.idle_waiting -= 1;
+        if !matches!(&taken, Some(jobs) if !jobs.is_empty()) && !st.queue.is_empty() {
+            // The wake-up that brought us here may have been meant for the
+            // queue: pass it on to a writer that can take it.
+            self.work.notify_all();
         }
         taken
     }
