@@ -3,10 +3,13 @@
 mod common;
 mod process_common;
 
+use std::io;
+use std::process::ExitStatus;
 use std::thread;
 use std::time::Duration;
 
-use concurrent_futures::task;
+use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerProcess, WorkerSpec};
+use concurrent_futures::{task, Error, ProcessPoolExecutor};
 use process_common::*;
 
 /// The worker side: `init()` serves tasks when this binary runs as a worker
@@ -48,5 +51,65 @@ fn a_queued_task_never_waits_behind_a_long_one_while_a_worker_is_idle() {
             scratch.open();
             assert!(long.result().is_ok());
         }
+    });
+}
+/// Kills through the inner process only after `delay`: a kill that lands
+/// late, as one through `ssh` or `srun` may (or a local one racing the
+/// task's answer).
+#[derive(Debug)]
+struct SlowKill {
+    inner: Box<dyn WorkerProcess>,
+    delay: Duration,
+}
+
+impl WorkerProcess for SlowKill {
+    fn kill(&mut self) -> io::Result<()> {
+        thread::sleep(self.delay);
+        self.inner.kill()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.inner.try_wait()
+    }
+}
+
+#[derive(Debug)]
+struct SlowKillLauncher {
+    delay: Duration,
+}
+
+impl Launcher for SlowKillLauncher {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        let mut spawned = Local::new().launch(&spec.clone().with_args(WORKER_ARGS))?;
+        spawned.process = Box::new(SlowKill {
+            inner: spawned.process,
+            delay: self.delay,
+        });
+        Ok(spawned)
+    }
+}
+
+/// The time limit fired while the task was still running, but the task
+/// answered before the kill landed. The pool took the kill for a crash and
+/// broke (default policy). A time limit never breaks the pool.
+#[test]
+fn a_time_limit_kill_that_lands_after_the_answer_does_not_break_the_pool() {
+    common::with_timeout(LONG, || {
+        let pool = ProcessPoolExecutor::builder()
+            .launcher(SlowKillLauncher {
+                delay: Duration::from_millis(400),
+            })
+            .max_workers(1)
+            .build()
+            .expect("build the pool");
+        // Warm: the worker is up, so the limit counts from the send.
+        assert_eq!(pool.submit(task!(square), 3).result(), Ok(9));
+        let mut late = pool.submit(task!(sleep_ms).time_limit(Duration::from_millis(100)), 200);
+        let worker = late
+            .result_timeout(LONG)
+            .expect("it answered before the kill");
+        eventually("the worker killed and reaped", || reaped(worker));
+        let mut after = pool.submit(task!(square), 4);
+        assert_eq!(after.result_timeout(LONG), Ok(16));
     });
 }

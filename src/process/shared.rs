@@ -245,12 +245,16 @@ impl Shared {
             (&fate, held.front()),
             (Some(Fate::TimeLimit { seq, .. }), Some(front)) if front.seq == *seq
         );
-        if !ran_past_limit && matches!(fate, Some(Fate::Stopped(_))) {
+        // Killed at a time limit, even if the task answered just before
+        // the kill landed (then the front, if any, is the task after it):
+        // not a crash, so never a broken pool.
+        let time_limit = matches!(fate, Some(Fate::TimeLimit { .. }));
+        if !time_limit && matches!(fate, Some(Fate::Stopped(_))) {
             // Stopped on purpose (kill_workers, terminate_workers).
             return fail_all(held, Error::BrokenPool(reason));
         }
         let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
-        if ran_past_limit || (self.config.restart_workers && became_ready) {
+        if time_limit || (self.config.restart_workers && became_ready) {
             // Only the task that ran fails; the others never started.
             if let Some(front) = held.pop_front() {
                 let error = match fate {
