@@ -5,6 +5,8 @@ mod process_common;
 
 use std::io;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -111,5 +113,61 @@ fn a_time_limit_kill_that_lands_after_the_answer_does_not_break_the_pool() {
         eventually("the worker killed and reaped", || reaped(worker));
         let mut after = pool.submit(task!(square), 4);
         assert_eq!(after.result_timeout(LONG), Ok(16));
+    });
+}
+/// Blocks every launch until it is let go; counts them.
+#[derive(Debug, Default)]
+struct HeldLaunch {
+    entered: Arc<AtomicUsize>,
+    go: Arc<AtomicBool>,
+}
+
+impl Launcher for HeldLaunch {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        while !self.go.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(2));
+        }
+        Local::new().launch(&spec.clone().with_args(WORKER_ARGS))
+    }
+}
+
+/// A submit accepted just before `shutdown` still had its worker being
+/// launched; `shutdown()` found no thread to join and returned at once,
+/// with the task not even started.
+#[test]
+fn shutdown_waits_for_a_worker_being_launched() {
+    common::with_timeout(LONG, || {
+        let (entered, go) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let pool = Arc::new(
+            ProcessPoolExecutor::builder()
+                .launcher(HeldLaunch {
+                    entered: Arc::clone(&entered),
+                    go: Arc::clone(&go),
+                })
+                .max_workers(1)
+                .build()
+                .expect("build the pool"),
+        );
+        let p = Arc::clone(&pool);
+        let submitter = thread::spawn(move || p.submit(task!(sleep_ms), 100));
+        eventually("the launch began", || entered.load(Ordering::SeqCst) == 1);
+        let g = Arc::clone(&go);
+        let opener = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            g.store(true, Ordering::SeqCst);
+        });
+        pool.shutdown();
+        assert!(
+            go.load(Ordering::SeqCst),
+            "shutdown returned before the launch it had to wait for ended"
+        );
+        let fut = submitter.join().expect("the submit");
+        assert!(fut.done(), "shutdown returned before the task ran");
+        assert!(fut.result().is_ok());
+        opener.join().expect("the opener");
     });
 }

@@ -372,6 +372,7 @@ impl Shared {
         let mut st = self.state.lock();
         let failed = writer.is_err() || reader.is_err();
         st.threads.extend(writer.into_iter().chain(reader));
+        self.changed.notify_all();
         if failed {
             st.workers.retain(|w| !Arc::ptr_eq(w, &worker));
             drop(st);
@@ -425,7 +426,19 @@ impl Shared {
             None => true,
         };
         loop {
-            let threads = std::mem::take(&mut self.state.lock().threads);
+            let threads = {
+                let mut st = self.state.lock();
+                // A submit accepted before `closing` may still be launching
+                // its worker, without the lock and without threads yet:
+                // wait for them (a deadline has already killed what lives).
+                while deadline.is_none()
+                    && st.threads.is_empty()
+                    && (st.starting > 0 || !st.workers.is_empty())
+                {
+                    self.changed.wait(&mut st);
+                }
+                std::mem::take(&mut st.threads)
+            };
             if threads.is_empty() {
                 break;
             }
