@@ -171,3 +171,55 @@ fn shutdown_waits_for_a_worker_being_launched() {
         opener.join().expect("the opener");
     });
 }
+/// The first launch is a real worker; every later one a process that
+/// exits before its handshake (a host that is down).
+#[derive(Debug, Default)]
+struct OneGoodHost {
+    launches: Arc<AtomicUsize>,
+}
+
+impl Launcher for OneGoodHost {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        if self.launches.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Local::new().launch(&spec.clone().with_args(WORKER_ARGS));
+        }
+        let mut down = std::process::Command::new("sh");
+        down.args(["-c", "echo 'host down' >&2; exit 255"]);
+        Spawned::spawn(down, Some("down".to_string()))
+    }
+}
+
+/// Under `restart_workers` a worker that never started made the pool back
+/// off because another worker lived; that one was retiring, and when it
+/// exited during the backoff nothing launched a worker for the queued task
+/// again: its future never completed, and `shutdown` returned with it
+/// pending.
+#[test]
+fn a_backoff_never_leaves_queued_work_without_a_worker() {
+    common::with_timeout(LONG, || {
+        let scratch = Scratch::new("backoff");
+        let launches = Arc::new(AtomicUsize::new(0));
+        let pool = ProcessPoolExecutor::builder()
+            .launcher(OneGoodHost {
+                launches: Arc::clone(&launches),
+            })
+            .max_workers(2)
+            .restart_workers(true)
+            .max_tasks_per_child(1)
+            .build()
+            .expect("build the pool");
+        let first = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        // The good worker retires after this task: the queued one needs a
+        // new worker, which fails; the pool backs off.
+        let mut queued = pool.submit(task!(square), 5);
+        eventually("the second launch", || launches.load(Ordering::SeqCst) >= 2);
+        thread::sleep(Duration::from_millis(20));
+        scratch.open();
+        assert!(first.result().is_ok());
+        assert!(matches!(
+            queued.result_timeout(LONG),
+            Err(Error::BrokenPool(m)) if m.contains("on down")
+        ));
+    });
+}

@@ -309,7 +309,11 @@ impl Shared {
     /// slot is reserved under the lock; the launch happens without it.
     fn start_if_needed(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
         let live = st.workers.iter().filter(|w| !w.leaving()).count() + st.starting;
-        let backing_off = st.launch_after.is_some_and(|t| Instant::now() < t);
+        // The backoff spares a pool whose other workers take the queue;
+        // with none left (they retired or died meanwhile) nothing would
+        // ever launch again, so launch now: if this one fails too, it is
+        // alone and breaks the pool.
+        let backing_off = live > 0 && st.launch_after.is_some_and(|t| Instant::now() < t);
         let wanted = !st.queue.is_empty()
             && st.broken.is_none()
             && !backing_off
