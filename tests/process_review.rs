@@ -223,3 +223,39 @@ fn a_backoff_never_leaves_queued_work_without_a_worker() {
         ));
     });
 }
+/// Counts the threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+/// The child side of the test below: runs when `CF_TIMER_CHILD` is set.
+#[test]
+fn timer_child() {
+    if std::env::var("CF_TIMER_CHILD").is_err() {
+        return;
+    }
+    let before = threads();
+    let pool = pool(1);
+    let fut = pool.submit(task!(square).time_limit(LONG), 3);
+    let holder = Arc::new(std::sync::Mutex::new(Some(pool)));
+    let h = Arc::clone(&holder);
+    let (tx, rx) = std::sync::mpsc::channel();
+    fut.add_done_callback(move |_| {
+        drop(h.lock().unwrap().take());
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LONG).expect("the callback ran");
+    let settled = within(Duration::from_secs(3), || threads() == before);
+    println!("threads-settled {settled} {} {before}", threads());
+}
+
+/// A pool whose last handle is dropped in a done-callback (on its own
+/// reader thread) cannot join its threads; they end on their own, but the
+/// time-limit thread waited for deadlines forever.
+#[test]
+fn the_time_limit_thread_ends_with_a_pool_dropped_on_its_own_thread() {
+    let mut child = ChildRun::start("timer_child", &[("CF_TIMER_CHILD", "1")]);
+    let line = child.line_after("threads-settled");
+    assert!(line.starts_with("true"), "threads left behind: {line}");
+    assert!(child.wait_exit().success());
+}
