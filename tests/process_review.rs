@@ -259,3 +259,31 @@ fn the_time_limit_thread_ends_with_a_pool_dropped_on_its_own_thread() {
     assert!(line.starts_with("true"), "threads left behind: {line}");
     assert!(child.wait_exit().success());
 }
+
+/// `shutdown_timeout` cancels the queued futures when its deadline passes;
+/// their done-callbacks run on the calling thread, which held the lock
+/// that concurrent shutdowns wait on. A callback that shut the pool down
+/// (or dropped its last handle) waited for that lock: a self-deadlock.
+#[test]
+fn a_callback_that_shuts_down_during_shutdown_timeout_does_not_deadlock() {
+    common::with_timeout(LONG, || {
+        let scratch = Scratch::new("cancel-callback");
+        let pool = Arc::new(pool(1));
+        let stuck = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let queued = pool.submit(task!(square), 2);
+        let p = Arc::clone(&pool);
+        let (tx, rx) = std::sync::mpsc::channel();
+        queued.add_done_callback(move |_| {
+            p.shutdown();
+            let _ = tx.send(());
+        });
+        assert!(!pool.shutdown_timeout(Duration::from_millis(100)));
+        assert_eq!(rx.recv_timeout(LONG), Ok(()), "the callback returned");
+        assert!(queued.cancelled());
+        assert!(matches!(
+            stuck.result(),
+            Err(Error::BrokenPool(m)) if m.contains("shutdown_timeout")
+        ));
+    });
+}

@@ -424,10 +424,10 @@ impl Shared {
             return false;
         }
         // Concurrent callers all wait until the joining is done.
-        let _joining = self.joining.lock();
-        let in_time = match deadline {
+        let joining = self.joining.lock();
+        let (in_time, cancelled) = match deadline {
             Some((at, limit)) => self.wait_or_kill(at, limit),
-            None => true,
+            None => (true, VecDeque::new()),
         };
         loop {
             let threads = {
@@ -451,12 +451,19 @@ impl Shared {
             }
         }
         self.timer.close();
+        drop(joining);
+        // Their done-callbacks may shut the pool down again: not while
+        // this thread holds `joining`.
+        for job in cancelled {
+            job.abandon(None);
+        }
         in_time
     }
 
-    /// Waits until every worker is gone or `at`; then cancels what is
-    /// queued and kills the workers. True if they were gone in time.
-    fn wait_or_kill(&self, at: Instant, limit: Duration) -> bool {
+    /// Waits until every worker is gone or `at`; then takes what is
+    /// queued (for the caller to cancel) and kills the workers. True if
+    /// they were gone in time.
+    fn wait_or_kill(&self, at: Instant, limit: Duration) -> (bool, VecDeque<Job>) {
         let mut st = self.state.lock();
         while !(st.workers.is_empty() && st.starting == 0 && st.queue.is_empty()) {
             if self.changed.wait_until(&mut st, at).timed_out() {
@@ -464,7 +471,7 @@ impl Shared {
             }
         }
         if st.workers.is_empty() && st.starting == 0 && st.queue.is_empty() {
-            return true;
+            return (true, VecDeque::new());
         }
         let reason = format!("killed by shutdown_timeout({limit:?})");
         if st.broken.is_none() {
@@ -473,13 +480,10 @@ impl Shared {
         let queued = std::mem::take(&mut st.queue);
         let workers = st.workers.clone();
         drop(st);
-        for job in queued {
-            job.abandon(None);
-        }
         for w in workers {
             w.stop(Fate::Stopped(reason.clone()), true);
         }
-        false
+        (false, queued)
     }
 }
 
