@@ -243,6 +243,9 @@ pub(crate) struct Worker {
     /// Stage is `Retiring` or `Gone`: readable without the lock, for the
     /// pool's count of workers that take tasks.
     leaving: AtomicBool,
+    /// Its writer waits in `Shared::take_jobs` for work (written under the
+    /// pool's lock).
+    pub(crate) waiting: AtomicBool,
     /// Copies the worker's stderr; joined once the worker is gone.
     stderr_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -269,6 +272,7 @@ impl Worker {
             process: Mutex::new(Some(process)),
             tail,
             leaving: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
             stderr_thread: Mutex::new(stderr_thread),
         })
     }
@@ -298,6 +302,16 @@ impl Worker {
     /// True once it takes no more tasks.
     pub(crate) fn leaving(&self) -> bool {
         self.leaving.load(Ordering::Acquire)
+    }
+
+    /// True if its writer waits for work and it takes tasks and holds
+    /// none: a queued task is best left to it. Call under the pool's lock.
+    pub(crate) fn waits_idle(&self) -> bool {
+        if !self.waiting.load(Ordering::Relaxed) {
+            return false;
+        }
+        let link = self.link.lock();
+        link.stage == Stage::Ready && link.idle()
     }
 
     /// Stops the process (`kill`: at once; else SIGTERM or the launcher's

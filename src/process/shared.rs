@@ -37,8 +37,6 @@ pub(crate) struct State {
     pub(crate) workers: Vec<Arc<Worker>>,
     /// Workers being launched (a slot reserved, the launch not done).
     starting: usize,
-    /// Writers of idle workers waiting for a job.
-    idle_waiting: usize,
     /// Workers in a row that died before they were ready, and the time
     /// before which no other is launched (backoff).
     failed_starts: u32,
@@ -75,7 +73,6 @@ impl Shared {
                 broken: None,
                 workers: Vec::new(),
                 starting: 0,
-                idle_waiting: 0,
                 failed_starts: 0,
                 launch_after: None,
                 threads: Vec::new(),
@@ -120,7 +117,6 @@ impl Shared {
     /// worker is gone, or the pool is shutting down and nothing is queued.
     pub(crate) fn take_jobs(&self, worker: &Worker, left: Option<usize>) -> Option<Vec<Job>> {
         let mut st = self.state.lock();
-        let mut counted = false;
         let taken = loop {
             if worker.leaving() {
                 break None;
@@ -133,7 +129,13 @@ impl Shared {
             if room == 0 {
                 break Some(Vec::new());
             }
-            let others_idle = st.idle_waiting - usize::from(counted);
+            // Counted as they are now, not as they were when their writers
+            // began to wait: a worker whose answer came meanwhile is idle.
+            let others_idle = st
+                .workers
+                .iter()
+                .filter(|w| !std::ptr::eq(Arc::as_ptr(w), worker) && w.waits_idle())
+                .count();
             let spare = if idle {
                 st.queue.len()
             } else {
@@ -157,14 +159,14 @@ impl Shared {
             } else if st.closing {
                 break None;
             }
-            if idle && !counted {
-                st.idle_waiting += 1;
-                counted = true;
-            }
+            worker.waiting.store(true, Ordering::Relaxed);
             self.work.wait(&mut st);
+            worker.waiting.store(false, Ordering::Relaxed);
         };
-        if counted {
-            st.idle_waiting -= 1;
+        if !matches!(&taken, Some(jobs) if !jobs.is_empty()) && !st.queue.is_empty() {
+            // The wake-up that brought us here may have been meant for the
+            // queue: pass it on to a writer that can take it.
+            self.work.notify_all();
         }
         taken
     }
@@ -243,12 +245,16 @@ impl Shared {
             (&fate, held.front()),
             (Some(Fate::TimeLimit { seq, .. }), Some(front)) if front.seq == *seq
         );
-        if !ran_past_limit && matches!(fate, Some(Fate::Stopped(_))) {
+        // Killed at a time limit, even if the task answered just before
+        // the kill landed (then the front, if any, is the task after it):
+        // not a crash, so never a broken pool.
+        let time_limit = matches!(fate, Some(Fate::TimeLimit { .. }));
+        if !time_limit && matches!(fate, Some(Fate::Stopped(_))) {
             // Stopped on purpose (kill_workers, terminate_workers).
             return fail_all(held, Error::BrokenPool(reason));
         }
         let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
-        if ran_past_limit || (self.config.restart_workers && became_ready) {
+        if time_limit || (self.config.restart_workers && became_ready) {
             // Only the task that ran fails; the others never started.
             if let Some(front) = held.pop_front() {
                 let error = match fate {
@@ -303,7 +309,11 @@ impl Shared {
     /// slot is reserved under the lock; the launch happens without it.
     fn start_if_needed(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
         let live = st.workers.iter().filter(|w| !w.leaving()).count() + st.starting;
-        let backing_off = st.launch_after.is_some_and(|t| Instant::now() < t);
+        // The backoff spares a pool whose other workers take the queue;
+        // with none left (they retired or died meanwhile) nothing would
+        // ever launch again, so launch now: if this one fails too, it is
+        // alone and breaks the pool.
+        let backing_off = live > 0 && st.launch_after.is_some_and(|t| Instant::now() < t);
         let wanted = !st.queue.is_empty()
             && st.broken.is_none()
             && !backing_off
@@ -366,6 +376,7 @@ impl Shared {
         let mut st = self.state.lock();
         let failed = writer.is_err() || reader.is_err();
         st.threads.extend(writer.into_iter().chain(reader));
+        self.changed.notify_all();
         if failed {
             st.workers.retain(|w| !Arc::ptr_eq(w, &worker));
             drop(st);
@@ -413,13 +424,25 @@ impl Shared {
             return false;
         }
         // Concurrent callers all wait until the joining is done.
-        let _joining = self.joining.lock();
-        let in_time = match deadline {
+        let joining = self.joining.lock();
+        let (in_time, cancelled) = match deadline {
             Some((at, limit)) => self.wait_or_kill(at, limit),
-            None => true,
+            None => (true, VecDeque::new()),
         };
         loop {
-            let threads = std::mem::take(&mut self.state.lock().threads);
+            let threads = {
+                let mut st = self.state.lock();
+                // A submit accepted before `closing` may still be launching
+                // its worker, without the lock and without threads yet:
+                // wait for them (a deadline has already killed what lives).
+                while deadline.is_none()
+                    && st.threads.is_empty()
+                    && (st.starting > 0 || !st.workers.is_empty())
+                {
+                    self.changed.wait(&mut st);
+                }
+                std::mem::take(&mut st.threads)
+            };
             if threads.is_empty() {
                 break;
             }
@@ -428,12 +451,19 @@ impl Shared {
             }
         }
         self.timer.close();
+        drop(joining);
+        // Their done-callbacks may shut the pool down again: not while
+        // this thread holds `joining`.
+        for job in cancelled {
+            job.abandon(None);
+        }
         in_time
     }
 
-    /// Waits until every worker is gone or `at`; then cancels what is
-    /// queued and kills the workers. True if they were gone in time.
-    fn wait_or_kill(&self, at: Instant, limit: Duration) -> bool {
+    /// Waits until every worker is gone or `at`; then takes what is
+    /// queued (for the caller to cancel) and kills the workers. True if
+    /// they were gone in time.
+    fn wait_or_kill(&self, at: Instant, limit: Duration) -> (bool, VecDeque<Job>) {
         let mut st = self.state.lock();
         while !(st.workers.is_empty() && st.starting == 0 && st.queue.is_empty()) {
             if self.changed.wait_until(&mut st, at).timed_out() {
@@ -441,7 +471,7 @@ impl Shared {
             }
         }
         if st.workers.is_empty() && st.starting == 0 && st.queue.is_empty() {
-            return true;
+            return (true, VecDeque::new());
         }
         let reason = format!("killed by shutdown_timeout({limit:?})");
         if st.broken.is_none() {
@@ -450,13 +480,10 @@ impl Shared {
         let queued = std::mem::take(&mut st.queue);
         let workers = st.workers.clone();
         drop(st);
-        for job in queued {
-            job.abandon(None);
-        }
         for w in workers {
             w.stop(Fate::Stopped(reason.clone()), true);
         }
-        false
+        (false, queued)
     }
 }
 

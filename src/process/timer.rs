@@ -75,6 +75,16 @@ impl Timer {
     }
 }
 
+impl Drop for Timer {
+    /// A pool whose last handle went on one of its own threads (a
+    /// done-callback) never ran `close`; without this its timer thread
+    /// waited for deadlines forever. The thread holds no part of the pool,
+    /// so the join cannot wait for this drop.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 fn run(state: &(Mutex<State>, Condvar)) {
     let (lock, cond) = state;
     let mut st = lock.lock();
