@@ -163,9 +163,10 @@ impl Shared {
             self.work.wait(&mut st);
             worker.waiting.store(false, Ordering::Relaxed);
         };
-        if !matches!(&taken, Some(jobs) if !jobs.is_empty()) && !st.queue.is_empty() {
-            // The wake-up that brought us here may have been meant for the
-            // queue: pass it on to a writer that can take it.
+        if !st.queue.is_empty() {
+            // Jobs are left: for idle workers (which nobody else wakes if
+            // the wake-up that brought us here was theirs), or beyond what
+            // we could take. Pass the wake-up on to a writer that can.
             self.work.notify_all();
         }
         taken
