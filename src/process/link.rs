@@ -45,8 +45,12 @@ const PIPELINE_RATIO: f64 = 8.0;
 /// microseconds would idle the worker for a sixth of its time, while a task
 /// of less than this queued behind another waits at most that long.
 const SHORT_FLOOR: Duration = Duration::from_millis(1);
-/// The work a window of short tasks should hold beyond a round trip.
+/// The work a window of tiny tasks holds, so that their frames and answers
+/// travel in batches.
 const WINDOW_TARGET: Duration = Duration::from_millis(1);
+/// Tasks shorter than this are tiny: their per-task costs (a frame, a
+/// write, a wake-up) are a real part of their time, so they are batched.
+const TINY: Duration = Duration::from_micros(50);
 /// The smallest round trip assumed (a first estimate can be too low).
 const MIN_RTT: Duration = Duration::from_micros(20);
 /// A worker idle this long forgets how long its tasks take.
@@ -130,18 +134,24 @@ impl Pace {
             .max(SHORT_FLOOR.as_nanos() as f64)
     }
 
-    /// One task pipelined while short against the round trip; enough of
-    /// them to cover a round trip and about [`WINDOW_TARGET`] of work.
+    /// One task while it is long; else the running one plus enough to
+    /// cover a round trip, so the worker never waits for its next task;
+    /// tiny tasks, about [`WINDOW_TARGET`] of them. No more than that:
+    /// every task in a window is bound to this worker, and at the end of
+    /// a burst an idle worker could have run it.
     fn window(&self) -> usize {
-        if self.task_ns == 0.0 {
+        if self.task_ns == 0.0 || self.task_ns >= self.long_ns() {
             return 1;
         }
-        if self.task_ns >= self.long_ns() {
-            return 1;
-        }
+        let task = self.task_ns.max(1.0);
         let rtt = self.rtt_ns.max(MIN_RTT.as_nanos() as f64);
-        let fit = (rtt + WINDOW_TARGET.as_nanos() as f64) / self.task_ns.max(1.0);
-        (fit.ceil() as usize).clamp(2, MAX_WINDOW).min(self.cap)
+        let cover = (rtt / task).ceil() + 1.0;
+        let batch = if task < TINY.as_nanos() as f64 {
+            (WINDOW_TARGET.as_nanos() as f64 / task).ceil()
+        } else {
+            0.0
+        };
+        (cover.max(batch) as usize).clamp(2, MAX_WINDOW).min(self.cap)
     }
 }
 
@@ -422,13 +432,17 @@ mod tests {
     }
 
     #[test]
-    fn short_tasks_fill_a_round_trip_and_a_millisecond() {
+    fn short_tasks_cover_a_round_trip_and_tiny_ones_a_millisecond() {
+        // Tiny tasks: 1 ms of them, at most 512.
         assert_eq!(pace(1, 60).window(), MAX_WINDOW);
-        // 0.3 ms tasks with a 60 us round trip: (60 + 1000) / 300.
-        assert_eq!(pace(300, 60).window(), 4);
+        assert_eq!(pace(10, 60).window(), 100);
+        // 0.3 ms tasks with a 60 us round trip: the running one and the next.
+        assert_eq!(pace(300, 60).window(), 2);
         // ... and with a 20 us one: still short (under the 1 ms floor).
-        assert_eq!(pace(300, 20).window(), 4);
-        // 5 ms tasks over a 20 ms network: (20 + 1) / 5.
+        assert_eq!(pace(300, 20).window(), 2);
+        // 100 us tasks with a 250 us round trip (srun): 3 trips' worth + 1.
+        assert_eq!(pace(100, 250).window(), 4);
+        // 5 ms tasks over a 20 ms network: 20 / 5 + 1.
         assert_eq!(pace(5_000, 20_000).window(), 5);
     }
 }
