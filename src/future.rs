@@ -5,16 +5,29 @@
 //! ```text
 //!            cancel()                 (terminal, notifies)
 //!  PENDING ───────────────────────▶ CANCELLED
-//!     │ set_running()
+//!     │ set_running() / start()
 //!     ▼            complete(r)
 //!  RUNNING ───────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
 //! ```
 //!
 //! A `PENDING` future may also be completed directly (a pool that fails it
 //! before it runs). Every transition happens under the future's mutex; the
-//! listeners (done-callbacks, an async waker, `as_completed`/`wait` waiters)
-//! are taken out under the lock and run after it is released, in the
-//! completing thread.
+//! listeners (blocked threads, done-callbacks, an async waker,
+//! `as_completed`/`wait` waiters) live in the `PENDING`/`RUNNING` states, are
+//! taken out with the state under the lock and told after it is released,
+//! in the completing thread.
+//!
+//! # One allocation per task
+//!
+//! The shared state is an `Arc<Inner<T, J>>` whose last field is the job
+//! `J`: a thread-pool task is `Inner<T, Option<F>>` (the closure `F` waits
+//! there until a worker takes it out), a [`Promise`](crate::Promise)'s is
+//! `Inner<T, ()>`. The handle sees `Inner<T, dyn Slot>`, the queue
+//! `dyn Runnable` (src/thread/job.rs): both point into the same allocation,
+//! as in tokio's task cell. A thread blocked on the future is one more
+//! listener (woken by `unpark`), so the state needs no condition variable:
+//! for `Future<u64>` and a closure capturing a `u64`, the whole allocation
+//! is 56 bytes.
 
 use std::fmt;
 use std::pin::Pin;
@@ -22,18 +35,28 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::sync::{self, Mutex, MutexGuard, Thread};
 
 use crate::panic::run_callback;
 use crate::wait::Waiter;
 use crate::{CancelHandle, Error};
 
+/// The type-erased job at the end of a future's shared state: what the
+/// future's handle knows of it (nothing but that it can be sent along).
+pub(crate) trait Slot: Send {}
+
+impl<J: Send> Slot for J {}
+
+/// Listeners, newest first: one word inline, so a future nobody listens to
+/// stays small.
+type List<T> = Option<Box<Node<T>>>;
+
 /// Where a future is in its life.
 enum Phase<T> {
     /// Queued; may still be cancelled.
-    Pending,
+    Pending(List<T>),
     /// A worker has started it; it can no longer be cancelled.
-    Running,
+    Running(List<T>),
     /// Cancelled before it started. Terminal.
     Cancelled,
     /// Finished with a value or an error (boxed to keep pending futures small).
@@ -47,27 +70,32 @@ type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send>;
 
 /// Someone to tell when the future is done.
 enum Listener<T> {
+    /// A thread blocked in `result`, `wait` or `exception`.
+    Thread(Thread),
     Callback(Callback<T>),
     Waker(Waker),
     Waiter(Arc<Waiter>, usize),
 }
 
-/// A singly linked list of listeners, newest first: one word inline, so a
-/// future nobody listens to stays small.
+/// One listener of the list.
 struct Node<T> {
     listener: Listener<T>,
-    next: Option<Box<Node<T>>>,
+    next: List<T>,
 }
 
-struct State<T> {
+pub(crate) struct State<T, J: ?Sized> {
     phase: Phase<T>,
-    listeners: Option<Box<Node<T>>>,
+    /// The task, until a worker takes it out (`()` for a promise's future).
+    job: J,
 }
 
-pub(crate) struct Inner<T> {
-    state: Mutex<State<T>>,
-    cond: Condvar,
+/// The shared state of a future; `J` is its job (see the module docs).
+pub(crate) struct Inner<T, J: ?Sized = dyn Slot> {
+    state: Mutex<State<T, J>>,
 }
+
+/// The lock on a future's state, as the handle sees it.
+type Guard<'a, T> = MutexGuard<'a, State<T, dyn Slot>>;
 
 /// The outcome a listener is told about.
 #[derive(Clone, Copy)]
@@ -76,59 +104,123 @@ pub(crate) struct Outcome {
     pub(crate) failed: bool,
 }
 
-impl<T> State<T> {
+impl<T> Phase<T> {
     fn is_done(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Cancelled | Phase::Finished(_) | Phase::Taken
-        )
+        matches!(self, Phase::Cancelled | Phase::Finished(_) | Phase::Taken)
     }
 
     fn outcome(&self) -> Outcome {
         Outcome {
-            failed: matches!(self.phase, Phase::Finished(Err(_))),
+            failed: matches!(self, Phase::Finished(Err(_))),
         }
     }
 
+    /// The listeners, while the future is not done.
+    fn listeners(&mut self) -> Option<&mut List<T>> {
+        match self {
+            Phase::Pending(l) | Phase::Running(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Adds a listener; a done future has none (its caller checked).
     fn push(&mut self, listener: Listener<T>) {
-        let next = self.listeners.take();
-        self.listeners = Some(Box::new(Node { listener, next }));
+        if let Some(list) = self.listeners() {
+            let next = list.take();
+            *list = Some(Box::new(Node { listener, next }));
+        }
     }
 
-    /// Takes every listener out, oldest first.
-    fn take_listeners(&mut self) -> Vec<Listener<T>> {
-        let mut out = Vec::new();
-        let mut cur = self.listeners.take();
-        while let Some(node) = cur {
-            let Node { listener, next } = *node;
-            out.push(listener);
-            cur = next;
+    /// Removes the listeners `drop_it` picks, keeping the others' order.
+    fn retain(&mut self, mut drop_it: impl FnMut(&Listener<T>) -> bool) {
+        let Some(list) = self.listeners() else {
+            return;
+        };
+        let mut kept = None;
+        let mut cur = list.take();
+        while let Some(mut node) = cur {
+            cur = node.next.take();
+            if !drop_it(&node.listener) {
+                node.next = kept;
+                kept = Some(node);
+            }
         }
-        out.reverse();
-        out
+        // `kept` is reversed; reverse it back.
+        *list = reverse(kept);
+    }
+}
+
+/// Reverses a list in place (newest-first becomes oldest-first).
+fn reverse<T>(mut list: List<T>) -> List<T> {
+    let mut out = None;
+    while let Some(mut node) = list {
+        list = node.next.take();
+        node.next = out;
+        out = Some(node);
+    }
+    out
+}
+
+impl<T, J: ?Sized> State<T, J> {
+    fn is_done(&self) -> bool {
+        self.phase.is_done()
+    }
+
+    /// Replaces the phase by a terminal one; hands back the listeners.
+    fn settle(&mut self, phase: Phase<T>) -> List<T> {
+        match std::mem::replace(&mut self.phase, phase) {
+            Phase::Pending(l) | Phase::Running(l) => l,
+            _ => None,
+        }
+    }
+}
+
+impl<T, J> Inner<T, J> {
+    /// A pending future holding `job`.
+    pub(crate) fn with_job(job: J) -> Self {
+        Inner {
+            state: Mutex::new(State {
+                phase: Phase::Pending(None),
+                job,
+            }),
+        }
+    }
+}
+
+impl<T, F> Inner<T, Option<F>> {
+    /// PENDING -> RUNNING, handing out the job to run. `Err` with the job
+    /// (to be dropped by the caller, outside the lock) if the future is no
+    /// longer pending.
+    pub(crate) fn start(&self) -> Result<F, Option<F>> {
+        let mut st = self.state.lock();
+        let job = st.job.take();
+        if let Phase::Pending(l) = &mut st.phase {
+            let l = l.take();
+            st.phase = Phase::Running(l);
+            if let Some(f) = job {
+                return Ok(f);
+            }
+        }
+        Err(job)
+    }
+
+    /// Takes the job out without running it.
+    pub(crate) fn take_job(&self) -> Option<F> {
+        self.state.lock().job.take()
     }
 }
 
 impl<T> Inner<T> {
-    pub(crate) fn new() -> Self {
-        Inner {
-            state: Mutex::new(State {
-                phase: Phase::Pending,
-                listeners: None,
-            }),
-            cond: Condvar::new(),
-        }
-    }
-
     /// Tells everyone who listens; called with the lock released. A waker
     /// or callback that panics is reported and the others are still told.
-    fn notify(self: &Arc<Self>, listeners: Vec<Listener<T>>, outcome: Outcome) {
-        if listeners.is_empty() {
-            return;
-        }
+    fn notify(self: &Arc<Self>, listeners: List<T>, outcome: Outcome) {
         let mut callbacks = Vec::new();
-        for l in listeners {
-            match l {
+        let mut cur = reverse(listeners);
+        while let Some(node) = cur {
+            let Node { listener, next } = *node;
+            cur = next;
+            match listener {
+                Listener::Thread(t) => t.unpark(),
                 Listener::Waiter(w, index) => w.notify(index, outcome),
                 Listener::Waker(w) => run_callback("a waker", || w.wake()),
                 Listener::Callback(cb) => callbacks.push(cb),
@@ -147,9 +239,10 @@ impl<T> Inner<T> {
     /// PENDING -> RUNNING; false if the future is no longer pending.
     pub(crate) fn set_running(&self) -> bool {
         let mut st = self.state.lock();
-        match st.phase {
-            Phase::Pending => {
-                st.phase = Phase::Running;
+        match &mut st.phase {
+            Phase::Pending(l) => {
+                let l = l.take();
+                st.phase = Phase::Running(l);
                 true
             }
             _ => false,
@@ -170,12 +263,10 @@ impl<T> Inner<T> {
         if st.is_done() {
             return Err(result);
         }
-        st.phase = Phase::Finished(result.map_err(Box::new));
-        let listeners = st.take_listeners();
-        let outcome = st.outcome();
-        before_publish(listeners.iter().any(|l| matches!(l, Listener::Callback(_))));
+        let listeners = st.settle(Phase::Finished(result.map_err(Box::new)));
+        let outcome = st.phase.outcome();
+        before_publish(has_callbacks(&listeners));
         drop(st);
-        self.cond.notify_all();
         self.notify(listeners, outcome);
         Ok(())
     }
@@ -188,12 +279,10 @@ impl<T> Inner<T> {
     pub(crate) fn cancel(self: &Arc<Self>) -> bool {
         let mut st = self.state.lock();
         match st.phase {
-            Phase::Pending => {
-                st.phase = Phase::Cancelled;
-                let listeners = st.take_listeners();
-                let outcome = st.outcome();
+            Phase::Pending(_) => {
+                let listeners = st.settle(Phase::Cancelled);
+                let outcome = st.phase.outcome();
                 drop(st);
-                self.cond.notify_all();
                 self.notify(listeners, outcome);
                 true
             }
@@ -201,6 +290,17 @@ impl<T> Inner<T> {
             _ => false,
         }
     }
+}
+
+/// True if any listener is a done-callback.
+fn has_callbacks<T>(mut list: &List<T>) -> bool {
+    while let Some(node) = list {
+        if matches!(node.listener, Listener::Callback(_)) {
+            return true;
+        }
+        list = &node.next;
+    }
+    false
 }
 
 /// The handle to the result of a task.
@@ -248,9 +348,8 @@ impl<T> Future<T> {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     phase: Phase::Finished(result.map_err(Box::new)),
-                    listeners: None,
+                    job: (),
                 }),
-                cond: Condvar::new(),
             }),
         }
     }
@@ -346,26 +445,48 @@ impl<T> Future<T> {
             }
             Phase::Taken => Err(Error::AlreadyTaken),
             // Not reached: `wait_locked` returned true, so the future is done.
-            phase @ (Phase::Pending | Phase::Running) => {
+            phase @ (Phase::Pending(_) | Phase::Running(_)) => {
                 st.phase = phase;
                 Err(Error::timeout())
             }
         }
     }
 
-    /// Waits on the condition variable until done or `deadline`; true if done.
-    fn wait_locked(&self, st: &mut MutexGuard<'_, State<T>>, deadline: Option<Instant>) -> bool {
-        while !st.is_done() {
-            match deadline {
-                None => self.inner.cond.wait(st),
-                Some(d) => {
-                    if self.inner.cond.wait_until(st, d).timed_out() {
-                        return st.is_done();
-                    }
+    /// Blocks until done or `deadline`; true if done. The thread waits as
+    /// one of the listeners (woken by `unpark`) and takes itself off the
+    /// list if it gives up.
+    fn wait_locked(&self, st: &mut Guard<'_, T>, deadline: Option<Instant>) -> bool {
+        if st.is_done() {
+            return true;
+        }
+        let me = sync::current();
+        let id = me.id();
+        st.phase.push(Listener::Thread(me));
+        loop {
+            // `park` may return early (a stale token, or none at all): the
+            // state is checked again either way.
+            let expired = MutexGuard::unlocked(st, || match deadline {
+                None => {
+                    sync::park();
+                    false
                 }
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => {
+                        sync::park_timeout(left);
+                        false
+                    }
+                    _ => true,
+                },
+            });
+            if st.is_done() {
+                return true;
+            }
+            if expired {
+                st.phase
+                    .retain(|l| matches!(l, Listener::Thread(t) if t.id() == id));
+                return false;
             }
         }
-        true
     }
 
     /// Blocks until the future is done (finished or cancelled).
@@ -446,7 +567,7 @@ impl<T> Future<T> {
     /// assert!(!Future::ready(Ok(1)).running());
     /// ```
     pub fn running(&self) -> bool {
-        matches!(self.inner.state.lock().phase, Phase::Running)
+        matches!(self.inner.state.lock().phase, Phase::Running(_))
     }
 
     /// True if the future was cancelled.
@@ -558,7 +679,7 @@ impl<T> Future<T> {
             drop(st);
             run_callback("a done callback", || callback(self));
         } else {
-            st.push(Listener::Callback(Box::new(callback)));
+            st.phase.push(Listener::Callback(Box::new(callback)));
         }
     }
 
@@ -593,9 +714,9 @@ impl<T> Future<T> {
     pub(crate) fn register(&self, waiter: &Arc<Waiter>, index: usize) -> Option<Outcome> {
         let mut st = self.inner.state.lock();
         if st.is_done() {
-            Some(st.outcome())
+            Some(st.phase.outcome())
         } else {
-            st.push(Listener::Waiter(Arc::clone(waiter), index));
+            st.phase.push(Listener::Waiter(Arc::clone(waiter), index));
             None
         }
     }
@@ -603,26 +724,18 @@ impl<T> Future<T> {
     /// Removes a waiter registered by [`register`](Future::register).
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
         let mut st = self.inner.state.lock();
-        let mut kept = Vec::new();
-        for l in st.take_listeners() {
-            match &l {
-                Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter) => {}
-                _ => kept.push(l),
-            }
-        }
-        for l in kept {
-            st.push(l);
-        }
+        st.phase
+            .retain(|l| matches!(l, Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter)));
     }
 
     /// An address identifying the shared state (for de-duplication).
     pub(crate) fn key(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+        Arc::as_ptr(&self.inner).cast::<()>() as usize
     }
 
     pub(crate) fn outcome_if_done(&self) -> Option<Outcome> {
         let st = self.inner.state.lock();
-        st.is_done().then(|| st.outcome())
+        st.is_done().then(|| st.phase.outcome())
     }
 }
 
@@ -637,8 +750,8 @@ fn phase_error<T>(phase: &Phase<T>) -> Option<Error> {
 impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.inner.state.lock().phase {
-            Phase::Pending => "pending",
-            Phase::Running => "running",
+            Phase::Pending(_) => "pending",
+            Phase::Running(_) => "running",
             Phase::Cancelled => "cancelled",
             Phase::Finished(Ok(_)) | Phase::Taken => "finished",
             Phase::Finished(Err(_)) => "failed",
@@ -662,7 +775,7 @@ impl<T> std::future::Future for Future<T> {
                 return Poll::Ready(self.get_mut().take_result(None));
             }
             // Replace our waker if we polled before, else add it.
-            let mut node = st.listeners.as_deref_mut();
+            let mut node = st.phase.listeners().and_then(|l| l.as_deref_mut());
             let mut slot = None;
             while let Some(n) = node {
                 if let Listener::Waker(w) = &mut n.listener {
@@ -674,7 +787,7 @@ impl<T> std::future::Future for Future<T> {
             replaced = match slot {
                 Some(w) => Some(std::mem::replace(w, waker)),
                 None => {
-                    st.push(Listener::Waker(waker));
+                    st.phase.push(Listener::Waker(waker));
                     None
                 }
             };

@@ -190,6 +190,15 @@ pub mod __fuzz {
     pub use crate::process::fuzz::{frames, fuzz_tasks, pool_side, seeds, worker_side};
 }
 
+/// The thread pool's queue and task cell, for the loom models
+/// (`tests/loom_future.rs`); only built under `--cfg loom`.
+#[doc(hidden)]
+#[cfg(loom)]
+pub mod __loom {
+    pub use crate::thread::job::Job;
+    pub use crate::thread::queue::{Queue, Seat, Wake};
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};
