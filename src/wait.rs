@@ -39,6 +39,12 @@ pub trait AsFuture {
     type Output;
     /// The future itself.
     fn as_future(&self) -> &Future<Self::Output>;
+
+    /// True if no two items of this type can be the same future (owned or
+    /// `&mut`: a `Future` is not `Clone`), so there is nothing to
+    /// de-duplicate.
+    #[doc(hidden)]
+    const UNIQUE: bool = false;
 }
 
 impl<T> AsFuture for Future<T> {
@@ -46,6 +52,7 @@ impl<T> AsFuture for Future<T> {
     fn as_future(&self) -> &Future<T> {
         self
     }
+    const UNIQUE: bool = true;
 }
 
 impl<T> AsFuture for &Future<T> {
@@ -60,6 +67,7 @@ impl<T> AsFuture for &mut Future<T> {
     fn as_future(&self) -> &Future<T> {
         self
     }
+    const UNIQUE: bool = true;
 }
 
 /// The shared rendezvous of one `as_completed` or `wait` call.
@@ -124,6 +132,9 @@ type AddrSet = HashSet<usize, BuildHasherDefault<AddrHasher>>;
 /// Collects the futures, dropping repeated ones (same shared state).
 fn dedup<F: AsFuture>(futures: impl IntoIterator<Item = F>) -> Vec<F> {
     let iter = futures.into_iter();
+    if F::UNIQUE {
+        return iter.collect();
+    }
     let mut seen = AddrSet::with_capacity_and_hasher(iter.size_hint().0, Default::default());
     iter.filter(|f| seen.insert(f.as_future().key())).collect()
 }
@@ -176,7 +187,7 @@ where
 {
     let futures = dedup(futures);
     let waiter = Waiter::new();
-    let mut ready = VecDeque::new();
+    let mut ready = VecDeque::with_capacity(futures.len());
     for (i, f) in futures.iter().enumerate() {
         if f.as_future().register(&waiter, i).is_some() {
             ready.push_back(i);
