@@ -72,14 +72,18 @@ struct State<J> {
     started: usize,
 }
 
+/// An atomic alone on its cache line (two lines: adjacent-line prefetch).
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
 /// The queue and the workers' states; see the module docs.
 pub struct Queue<J> {
     state: Mutex<State<J>>,
     /// Sleeping workers wait here.
     wake: Condvar,
     /// The number of queued jobs, for spinning workers to read without the
-    /// lock.
-    queued: AtomicUsize,
+    /// lock (on its own cache line, away from the lock's).
+    queued: Padded,
     max_workers: usize,
 }
 
@@ -97,7 +101,7 @@ impl<J> Queue<J> {
                 started: 0,
             }),
             wake: Condvar::new(),
-            queued: AtomicUsize::new(0),
+            queued: Padded(AtomicUsize::new(0)),
             max_workers,
         }
     }
@@ -114,7 +118,7 @@ impl<J> Queue<J> {
             return Err((job, Error::Shutdown));
         }
         st.jobs.push_back(job);
-        self.queued.store(st.jobs.len(), Ordering::Relaxed);
+        self.queued.0.store(st.jobs.len(), Ordering::Relaxed);
         if st.jobs.len() <= st.searching {
             return Ok(Wake::Nobody);
         }
@@ -176,7 +180,7 @@ impl<J> Queue<J> {
     }
 
     fn take_all(&self, st: &mut State<J>) -> Vec<J> {
-        self.queued.store(0, Ordering::Relaxed);
+        self.queued.0.store(0, Ordering::Relaxed);
         st.jobs.drain(..).collect()
     }
 
@@ -200,7 +204,7 @@ impl<J> Queue<J> {
             } else {
                 std::thread::yield_now();
             }
-            if self.queued.load(Ordering::Relaxed) > 0 {
+            if self.queued.0.load(Ordering::Relaxed) > 0 {
                 return;
             }
         }
@@ -227,7 +231,7 @@ impl<J> Seat<'_, J> {
         let mut spun = false;
         loop {
             if let Some(job) = st.jobs.pop_front() {
-                q.queued.store(st.jobs.len(), Ordering::Relaxed);
+                q.queued.0.store(st.jobs.len(), Ordering::Relaxed);
                 self.searching = false;
                 st.searching -= 1;
                 return Some(job);
@@ -265,7 +269,7 @@ impl<J> Seat<'_, J> {
         let q = self.queue;
         let mut st = q.state.lock();
         if let Some(job) = st.jobs.pop_front() {
-            q.queued.store(st.jobs.len(), Ordering::Relaxed);
+            q.queued.0.store(st.jobs.len(), Ordering::Relaxed);
             return Some(job);
         }
         if !self.searching {
