@@ -721,6 +721,21 @@ impl<T> Future<T> {
         }
     }
 
+    /// Like [`register`](Future::register), for `as_completed`, which needs
+    /// no outcome: true if the future is already done. A handle alone on
+    /// the state is done without a look under the lock: the producer (its
+    /// pool's task or its `Promise`) completes the future before it lets go
+    /// of the state, and a dropped one fails it.
+    pub(crate) fn register_if_pending(&self, waiter: &Arc<Waiter>, index: usize) -> bool {
+        if Arc::strong_count(&self.inner) == 1 {
+            // Pairs with the producer's release decrement of the count:
+            // whatever it did before (completing) is visible from here on.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            return true;
+        }
+        self.register(waiter, index).is_some()
+    }
+
     /// Removes a waiter registered by [`register`](Future::register).
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
         let mut st = self.inner.state.lock();

@@ -189,7 +189,7 @@ where
     let waiter = Waiter::new();
     let mut ready = VecDeque::with_capacity(futures.len());
     for (i, f) in futures.iter().enumerate() {
-        if f.as_future().register(&waiter, i).is_some() {
+        if f.as_future().register_if_pending(&waiter, i) {
             ready.push_back(i);
         }
     }
