@@ -567,11 +567,9 @@ fn main() {
     let python = run_python(py_runs);
 
     let wanted = std::env::var("BENCH_PEERS").ok();
-    let wanted = |name: &str| {
-        name == "ours"
-            || wanted
-                .as_deref()
-                .is_none_or(|w| w.split(',').any(|x| x.trim() == name))
+    let wanted = |name: &str| match wanted.as_deref() {
+        None => true,
+        Some(w) => name == "ours" || w.split(',').any(|x| x.trim() == name),
     };
     let all: Vec<Box<dyn Peer>> = vec![
         Box::new(Ours::new()),
