@@ -1,5 +1,5 @@
 //! A thread-pool task: its closure lives in its future's shared state, so
-//! submitting costs one allocation (see src/future.rs, "One allocation per
+//! submitting costs one allocation (see src/future/state.rs, "One allocation per
 //! task").
 //!
 //! [`Job`] is `pub` for the loom models (through `__loom` under
