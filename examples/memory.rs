@@ -6,7 +6,10 @@
 //!    (Python's `Executor.map` submits the whole input first, and an endless
 //!    input never returns.)
 //! 2. RSS of 1,000,000 pending `Future<u64>`s: a 1-worker pool is blocked on
-//!    a channel, then 1M `move || i` tasks are queued behind it.
+//!    a channel, then 1M `move || i` tasks are queued behind it. Each costs
+//!    one allocation (its future's state, holding the closure: 56 bytes, a
+//!    64-byte heap chunk), a 16-byte slot in the pool's queue and the
+//!    16-byte `Future` in the caller's `Vec`: about 96 bytes.
 //!
 //! Run: `cargo run --release --example memory` (Linux: it reads `/proc`);
 //! `-- N` consumes N items in the `map` phase instead of 5,000,000.
@@ -29,6 +32,11 @@ fn status_kib(field: &str) -> Option<u64> {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// Megabytes (10^6 bytes), the unit of the pending-futures target.
+fn mb(kib: u64) -> f64 {
+    (kib * 1024) as f64 / 1e6
 }
 
 fn rss() -> u64 {
@@ -78,13 +86,14 @@ fn main() -> Result<(), Error> {
     let delta = loaded.saturating_sub(baseline);
     println!(
         "{PENDING} pending Future<u64> (submitted in {dt:.2} s): VmRSS {:.1} MiB, \
-         {:.1} MiB above the {:.1} MiB baseline = {:.0} bytes per future \
-         (target < 150 MiB: {})",
+         {:.1} MiB ({:.1} MB) above the {:.1} MiB baseline = {:.0} bytes per future \
+         (target <= 100 MB: {})",
         mib(loaded),
         mib(delta),
+        mb(delta),
         mib(baseline),
         (delta * 1024) as f64 / PENDING as f64,
-        if mib(delta) < 150.0 { "met" } else { "MISSED" }
+        if mb(delta) <= 100.0 { "met" } else { "MISSED" }
     );
 
     // Let them run and check every result.

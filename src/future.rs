@@ -1,207 +1,22 @@
-//! `Future<T>`: the handle to a result that a pool will produce.
-//!
-//! # State machine
-//!
-//! ```text
-//!            cancel()                 (terminal, notifies)
-//!  PENDING ───────────────────────▶ CANCELLED
-//!     │ set_running()
-//!     ▼            complete(r)
-//!  RUNNING ───────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
-//! ```
-//!
-//! A `PENDING` future may also be completed directly (a pool that fails it
-//! before it runs). Every transition happens under the future's mutex; the
-//! listeners (done-callbacks, an async waker, `as_completed`/`wait` waiters)
-//! are taken out under the lock and run after it is released, in the
-//! completing thread.
+//! `Future<T>`: the handle to a result that a pool will produce. Its shared
+//! state, the state machine drawn, is in `future/state.rs`.
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::sync::{self, MutexGuard};
 
 use crate::panic::run_callback;
 use crate::wait::Waiter;
 use crate::{CancelHandle, Error};
 
-/// Where a future is in its life.
-enum Phase<T> {
-    /// Queued; may still be cancelled.
-    Pending,
-    /// A worker has started it; it can no longer be cancelled.
-    Running,
-    /// Cancelled before it started. Terminal.
-    Cancelled,
-    /// Finished with a value or an error (boxed to keep pending futures small).
-    Finished(Result<T, Box<Error>>),
-    /// Finished with a value that has since been moved out.
-    Taken,
-}
+mod state;
 
-/// A done-callback.
-type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send>;
-
-/// Someone to tell when the future is done.
-enum Listener<T> {
-    Callback(Callback<T>),
-    Waker(Waker),
-    Waiter(Arc<Waiter>, usize),
-}
-
-/// A singly linked list of listeners, newest first: one word inline, so a
-/// future nobody listens to stays small.
-struct Node<T> {
-    listener: Listener<T>,
-    next: Option<Box<Node<T>>>,
-}
-
-struct State<T> {
-    phase: Phase<T>,
-    listeners: Option<Box<Node<T>>>,
-}
-
-pub(crate) struct Inner<T> {
-    state: Mutex<State<T>>,
-    cond: Condvar,
-}
-
-/// The outcome a listener is told about.
-#[derive(Clone, Copy)]
-pub(crate) struct Outcome {
-    /// Finished with an error (not cancelled).
-    pub(crate) failed: bool,
-}
-
-impl<T> State<T> {
-    fn is_done(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Cancelled | Phase::Finished(_) | Phase::Taken
-        )
-    }
-
-    fn outcome(&self) -> Outcome {
-        Outcome {
-            failed: matches!(self.phase, Phase::Finished(Err(_))),
-        }
-    }
-
-    fn push(&mut self, listener: Listener<T>) {
-        let next = self.listeners.take();
-        self.listeners = Some(Box::new(Node { listener, next }));
-    }
-
-    /// Takes every listener out, oldest first.
-    fn take_listeners(&mut self) -> Vec<Listener<T>> {
-        let mut out = Vec::new();
-        let mut cur = self.listeners.take();
-        while let Some(node) = cur {
-            let Node { listener, next } = *node;
-            out.push(listener);
-            cur = next;
-        }
-        out.reverse();
-        out
-    }
-}
-
-impl<T> Inner<T> {
-    pub(crate) fn new() -> Self {
-        Inner {
-            state: Mutex::new(State {
-                phase: Phase::Pending,
-                listeners: None,
-            }),
-            cond: Condvar::new(),
-        }
-    }
-
-    /// Tells everyone who listens; called with the lock released. A waker
-    /// or callback that panics is reported and the others are still told.
-    fn notify(self: &Arc<Self>, listeners: Vec<Listener<T>>, outcome: Outcome) {
-        if listeners.is_empty() {
-            return;
-        }
-        let mut callbacks = Vec::new();
-        for l in listeners {
-            match l {
-                Listener::Waiter(w, index) => w.notify(index, outcome),
-                Listener::Waker(w) => run_callback("a waker", || w.wake()),
-                Listener::Callback(cb) => callbacks.push(cb),
-            }
-        }
-        if !callbacks.is_empty() {
-            let handle = Future {
-                inner: Arc::clone(self),
-            };
-            for cb in callbacks {
-                run_callback("a done callback", || cb(&handle));
-            }
-        }
-    }
-
-    /// PENDING -> RUNNING; false if the future is no longer pending.
-    pub(crate) fn set_running(&self) -> bool {
-        let mut st = self.state.lock();
-        match st.phase {
-            Phase::Pending => {
-                st.phase = Phase::Running;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Stores `result` unless the future is done (then hands it back),
-    /// wakes the waiters and runs the listeners. `before_publish` runs while
-    /// the result is stored but nobody can see it yet, told whether any
-    /// done-callback will run (no callback can be added after that point:
-    /// `add_done_callback` on a done future runs it at once, in its caller).
-    pub(crate) fn complete_then(
-        self: &Arc<Self>,
-        result: Result<T, Error>,
-        before_publish: impl FnOnce(bool),
-    ) -> Result<(), Result<T, Error>> {
-        let mut st = self.state.lock();
-        if st.is_done() {
-            return Err(result);
-        }
-        st.phase = Phase::Finished(result.map_err(Box::new));
-        let listeners = st.take_listeners();
-        let outcome = st.outcome();
-        before_publish(listeners.iter().any(|l| matches!(l, Listener::Callback(_))));
-        drop(st);
-        self.cond.notify_all();
-        self.notify(listeners, outcome);
-        Ok(())
-    }
-
-    /// True once finished or cancelled.
-    pub(crate) fn is_done(&self) -> bool {
-        self.state.lock().is_done()
-    }
-
-    pub(crate) fn cancel(self: &Arc<Self>) -> bool {
-        let mut st = self.state.lock();
-        match st.phase {
-            Phase::Pending => {
-                st.phase = Phase::Cancelled;
-                let listeners = st.take_listeners();
-                let outcome = st.outcome();
-                drop(st);
-                self.cond.notify_all();
-                self.notify(listeners, outcome);
-                true
-            }
-            Phase::Cancelled => true,
-            _ => false,
-        }
-    }
-}
+use state::{Guard, Listener, Phase};
+pub(crate) use state::{Inner, Outcome};
 
 /// The handle to the result of a task.
 ///
@@ -245,13 +60,7 @@ impl<T> Future<T> {
     /// ```
     pub fn ready(result: Result<T, Error>) -> Future<T> {
         Future {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    phase: Phase::Finished(result.map_err(Box::new)),
-                    listeners: None,
-                }),
-                cond: Condvar::new(),
-            }),
+            inner: Arc::new(Inner::finished(result)),
         }
     }
 
@@ -346,26 +155,48 @@ impl<T> Future<T> {
             }
             Phase::Taken => Err(Error::AlreadyTaken),
             // Not reached: `wait_locked` returned true, so the future is done.
-            phase @ (Phase::Pending | Phase::Running) => {
+            phase @ (Phase::Pending(_) | Phase::Running(_)) => {
                 st.phase = phase;
                 Err(Error::timeout())
             }
         }
     }
 
-    /// Waits on the condition variable until done or `deadline`; true if done.
-    fn wait_locked(&self, st: &mut MutexGuard<'_, State<T>>, deadline: Option<Instant>) -> bool {
-        while !st.is_done() {
-            match deadline {
-                None => self.inner.cond.wait(st),
-                Some(d) => {
-                    if self.inner.cond.wait_until(st, d).timed_out() {
-                        return st.is_done();
-                    }
+    /// Blocks until done or `deadline`; true if done. The thread waits as
+    /// one of the listeners (woken by `unpark`) and takes itself off the
+    /// list if it gives up.
+    fn wait_locked(&self, st: &mut Guard<'_, T>, deadline: Option<Instant>) -> bool {
+        if st.is_done() {
+            return true;
+        }
+        let me = sync::current();
+        let id = me.id();
+        st.phase.push(Listener::Thread(me));
+        loop {
+            // `park` may return early (a stale token, or none at all): the
+            // state is checked again either way.
+            let expired = MutexGuard::unlocked(st, || match deadline {
+                None => {
+                    sync::park();
+                    false
                 }
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => {
+                        sync::park_timeout(left);
+                        false
+                    }
+                    _ => true,
+                },
+            });
+            if st.is_done() {
+                return true;
+            }
+            if expired {
+                st.phase
+                    .retain(|l| matches!(l, Listener::Thread(t) if t.id() == id));
+                return false;
             }
         }
-        true
     }
 
     /// Blocks until the future is done (finished or cancelled).
@@ -446,7 +277,7 @@ impl<T> Future<T> {
     /// assert!(!Future::ready(Ok(1)).running());
     /// ```
     pub fn running(&self) -> bool {
-        matches!(self.inner.state.lock().phase, Phase::Running)
+        matches!(self.inner.state.lock().phase, Phase::Running(_))
     }
 
     /// True if the future was cancelled.
@@ -558,7 +389,7 @@ impl<T> Future<T> {
             drop(st);
             run_callback("a done callback", || callback(self));
         } else {
-            st.push(Listener::Callback(Box::new(callback)));
+            st.phase.push(Listener::Callback(Box::new(callback)));
         }
     }
 
@@ -593,36 +424,43 @@ impl<T> Future<T> {
     pub(crate) fn register(&self, waiter: &Arc<Waiter>, index: usize) -> Option<Outcome> {
         let mut st = self.inner.state.lock();
         if st.is_done() {
-            Some(st.outcome())
+            Some(st.phase.outcome())
         } else {
-            st.push(Listener::Waiter(Arc::clone(waiter), index));
+            st.phase.push(Listener::Waiter(Arc::clone(waiter), index));
             None
         }
+    }
+
+    /// Like [`register`](Future::register), for `as_completed`, which needs
+    /// no outcome: true if the future is already done. A handle alone on
+    /// the state is done without a look under the lock: the producer (its
+    /// pool's task or its `Promise`) completes the future before it lets go
+    /// of the state, and a dropped one fails it.
+    pub(crate) fn register_if_pending(&self, waiter: &Arc<Waiter>, index: usize) -> bool {
+        if Arc::strong_count(&self.inner) == 1 {
+            // Pairs with the producer's release decrement of the count:
+            // whatever it did before (completing) is visible from here on.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            return true;
+        }
+        self.register(waiter, index).is_some()
     }
 
     /// Removes a waiter registered by [`register`](Future::register).
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
         let mut st = self.inner.state.lock();
-        let mut kept = Vec::new();
-        for l in st.take_listeners() {
-            match &l {
-                Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter) => {}
-                _ => kept.push(l),
-            }
-        }
-        for l in kept {
-            st.push(l);
-        }
+        st.phase
+            .retain(|l| matches!(l, Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter)));
     }
 
     /// An address identifying the shared state (for de-duplication).
     pub(crate) fn key(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+        Arc::as_ptr(&self.inner).cast::<()>() as usize
     }
 
     pub(crate) fn outcome_if_done(&self) -> Option<Outcome> {
         let st = self.inner.state.lock();
-        st.is_done().then(|| st.outcome())
+        st.is_done().then(|| st.phase.outcome())
     }
 }
 
@@ -637,8 +475,8 @@ fn phase_error<T>(phase: &Phase<T>) -> Option<Error> {
 impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.inner.state.lock().phase {
-            Phase::Pending => "pending",
-            Phase::Running => "running",
+            Phase::Pending(_) => "pending",
+            Phase::Running(_) => "running",
             Phase::Cancelled => "cancelled",
             Phase::Finished(Ok(_)) | Phase::Taken => "finished",
             Phase::Finished(Err(_)) => "failed",
@@ -662,7 +500,7 @@ impl<T> std::future::Future for Future<T> {
                 return Poll::Ready(self.get_mut().take_result(None));
             }
             // Replace our waker if we polled before, else add it.
-            let mut node = st.listeners.as_deref_mut();
+            let mut node = st.phase.listeners().and_then(|l| l.as_deref_mut());
             let mut slot = None;
             while let Some(n) = node {
                 if let Listener::Waker(w) = &mut n.listener {
@@ -674,7 +512,7 @@ impl<T> std::future::Future for Future<T> {
             replaced = match slot {
                 Some(w) => Some(std::mem::replace(w, waker)),
                 None => {
-                    st.push(Listener::Waker(waker));
+                    st.phase.push(Listener::Waker(waker));
                     None
                 }
             };

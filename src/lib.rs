@@ -212,6 +212,15 @@ pub mod docs {
     pub mod readme {}
 }
 
+/// The thread pool's queue and task cell, for the loom models
+/// (`tests/loom_future.rs`); only built under `--cfg loom`.
+#[doc(hidden)]
+#[cfg(loom)]
+pub mod __loom {
+    pub use crate::thread::job::Job;
+    pub use crate::thread::queue::{Queue, Seat, Wake};
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};

@@ -25,18 +25,25 @@ pub struct CancelHandle {
 }
 
 trait Cancel: Send + Sync {
-    fn cancel(self: Arc<Self>) -> bool;
+    fn cancel(&self) -> bool;
 }
 
-impl<T: Send> Cancel for Inner<T> {
-    fn cancel(self: Arc<Self>) -> bool {
-        Inner::cancel(&self)
+/// A future's shared state, seen as something to cancel. (A second small
+/// allocation, made only by [`Future::cancel_handle`]: the state itself is
+/// unsized, so it cannot be turned into a `dyn Cancel` directly.)
+struct Target<T>(Arc<Inner<T>>);
+
+impl<T: Send> Cancel for Target<T> {
+    fn cancel(&self) -> bool {
+        Inner::cancel(&self.0)
     }
 }
 
 impl CancelHandle {
     pub(crate) fn new<T: Send + 'static>(inner: Arc<Inner<T>>) -> Self {
-        CancelHandle { inner }
+        CancelHandle {
+            inner: Arc::new(Target(inner)),
+        }
     }
 }
 
@@ -51,7 +58,7 @@ impl CancelHandle {
     /// assert!(!Future::ready(Ok(1)).cancel_handle().cancel());
     /// ```
     pub fn cancel(&self) -> bool {
-        Arc::clone(&self.inner).cancel()
+        self.inner.cancel()
     }
 }
 
@@ -102,7 +109,7 @@ impl<T> Promise<T> {
     /// ```
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> (Promise<T>, Future<T>) {
-        let inner = Arc::new(Inner::new());
+        let inner: Arc<Inner<T>> = Arc::new(Inner::with_job(()));
         (
             Promise {
                 inner: Arc::clone(&inner),

@@ -1,52 +1,83 @@
-//! The locks that [`Future`](crate::Future), `as_completed` and `wait` are
-//! built on: parking_lot's, or loom's models of them under `cfg(loom)`, so
-//! that `tests/loom_future.rs` can run the state machine through every
-//! interleaving. Both sides have parking_lot's API: `lock()` returns the
-//! guard, `Condvar::wait(&mut guard)`, `wait_until(&mut guard, deadline)`.
+//! The locks and thread parking that [`Future`](crate::Future), `as_completed`,
+//! `wait` and the thread pool's queue are built on: parking_lot's and std's,
+//! or loom's models of them under `cfg(loom)`, so that `tests/loom_future.rs`
+//! can run the state machines through every interleaving. Both sides have
+//! parking_lot's API: `lock()` returns the guard, `Condvar::wait(&mut guard)`,
+//! `wait_until(&mut guard, deadline)`, `MutexGuard::unlocked(&mut guard, f)`;
+//! and std's `current()`, `park()`, `park_timeout(d)`, `Thread::unpark()`.
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{current, park, park_timeout, Thread};
 
 #[cfg(loom)]
-pub(crate) use self::model::{Condvar, Mutex, MutexGuard};
+pub(crate) use self::model::{park_timeout, Condvar, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::thread::{current, park, Thread};
 
 /// loom's `Mutex` and `Condvar` behind parking_lot's API.
 ///
-/// loom does not model time: its timed wait never times out, so
-/// [`Condvar::wait_until`] here is a plain wait. Models keep to the untimed
-/// paths.
+/// loom does not model time: its timed waits never time out, so
+/// [`Condvar::wait_until`] and [`park_timeout`] here are plain waits. Models
+/// keep to the untimed paths.
 #[cfg(loom)]
 mod model {
     use std::ops::{Deref, DerefMut};
     use std::sync::PoisonError;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
-    /// A mutex that loom schedules around.
-    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    /// A plain `park`: loom has no clock (see the module docs).
+    pub(crate) fn park_timeout(_timeout: Duration) {
+        loom::thread::park();
+    }
+
+    /// A mutex that loom schedules around. `T` may be unsized (the future's
+    /// state ends in its type-erased job).
+    pub(crate) struct Mutex<T: ?Sized>(loom::sync::Mutex<T>);
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
             Mutex(loom::sync::Mutex::new(value))
         }
+    }
 
+    impl<T: ?Sized> Mutex<T> {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
+            MutexGuard {
+                mutex: self,
+                inner: Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)),
+            }
         }
     }
 
-    /// The guard; empty only while [`Condvar::wait`] holds the inner one.
-    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+    /// The guard; empty only while [`Condvar::wait`] or
+    /// [`MutexGuard::unlocked`] has let go of the lock.
+    pub(crate) struct MutexGuard<'a, T: ?Sized> {
+        mutex: &'a Mutex<T>,
+        inner: Option<loom::sync::MutexGuard<'a, T>>,
+    }
 
-    impl<T> Deref for MutexGuard<'_, T> {
+    impl<T: ?Sized> MutexGuard<'_, T> {
+        /// Runs `f` with the lock released, then takes it again.
+        pub(crate) fn unlocked<U>(guard: &mut Self, f: impl FnOnce() -> U) -> U {
+            drop(guard.inner.take());
+            let out = f();
+            guard.inner = Some(guard.mutex.0.lock().unwrap_or_else(PoisonError::into_inner));
+            out
+        }
+    }
+
+    impl<T: ?Sized> Deref for MutexGuard<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
-            self.0.as_deref().expect("guard held")
+            self.inner.as_deref().expect("guard held")
         }
     }
 
-    impl<T> DerefMut for MutexGuard<'_, T> {
+    impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
-            self.0.as_deref_mut().expect("guard held")
+            self.inner.as_deref_mut().expect("guard held")
         }
     }
 
@@ -68,8 +99,8 @@ mod model {
         }
 
         pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            let inner = guard.0.take().expect("guard held");
-            guard.0 = Some(self.0.wait(inner).unwrap_or_else(PoisonError::into_inner));
+            let inner = guard.inner.take().expect("guard held");
+            guard.inner = Some(self.0.wait(inner).unwrap_or_else(PoisonError::into_inner));
         }
 
         /// A plain wait: loom has no clock (see the module docs).

@@ -58,6 +58,12 @@ pub trait AsFuture {
     type Output;
     /// The future itself.
     fn as_future(&self) -> &Future<Self::Output>;
+
+    /// True if no two items of this type can be the same future (owned or
+    /// `&mut`: a `Future` is not `Clone`), so there is nothing to
+    /// de-duplicate.
+    #[doc(hidden)]
+    const UNIQUE: bool = false;
 }
 
 impl<T> AsFuture for Future<T> {
@@ -65,6 +71,7 @@ impl<T> AsFuture for Future<T> {
     fn as_future(&self) -> &Future<T> {
         self
     }
+    const UNIQUE: bool = true;
 }
 
 impl<T> AsFuture for &Future<T> {
@@ -79,6 +86,7 @@ impl<T> AsFuture for &mut Future<T> {
     fn as_future(&self) -> &Future<T> {
         self
     }
+    const UNIQUE: bool = true;
 }
 
 impl<K, F: AsFuture> AsFuture for (K, F) {
@@ -150,6 +158,9 @@ type AddrSet = HashSet<usize, BuildHasherDefault<AddrHasher>>;
 /// Collects the futures, dropping repeated ones (same shared state).
 fn dedup<F: AsFuture>(futures: impl IntoIterator<Item = F>) -> Vec<F> {
     let iter = futures.into_iter();
+    if F::UNIQUE {
+        return iter.collect();
+    }
     let mut seen = AddrSet::with_capacity_and_hasher(iter.size_hint().0, Default::default());
     iter.filter(|f| seen.insert(f.as_future().key())).collect()
 }
@@ -202,9 +213,9 @@ where
 {
     let futures = dedup(futures);
     let waiter = Waiter::new();
-    let mut ready = VecDeque::new();
+    let mut ready = VecDeque::with_capacity(futures.len());
     for (i, f) in futures.iter().enumerate() {
-        if f.as_future().register(&waiter, i).is_some() {
+        if f.as_future().register_if_pending(&waiter, i) {
             ready.push_back(i);
         }
     }

@@ -247,3 +247,158 @@ fn completion_races_await() {
         completer.join().unwrap();
     });
 }
+
+// ------------------------------------------------------------ thread pool
+//
+// The task cell (a closure inside its future's state) and the queue that
+// counts the workers by state, driven the way src/thread/worker.rs drives
+// them: loom threads stand in for the pool's workers.
+
+use concurrent_futures::__loom::{Job, Queue, Wake};
+
+/// The worker loop of src/thread/worker.rs: runs jobs until the queue
+/// closes; as a result is about to be published it takes the next job or
+/// counts itself searching.
+fn worker(queue: Arc<Queue<Job>>) {
+    let mut seat = queue.seat();
+    let mut next = seat.next();
+    while let Some(job) = next {
+        let mut prefetched = None;
+        job.run(&mut |has_callbacks| {
+            if !has_callbacks {
+                prefetched = seat.finishing();
+            }
+        });
+        next = match prefetched {
+            Some(job) => Some(job),
+            None => seat.next(),
+        };
+    }
+}
+
+/// Queues `job`; starts a worker thread if the queue asks for one.
+fn push(queue: &Arc<Queue<Job>>, job: Job, threads: &mut Vec<thread::JoinHandle<()>>) -> Wake {
+    let wake = queue.push(job).map_err(|_| "refused").unwrap();
+    if wake == Wake::Spawn {
+        let q = Arc::clone(queue);
+        threads.push(thread::spawn(move || worker(q)));
+    }
+    wake
+}
+
+#[test]
+fn task_cell_run_races_cancel() {
+    check("task cell: run vs cancel", || {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let guard = DropCount(Arc::clone(&dropped));
+        let (job, fut) = Job::new(move || {
+            let _keep = &guard;
+            7u32
+        });
+        let (calls, _) = counting_callback(&fut);
+        let runner = thread::spawn(move || job.run(&mut |_| {}));
+        let cancelled = fut.cancel();
+        runner.join().unwrap();
+        // The closure is dropped exactly once, run or not; the callback
+        // runs once; the outcome matches what cancel() said.
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let expected = if cancelled {
+            Err(Error::Cancelled)
+        } else {
+            Ok(7)
+        };
+        assert_eq!(fut.result(), expected);
+    });
+}
+
+#[test]
+fn task_cell_run_races_result() {
+    check("task cell: run vs a thread blocked in result", || {
+        let (job, fut) = Job::new(|| 3u32);
+        let runner = thread::spawn(move || job.run(&mut |_| {}));
+        // A blocked thread is a listener woken by unpark: a lost wake-up
+        // is a loom deadlock.
+        assert_eq!(fut.result(), Ok(3));
+        runner.join().unwrap();
+    });
+}
+
+#[test]
+fn task_cell_dropped_races_result() {
+    check("task cell: dropped unrun vs result", || {
+        let (job, fut) = Job::new(|| 3u32);
+        let dropper = thread::spawn(move || drop(job));
+        assert!(matches!(fut.result(), Err(Error::BrokenPool(_))));
+        dropper.join().unwrap();
+    });
+}
+
+#[test]
+fn sequential_submits_reuse_one_worker() {
+    check("queue: submit, result, submit (one thread)", || {
+        let queue = Arc::new(Queue::new(2));
+        let mut threads = Vec::new();
+        let (j1, f1) = Job::new(|| 1u32);
+        assert_eq!(push(&queue, j1, &mut threads), Wake::Spawn);
+        assert_eq!(f1.result(), Ok(1));
+        // The worker counted itself searching before the result was
+        // visible: whether it is still searching or already asleep, the
+        // second task goes to it, never to a new thread.
+        let (j2, f2) = Job::new(|| 2u32);
+        assert_ne!(push(&queue, j2, &mut threads), Wake::Spawn);
+        assert_eq!(f2.result(), Ok(2));
+        queue.close();
+        assert_eq!(threads.len(), 1);
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn two_submits_get_two_workers_or_one_free() {
+    check("queue: 2 submits on 2 workers", || {
+        let queue = Arc::new(Queue::new(2));
+        let mut threads = Vec::new();
+        let (j1, f1) = Job::new(|| 1u32);
+        let (j2, f2) = Job::new(|| 2u32);
+        assert_eq!(push(&queue, j1, &mut threads), Wake::Spawn);
+        // A second thread only if the first is not already free again.
+        push(&queue, j2, &mut threads);
+        assert_eq!(f2.result(), Ok(2));
+        assert_eq!(f1.result(), Ok(1));
+        queue.close();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn shutdown_wakes_a_sleeping_worker() {
+    check("queue: close vs a worker going to sleep", || {
+        let queue = Arc::new(Queue::new(1));
+        let mut threads = Vec::new();
+        let (j1, f1) = Job::new(|| 1u32);
+        assert_eq!(push(&queue, j1, &mut threads), Wake::Spawn);
+        assert_eq!(f1.result(), Ok(1));
+        // The worker may be searching, asleep, or between the two: close
+        // must reach it (else the join below is a loom deadlock).
+        queue.close();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (j2, _f2) = Job::new(|| 2u32);
+        assert!(queue.push(j2).is_err());
+    });
+}
+
+/// Counts its drops.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}

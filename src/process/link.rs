@@ -151,7 +151,9 @@ impl Pace {
         } else {
             0.0
         };
-        (cover.max(batch) as usize).clamp(2, MAX_WINDOW).min(self.cap)
+        (cover.max(batch) as usize)
+            .clamp(2, MAX_WINDOW)
+            .min(self.cap)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The thread pool: [`ThreadPoolExecutor`], its builder and worker loop.
 
 mod builder;
+pub(crate) mod job;
 mod pool;
+pub(crate) mod queue;
 mod worker;
 
 pub use builder::{InitResult, ThreadPoolBuilder};

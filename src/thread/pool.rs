@@ -5,16 +5,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::builder::{default_thread_workers, Initializer, ThreadPoolBuilder};
-use super::worker::{self, ClosureJob, Job};
+use super::job::Job;
+use super::queue::{Queue, Wake};
+use super::worker;
 use crate::executor::{self, Stop};
 use crate::map::{Source, Submitted};
-use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
+use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
 /// How many tasks a `map` keeps in flight per worker by default.
 const MAP_WINDOW_PER_WORKER: usize = 4;
@@ -34,12 +35,8 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<Initializer>,
 }
 
-/// What submitters and `shutdown` agree on, under one lock.
+/// The worker threads.
 struct Gate {
-    /// Dropped at shutdown: workers exit when the queue is empty.
-    sender: Option<Sender<Job>>,
-    /// Why the pool is broken, once it is.
-    broken: Option<String>,
     /// Workers not yet joined.
     threads: Vec<JoinHandle<()>>,
     /// Workers ever started.
@@ -49,10 +46,8 @@ struct Gate {
 /// The state the workers share with the pool handle.
 pub(crate) struct Shared {
     gate: Mutex<Gate>,
-    pub(crate) jobs: Receiver<Job>,
-    /// Idle tokens: workers blocked on an empty queue that no submitter has
-    /// claimed yet.
-    pub(crate) idle: AtomicUsize,
+    /// The jobs, whether the pool is open, and the workers' states.
+    pub(crate) queue: Queue<Job>,
     pub(crate) config: Config,
     /// Held while a `shutdown` joins the threads.
     joining: Mutex<()>,
@@ -61,12 +56,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Marks the pool broken and fails every queued task.
     pub(crate) fn break_pool(&self, reason: String) {
-        let mut gate = self.gate.lock();
-        if gate.broken.is_none() {
-            gate.broken = Some(reason.clone());
-        }
-        drop(gate);
-        while let Ok(job) = self.jobs.try_recv() {
+        for job in self.queue.break_with(&reason) {
             job.abandon(Some(Error::BrokenPool(reason.clone())));
         }
     }
@@ -167,16 +157,12 @@ impl ThreadPoolExecutor {
                 POOL_COUNTER.fetch_add(1, Ordering::Relaxed)
             )
         });
-        let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             gate: Mutex::new(Gate {
-                sender: Some(tx),
-                broken: None,
                 threads: Vec::new(),
                 spawned: 0,
             }),
-            jobs: rx,
-            idle: AtomicUsize::new(0),
+            queue: Queue::new(max_workers),
             joining: Mutex::new(()),
             config: Config {
                 max_workers,
@@ -339,51 +325,26 @@ where
     T: Send + 'static,
 {
     let shared = &owner.shared;
-    let (promise, future) = Promise::new();
-    let job: Job = Box::new(ClosureJob { promise, f });
-    let mut gate = shared.gate.lock();
-    let refusal = if let Some(reason) = &gate.broken {
-        Some(Error::BrokenPool(reason.clone()))
-    } else if gate.sender.is_none() {
-        Some(Error::Shutdown)
-    } else {
-        None
-    };
-    if let Some(e) = refusal {
-        drop(gate);
-        job.abandon(Some(e));
-        return future;
-    }
-    // Claim an idle worker before queueing: once the job is queued, that
-    // worker may take it and withdraw its token first, and this submit would
-    // start a thread that is not needed. (A new thread does not count itself
-    // idle before its first job, so queueing after starting it is safe too.)
-    let claimed_idle = shared
-        .idle
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok();
-    if let Some(tx) = &gate.sender {
-        // The receiver lives in `shared`, so the send cannot fail.
-        let _ = tx.send(job);
-    }
-    if !claimed_idle && gate.threads.len() < shared.config.max_workers {
-        if let Err(e) = spawn_worker(shared, &mut gate) {
-            if gate.threads.is_empty() {
-                // No thread will ever run the job we queued: fail it.
-                drop(gate);
-                while let Ok(job) = shared.jobs.try_recv() {
+    let (job, future) = Job::new(f);
+    match shared.queue.push(job) {
+        Err((job, e)) => job.abandon(Some(e)),
+        Ok(Wake::Spawn) => {
+            if let Err(e) = spawn_worker(shared) {
+                // No thread will ever run these jobs (when none is left).
+                for job in shared.queue.spawn_failed() {
                     job.abandon(Some(Error::Io(format!(
                         "cannot start a worker thread: {e}"
                     ))));
                 }
-                return future;
             }
         }
+        Ok(Wake::Nobody | Wake::Sleeper) => {}
     }
     future
 }
 
-fn spawn_worker(shared: &Arc<Shared>, gate: &mut Gate) -> std::io::Result<()> {
+fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let mut gate = shared.gate.lock();
     let mut builder =
         thread::Builder::new().name(format!("{}_{}", shared.config.prefix, gate.spawned));
     if let Some(size) = shared.config.stack_size {
@@ -397,11 +358,11 @@ fn spawn_worker(shared: &Arc<Shared>, gate: &mut Gate) -> std::io::Result<()> {
 }
 
 fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
-    shared.gate.lock().sender = None;
+    shared.queue.close();
     if options.cancel_futures {
         // Without the lock: cancelling runs the futures' done-callbacks,
         // which may call `submit` (and get `Error::Shutdown`).
-        while let Ok(job) = shared.jobs.try_recv() {
+        for job in shared.queue.drain() {
             job.abandon(None);
         }
     }
@@ -494,12 +455,13 @@ impl Executor for ThreadPoolExecutor {
 
 impl fmt::Debug for ThreadPoolExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let gate = self.shared().gate.lock();
+        let threads = self.shared().gate.lock().threads.len();
+        let (shutdown, broken) = self.shared().queue.status();
         f.debug_struct("ThreadPoolExecutor")
             .field("max_workers", &self.shared().config.max_workers)
-            .field("threads", &gate.threads.len())
-            .field("shutdown", &gate.sender.is_none())
-            .field("broken", &gate.broken)
+            .field("threads", &threads)
+            .field("shutdown", &shutdown)
+            .field("broken", &broken)
             .finish()
     }
 }

@@ -1,0 +1,130 @@
+//! A thread-pool task: its closure lives in its future's shared state, so
+//! submitting costs one allocation (see src/future/state.rs, "One allocation per
+//! task").
+//!
+//! [`Job`] is `pub` for the loom models (through `__loom` under
+//! `--cfg loom`); the module itself is private.
+#![cfg_attr(not(loom), allow(unreachable_pub))]
+
+use std::sync::Arc;
+
+use crate::future::Inner;
+use crate::panic::catch;
+use crate::{Error, Future};
+
+/// What the queue holds of a task: its future's state, erased over the
+/// closure and result types.
+trait Runnable: Send + Sync {
+    /// Runs the task unless its future was cancelled, and completes it;
+    /// `before_publish` as in `Inner::complete_then`.
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool));
+    /// Never runs the task: cancels its future (`None`) or fails it.
+    fn abandon(self: Arc<Self>, error: Option<Error>);
+}
+
+impl<T, F> Runnable for Inner<T, Option<F>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool)) {
+        let f = match self.start() {
+            Ok(f) => f,
+            // Cancelled while queued: drop the closure, outside the lock.
+            Err(job) => {
+                drop(job);
+                return;
+            }
+        };
+        // `f` is consumed by the call: the closure and what it captured
+        // are dropped here, before the result is published.
+        let result = catch(f);
+        let inner: Arc<Inner<T>> = self;
+        let _ = inner.complete_then(result, before_publish);
+    }
+
+    fn abandon(self: Arc<Self>, error: Option<Error>) {
+        drop(self.take_job());
+        let inner: Arc<Inner<T>> = self;
+        match error {
+            None => {
+                inner.cancel();
+            }
+            Some(e) => {
+                let _ = inner.complete_then(Err(e), |_| {});
+            }
+        }
+    }
+}
+
+/// A queued task. Dropping one that was neither run nor abandoned fails its
+/// future with [`Error::BrokenPool`], so a lost task never leaves a waiter
+/// hanging (as a dropped `Promise` does).
+pub struct Job(Option<Arc<dyn Runnable>>);
+
+impl Job {
+    /// The task running `f`, and its future: two handles on one allocation.
+    pub fn new<F, T>(f: F) -> (Job, Future<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let cell = Arc::new(Inner::with_job(Some(f)));
+        let future = Future::from_inner(Arc::clone(&cell) as Arc<Inner<T>>);
+        (Job(Some(cell)), future)
+    }
+
+    /// Runs the task (unless its future was cancelled) and completes its
+    /// future, calling `before_publish` as the result is about to be seen,
+    /// told whether done-callbacks will run.
+    pub fn run(mut self, before_publish: &mut dyn FnMut(bool)) {
+        if let Some(cell) = self.0.take() {
+            cell.run(before_publish);
+        }
+    }
+
+    /// Cancels the task's future (`None`) or fails it with `error`.
+    pub fn abandon(mut self, error: Option<Error>) {
+        if let Some(cell) = self.0.take() {
+            cell.abandon(error);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(cell) = self.0.take() {
+            cell.abandon(Some(Error::BrokenPool(
+                "the task was dropped before it completed".to_string(),
+            )));
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the state of a task running `f`, without the `Arc`'s
+    /// two counters.
+    fn cell_size<F: FnOnce() -> u64>(_: &F) -> usize {
+        std::mem::size_of::<Inner<u64, Option<F>>>()
+    }
+
+    #[test]
+    fn a_pending_future_u64_costs_one_56_byte_allocation() {
+        let i = 7u64;
+        // The lock (padded to 8), the phase (16: a result, or the listener
+        // list), the closure in an `Option` (16); plus the Arc's 16.
+        assert_eq!(cell_size(&move || i) + 16, 56);
+        // The queue's slot and the caller's handle are two words each.
+        assert_eq!(std::mem::size_of::<Job>(), 16);
+        assert_eq!(std::mem::size_of::<Future<u64>>(), 16);
+    }
+}
