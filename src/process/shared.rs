@@ -110,9 +110,10 @@ impl Shared {
     }
 
     /// Queued jobs for `worker`, as many as its window has room for (at
-    /// most `left`), waiting until there are any. A worker that holds
-    /// tasks takes only what the idle workers waiting for work leave, so a
-    /// job never queues behind a running task while a worker is idle.
+    /// most `left`), waiting until there are any. While other workers wait
+    /// idle, a worker takes only its share: a busy one leaves each idle one
+    /// at least as many, so a job never queues behind a running task while
+    /// a worker is idle, and a burst is split evenly.
     /// `Some` of nothing if the room closed meanwhile; `None` once the
     /// worker is gone, or the pool is shutting down and nothing is queued.
     pub(crate) fn take_jobs(&self, worker: &Worker, left: Option<usize>) -> Option<Vec<Job>> {
@@ -136,10 +137,14 @@ impl Shared {
                 .iter()
                 .filter(|w| !std::ptr::eq(Arc::as_ptr(w), worker) && w.waits_idle())
                 .count();
+            // With other workers idle, take no more than a fair share (an
+            // idle worker rounds up, a busy one down), so that a burst is
+            // split between them however deep this worker's window is.
+            let queued = st.queue.len();
             let spare = if idle {
-                st.queue.len()
+                queued.div_ceil(others_idle + 1)
             } else {
-                st.queue.len().saturating_sub(others_idle)
+                queued / (others_idle + 1)
             };
             if spare > 0 {
                 let mut jobs = Vec::with_capacity(room.min(spare));
