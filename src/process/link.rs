@@ -98,8 +98,10 @@ pub(crate) struct Sent {
 struct Pace {
     /// Smoothed run time of its tasks, 0 until one is measured.
     task_ns: f64,
-    /// Smoothed round trip (answer time less run time) of tasks sent to
-    /// it while idle.
+    /// The shortest round trip (answer time less run time) of the tasks
+    /// sent to it while idle since its last idle spell. The shortest, not
+    /// an average: one delayed answer (a big frame through `srun`, which
+    /// can take 40 ms) must not make every later task look short.
     rtt_ns: f64,
     last_activity: Option<Instant>,
     /// Slow start: the window at most doubles per answer, so a quick
@@ -203,8 +205,10 @@ impl Link {
                 .last_activity
                 .is_some_and(|t| now.duration_since(t) > IDLE_SPELL)
         {
-            // After an idle spell the next tasks may be of another kind.
+            // After an idle spell the next tasks may be of another kind,
+            // and the way to the worker may have changed.
             self.pace.task_ns = 0.0;
+            self.pace.rtt_ns = 0.0;
             self.pace.cap = 1;
         }
         self.pace.last_activity = Some(now);
@@ -230,8 +234,12 @@ impl Link {
         self.pace.task_ns = Pace::smooth(self.pace.task_ns, run);
         self.pace.cap = (self.pace.cap * 2).min(MAX_WINDOW);
         if done.started_at == Some(done.sent_at) {
-            let rtt = now.duration_since(done.sent_at).as_nanos() as f64 - run;
-            self.pace.rtt_ns = Pace::smooth(self.pace.rtt_ns, rtt.max(0.0));
+            let rtt = (now.duration_since(done.sent_at).as_nanos() as f64 - run).max(1.0);
+            self.pace.rtt_ns = if self.pace.rtt_ns == 0.0 {
+                rtt
+            } else {
+                self.pace.rtt_ns.min(rtt)
+            };
         }
         self.pace.last_activity = Some(now);
         if let Some(next) = self.held.front_mut() {
@@ -316,14 +324,14 @@ impl Worker {
         self.leaving.load(Ordering::Acquire)
     }
 
-    /// True if its writer waits for work and it takes tasks and holds
-    /// none: a queued task is best left to it. Call under the pool's lock.
-    pub(crate) fn waits_idle(&self) -> bool {
-        if !self.waiting.load(Ordering::Relaxed) {
-            return false;
-        }
+    /// How many tasks it holds, and whether its writer waits for work
+    /// while it takes tasks and holds none (a queued task is best left to
+    /// it). Call under the pool's lock.
+    pub(crate) fn load(&self) -> (usize, bool) {
+        let waiting = self.waiting.load(Ordering::SeqCst);
         let link = self.link.lock();
-        link.stage == Stage::Ready && link.idle()
+        let ready_and_idle = link.stage == Stage::Ready && link.idle();
+        (link.held.len(), waiting && ready_and_idle)
     }
 
     /// Stops the process (`kill`: at once; else SIGTERM or the launcher's

@@ -105,6 +105,7 @@ fn read_until_exit(
                 if let Some((seq, limit)) = next {
                     shared.timer.schedule(now + limit, worker, seq, limit);
                 }
+                shared.answered(worker);
                 done.job.finish(outcome);
             }
             FromWorker::InitDone(outcome) => {

@@ -122,34 +122,25 @@ impl Shared {
             if worker.leaving() {
                 break None;
             }
-            let (room, idle) = {
+            // Set before this worker's tasks are counted: a reader that
+            // then takes an answer off them sees the flag and wakes us
+            // (see `answered`), so a share that grows is never missed.
+            worker.waiting.store(true, Ordering::SeqCst);
+            let (room, held, idle) = {
                 let link = worker.link.lock();
-                (link.room(Instant::now()), link.idle())
+                (link.room(Instant::now()), link.held.len(), link.idle())
             };
             let room = left.map_or(room, |l| room.min(l));
             if room == 0 {
                 break Some(Vec::new());
             }
-            // Counted as they are now, not as they were when their writers
-            // began to wait: a worker whose answer came meanwhile is idle.
-            let others_idle = st
-                .workers
-                .iter()
-                .filter(|w| !std::ptr::eq(Arc::as_ptr(w), worker) && w.waits_idle())
-                .count();
-            // With other workers idle, take no more than a fair share (an
-            // idle worker rounds up, a busy one down), so that a burst is
-            // split between them however deep this worker's window is.
             let queued = st.queue.len();
-            let spare = if idle {
-                queued.div_ceil(others_idle + 1)
-            } else {
-                queued / (others_idle + 1)
-            };
-            if spare > 0 {
-                let mut jobs = Vec::with_capacity(room.min(spare));
+            let share = self.share(&st, worker, held, idle);
+            let take = room.min(share);
+            if take > 0 {
+                let mut jobs = Vec::with_capacity(take);
                 let mut bytes = 0;
-                while jobs.len() < room.min(spare) && bytes < BATCH_BYTES {
+                while jobs.len() < take && bytes < BATCH_BYTES {
                     let Some(job) = st.queue.pop_front() else {
                         break;
                     };
@@ -158,16 +149,15 @@ impl Shared {
                 }
                 break Some(jobs);
             }
-            if !st.queue.is_empty() {
-                // Left for an idle worker; make sure one is awake.
+            if queued > 0 {
+                // Left for other workers; make sure one is awake.
                 self.work.notify_all();
             } else if st.closing {
                 break None;
             }
-            worker.waiting.store(true, Ordering::Relaxed);
             self.work.wait(&mut st);
-            worker.waiting.store(false, Ordering::Relaxed);
         };
+        worker.waiting.store(false, Ordering::SeqCst);
         if !st.queue.is_empty() {
             // Jobs are left: for idle workers (which nobody else wakes if
             // the wake-up that brought us here was theirs), or beyond what
@@ -175,6 +165,42 @@ impl Shared {
             self.work.notify_all();
         }
         taken
+    }
+
+    /// How many queued jobs `worker` (holding `held`) may take. Each
+    /// worker that takes tasks, starting ones included, gets an even share
+    /// of everything outstanding (queued and held), less what it holds; an
+    /// idle worker rounds up, a busy one leaves each idle one at least as
+    /// many. So a burst is split evenly however deep a window a worker
+    /// learned on earlier tasks, a starting worker gets its part, and a
+    /// job never queues behind a running task while a worker is idle.
+    fn share(&self, st: &State, worker: &Worker, held: usize, idle: bool) -> usize {
+        let queued = st.queue.len();
+        let (mut places, mut outstanding, mut others_idle) = (1 + st.starting, queued + held, 0);
+        for w in &st.workers {
+            if std::ptr::eq(Arc::as_ptr(w), worker) || w.leaving() {
+                continue;
+            }
+            let (held, waits_idle) = w.load();
+            places += 1;
+            outstanding += held;
+            others_idle += usize::from(waits_idle);
+        }
+        let even = outstanding.div_ceil(places).saturating_sub(held);
+        let for_idle = if idle {
+            queued.div_ceil(others_idle + 1)
+        } else {
+            queued / (others_idle + 1)
+        };
+        even.min(for_idle)
+    }
+
+    /// A reader took an answer off `worker`'s tasks: if its writer waits
+    /// for work, its share may have grown; wake it.
+    pub(crate) fn answered(&self, worker: &Worker) {
+        if worker.waiting.load(Ordering::SeqCst) && !self.state.lock().queue.is_empty() {
+            self.work.notify_all();
+        }
     }
 
     /// Jobs that never started, back to the front of the queue (a worker
