@@ -119,6 +119,51 @@ fn a_dead_host_does_not_break_the_others() {
     });
 }
 
+/// Task: the address of the sshd this worker came through (the third
+/// field of `SSH_CONNECTION`), after waiting (at most `LONG`) until `n`
+/// workers have marked `dir`: so `n` of these run at once, on `n` workers.
+fn sshd_address(dir: String, n: usize) -> String {
+    let me = std::process::id();
+    let _ = fs::write(format!("{dir}/here-{me}"), b"");
+    let deadline = std::time::Instant::now() + LONG;
+    while std::time::Instant::now() < deadline {
+        let here = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        if here >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|c| c.split_whitespace().nth(2).map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_worker_goes_to_a_host_with_a_free_slot() {
+    // node1 and node2 have one slot each: the two workers must land on
+    // both, whichever host's check answers first.
+    let Some(config) = ssh_config() else { return };
+    with_timeout(LIMIT, move || {
+        for round in 0..3 {
+            let dir = Scratch::new("slots");
+            let pool = builder()
+                .launcher(ssh(&config, &[("node1", 1), ("node2", 1)]))
+                .build()
+                .expect("pool");
+            let futs: Vec<_> = (0..2)
+                .map(|_| pool.submit(task!(sshd_address), (dir.dir(), 2)))
+                .collect();
+            let mut seen: Vec<String> = futs
+                .into_iter()
+                .map(|mut f| f.result_timeout(LONG).expect("an address"))
+                .collect();
+            seen.sort();
+            assert_eq!(seen, ["127.0.0.1", "127.0.0.2"], "round {round}");
+        }
+    });
+}
+
 #[test]
 fn a_dead_host_is_retried_with_backoff() {
     let Some(config) = ssh_config() else { return };

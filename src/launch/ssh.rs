@@ -323,11 +323,13 @@ impl Ssh {
                     };
                 }
             }
-            // The up host with the most free slots (then the fewest live).
+            // The up host with the most free slots (then the fewest live);
+            // never one whose slots are all taken, even while others are
+            // still being checked.
             let best = table
                 .iter()
                 .enumerate()
-                .filter(|(_, h)| h.health == Health::Up)
+                .filter(|(i, h)| h.health == Health::Up && h.live < self.hosts[*i].1)
                 .max_by_key(|(i, h)| {
                     let slots = self.hosts[*i].1;
                     (slots.saturating_sub(h.live), std::cmp::Reverse(h.live))
