@@ -32,6 +32,10 @@ pub(crate) trait Source<T>: Send {
     fn default_chunksize(&self) -> usize {
         1
     }
+
+    /// Called after a run of `submit_next` calls: a source that held back
+    /// waking its workers while it submitted wakes them now.
+    fn flush(&mut self) {}
 }
 
 /// Where the iterator is.
@@ -208,6 +212,7 @@ impl<'a, T> Map<'a, T> {
                 None => self.exhausted = true,
             }
         }
+        self.source.flush();
     }
 
     /// Ends the iteration, cancelling every task not yet started.

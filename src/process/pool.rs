@@ -165,7 +165,7 @@ impl ProcessPoolExecutor {
         A: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        submit_encoded(&self.owner, task, false, |buf| encode_into(&arg, buf))
+        submit_encoded(&self.owner, task, false, true, |buf| encode_into(&arg, buf))
     }
 
     /// Runs `task` on every item in worker processes, yielding the results
@@ -214,6 +214,7 @@ impl ProcessPoolExecutor {
             task,
             owner: Arc::clone(&self.owner),
             auto_chunk,
+            unwoken: 0,
         };
         Map::new(
             Box::new(source),
@@ -382,6 +383,7 @@ fn submit_encoded<A, R, V>(
     owner: &Arc<Owner>,
     task: Task<A, R>,
     chunk: bool,
+    wake: bool,
     encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
 ) -> Future<V>
 where
@@ -395,15 +397,18 @@ where
     }
     let shared = &owner.shared;
     shared.outstanding.fetch_add(1, Ordering::AcqRel);
-    shared.enqueue(Job {
-        entry: task.entry(),
-        chunk,
-        payload: Payload::Inline(payload),
-        time_limit: task.limit().or(shared.config.task_time_limit),
-        completion: Box::new(promise) as Box<dyn Completion>,
-        ticket: Ticket(Arc::clone(&shared.outstanding)),
-        sent_before: false,
-    });
+    shared.enqueue(
+        Job {
+            entry: task.entry(),
+            chunk,
+            payload: Payload::Inline(payload),
+            time_limit: task.limit().or(shared.config.task_time_limit),
+            completion: Box::new(promise) as Box<dyn Completion>,
+            ticket: Ticket(Arc::clone(&shared.outstanding)),
+            sent_before: false,
+        },
+        wake,
+    );
     future
 }
 
@@ -424,6 +429,8 @@ struct TaskSource<I, A: 'static, R: 'static> {
     task: Task<A, R>,
     owner: Arc<Owner>,
     auto_chunk: usize,
+    /// Tasks queued since the writers were last woken (see `flush`).
+    unwoken: usize,
 }
 
 impl<I, A, R> Source<R> for TaskSource<I, A, R>
@@ -435,9 +442,11 @@ where
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<R>> {
         if chunksize <= 1 {
             let item = self.items.next()?;
+            self.unwoken += 1;
             Some(Submitted::One(submit_encoded(
                 &self.owner,
                 self.task,
+                false,
                 false,
                 |b| encode_into(&item, b),
             )))
@@ -447,8 +456,11 @@ where
                 return None;
             }
             let n = chunk.len();
+            self.unwoken += 1;
             Some(Submitted::Chunk(
-                submit_encoded(&self.owner, self.task, true, |b| encode_into(&chunk, b)),
+                submit_encoded(&self.owner, self.task, true, false, |b| {
+                    encode_into(&chunk, b)
+                }),
                 n,
             ))
         }
@@ -456,6 +468,13 @@ where
 
     fn default_chunksize(&self) -> usize {
         self.auto_chunk
+    }
+
+    fn flush(&mut self) {
+        if self.unwoken > 0 {
+            self.owner.shared.wake_writers(self.unwoken);
+            self.unwoken = 0;
+        }
     }
 }
 

@@ -90,9 +90,24 @@ impl Shared {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Wakes the writers for `n` jobs queued with `enqueue(.., false)`.
+    pub(crate) fn wake_writers(&self, n: usize) {
+        let _st = self.state.lock();
+        if n == 1 {
+            self.work.notify_one();
+        } else {
+            self.work.notify_all();
+        }
+    }
+
     /// Queues a job (or fails it if the pool refuses work) and starts a
-    /// worker if the running ones cannot take it.
-    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+    /// worker if the running ones cannot take it; wakes a writer only if
+    /// `wake`. A `map` that submits its whole window queues it first and
+    /// wakes the writers once ([`wake_writers`](Self::wake_writers)), so
+    /// that its thread is not preempted by the first worker it wakes before
+    /// it has queued the rest (on a machine with as many cores as workers,
+    /// it was, and the tasks reached the workers one at a time).
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Job, wake: bool) {
         let mut st = self.state.lock();
         let refusal = match (st.closing, &st.broken) {
             (true, _) => Some(Error::Shutdown),
@@ -105,7 +120,9 @@ impl Shared {
             return;
         }
         st.queue.push_back(job);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         self.start_if_needed(st);
     }
 
