@@ -1,0 +1,136 @@
+//! A Slurm node set DOWN under a running worker: the task fails naming
+//! Slurm, the remote worker is gone, and once the node is back the pool
+//! goes on (under `restart_workers`).
+//!
+//! Setting the only node of the test Slurm DOWN revokes every allocation
+//! on it, including the `salloc` the rest of the suite runs in. So this
+//! binary runs on its own, outside any allocation, after the suite:
+//! `scripts/test` does that with `CF_NODE_DOWN=1`. Inside an allocation,
+//! or without that variable, its test says so and returns.
+
+mod cluster_common;
+mod common;
+mod process_common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::with_timeout;
+use concurrent_futures::launch::Slurm;
+use concurrent_futures::{task, Error};
+use process_common::*;
+
+#[test]
+fn worker_entry() {
+    concurrent_futures::init();
+}
+
+/// The node of the test Slurm (`NodeName=$(hostname -s)`).
+fn node() -> String {
+    let out = Command::new("hostname")
+        .arg("-s")
+        .output()
+        .expect("hostname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `scontrol update nodename=<node> state=<state>`, within 10 s.
+fn set_state(state: &str) {
+    let node = node();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["10", "scontrol", "update", &format!("nodename={node}")])
+        .arg(format!("state={state}"));
+    if state == "down" {
+        cmd.arg("reason=concurrent-futures test");
+    }
+    let status = cmd.status().expect("scontrol");
+    assert!(status.success(), "scontrol update state={state}: {status}");
+}
+
+/// The node's state as `sinfo` prints it (`idle`, `down*`, `mix`, ...).
+fn state() -> String {
+    let out = Command::new("timeout")
+        .args(["10", "sinfo", "-h", "-n", &node(), "-o", "%T"])
+        .output()
+        .expect("sinfo");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Resumes the node however the test ends (Slurm may have done so
+/// already: then `resume` is refused, which is fine), and waits until it
+/// takes jobs again.
+struct Resume;
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["10", "scontrol", "update", &format!("nodename={}", node())])
+            .arg("state=resume")
+            .status();
+        let back = within(Duration::from_secs(30), || {
+            matches!(state().as_str(), "idle" | "mixed" | "allocated")
+        });
+        if !std::thread::panicking() {
+            assert!(back, "the node did not come back: {}", state());
+        }
+    }
+}
+
+#[test]
+fn a_node_set_down_fails_its_task_and_the_pool_goes_on_once_it_is_back() {
+    if std::env::var_os("CF_NODE_DOWN").is_none() || std::env::var_os("SLURM_JOB_ID").is_some() {
+        eprintln!(
+            "skipped: sets the test Slurm's only node DOWN; scripts/test runs it on its own, \
+             outside an allocation, with CF_NODE_DOWN=1"
+        );
+        return;
+    }
+    if std::env::var_os("SLURM_CONF").is_none() {
+        // Fails under CI=true, else says what to install.
+        let _ = cluster_common::slurm();
+        return;
+    }
+    with_timeout(Duration::from_secs(120), move || {
+        let scratch = Scratch::new("node-down");
+        // Outside an allocation each worker is a job of its own.
+        let pool = builder()
+            .launcher(Slurm::new().srun_args(["--time=5"]))
+            .max_workers(1)
+            .restart_workers(true)
+            .build()
+            .expect("pool");
+        let remote = pool
+            .submit(task!(pid), ())
+            .result_timeout_owned_ok()
+            .expect("a worker on the node");
+        let mut running = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let resume = Resume;
+        set_state("down");
+        assert!(state().starts_with("down"), "{}", state());
+        match running.result_timeout(LONG) {
+            Err(Error::BrokenPool(reason)) => {
+                assert!(reason.contains(" on slurm"), "{reason}");
+            }
+            other => panic!("the task on the DOWN node ended with {other:?}"),
+        }
+        assert!(
+            within(Duration::from_secs(10), || !alive(remote)),
+            "worker {remote} outlived its node"
+        );
+        drop(resume);
+        let mut after = pool.submit(task!(square), 7);
+        assert_eq!(after.result_timeout(Duration::from_secs(60)), Ok(49));
+    });
+}
+
+/// `result_timeout` for a future moved in.
+trait OwnedOk<T> {
+    fn result_timeout_owned_ok(self) -> Result<T, Error>;
+}
+
+impl<T> OwnedOk<T> for concurrent_futures::Future<T> {
+    fn result_timeout_owned_ok(mut self) -> Result<T, Error> {
+        self.result_timeout(LONG)
+    }
+}
