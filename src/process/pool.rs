@@ -14,12 +14,10 @@ use super::link::Fate;
 use super::protocol::MAX_FRAME;
 use super::shared::Shared;
 use crate::executor;
-use crate::map::{Source, Submitted};
+use crate::map::{self, Source, Submitted, MAP_WINDOW_PER_WORKER};
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
-/// Chunks a `map` keeps in flight per worker by default.
-const MAP_WINDOW_PER_WORKER: usize = 4;
 /// The largest encoded argument: a frame's limit less its CALL header.
 const MAX_ARGUMENT: usize = MAX_FRAME - 16;
 /// The largest automatic chunk size.
@@ -215,10 +213,7 @@ impl ProcessPoolExecutor {
             owner: Arc::clone(&self.owner),
             auto_chunk,
         };
-        Map::new(
-            Box::new(source),
-            workers.saturating_mul(MAP_WINDOW_PER_WORKER),
-        )
+        Map::new(Box::new(source), map::default_window(workers, 0))
     }
 
     /// Finishes the submitted tasks and reaps the workers; see
@@ -433,25 +428,13 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<R>> {
-        if chunksize <= 1 {
-            let item = self.items.next()?;
-            Some(Submitted::One(submit_encoded(
-                &self.owner,
-                self.task,
-                false,
-                |b| encode_into(&item, b),
-            )))
-        } else {
-            let chunk: Vec<A> = self.items.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            Some(Submitted::Chunk(
-                submit_encoded(&self.owner, self.task, true, |b| encode_into(&chunk, b)),
-                n,
-            ))
-        }
+        let (owner, task) = (&self.owner, self.task);
+        map::submit_next(
+            &mut self.items,
+            chunksize,
+            |item| submit_encoded(owner, task, false, |b| encode_into(&item, b)),
+            |chunk| submit_encoded(owner, task, true, |b| encode_into(&chunk, b)),
+        )
     }
 
     fn default_chunksize(&self) -> usize {

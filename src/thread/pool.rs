@@ -14,12 +14,11 @@ use super::job::Job;
 use super::queue::{Queue, Wake};
 use super::worker;
 use crate::executor::{self, Stop};
-use crate::map::{Source, Submitted};
+use crate::map::{self, Source, Submitted};
 use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
-/// How many tasks a `map` keeps in flight per worker by default.
-const MAP_WINDOW_PER_WORKER: usize = 4;
-/// The smallest default `map` window. Tiny tasks need a deep window: with a
+/// The smallest default `map` window (the process pool has none: its
+/// tasks are chunks, and each costs a round trip). Tiny tasks need a deep window: with a
 /// shallow one the workers drain it and sleep, and every item then costs a
 /// wake-up (measured: 0.86 M items/s with 8 in flight, 1.9 M/s with 256, on
 /// 2 workers). 256 futures in flight cost about 32 KB.
@@ -239,10 +238,7 @@ impl ThreadPoolExecutor {
             f: Arc::new(f),
             owner: Arc::clone(&self.owner),
         };
-        let window = self
-            .max_workers()
-            .saturating_mul(MAP_WINDOW_PER_WORKER)
-            .max(MIN_MAP_WINDOW);
+        let window = map::default_window(self.max_workers(), MIN_MAP_WINDOW);
         Map::new(Box::new(source), window)
     }
 
@@ -405,23 +401,19 @@ where
     T: Send + 'static,
 {
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<T>> {
-        let f = Arc::clone(&self.f);
-        if chunksize <= 1 {
-            let item = self.items.next()?;
-            Some(Submitted::One(submit(&self.owner, move || f(item))))
-        } else {
-            let chunk: Vec<A> = self.items.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            Some(Submitted::Chunk(
-                submit(&self.owner, move || {
-                    chunk.into_iter().map(|x| f(x)).collect()
-                }),
-                n,
-            ))
-        }
+        let (f, owner) = (&self.f, &self.owner);
+        map::submit_next(
+            &mut self.items,
+            chunksize,
+            |item| {
+                let f = Arc::clone(f);
+                submit(owner, move || f(item))
+            },
+            |chunk| {
+                let f = Arc::clone(f);
+                submit(owner, move || chunk.into_iter().map(|x| f(x)).collect())
+            },
+        )
     }
 }
 
