@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,6 +14,7 @@ use super::link::Fate;
 use super::protocol::MAX_FRAME;
 use super::shared::Shared;
 use crate::executor;
+use crate::lifecycle::Deadline;
 use crate::map::{self, Source, Submitted, MAP_WINDOW_PER_WORKER};
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
@@ -281,8 +282,8 @@ impl ProcessPoolExecutor {
     /// }
     /// ```
     pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout).map(|at| (at, timeout));
-        self.shared().shutdown(Shutdown::default(), deadline)
+        self.shared()
+            .shutdown(Shutdown::default(), Deadline::after(timeout))
     }
 
     /// Shuts down, cancelling queued tasks, and sends SIGTERM to every

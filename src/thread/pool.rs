@@ -14,6 +14,7 @@ use super::job::Job;
 use super::queue::{Queue, Wake};
 use super::worker;
 use crate::executor::{self, Stop};
+use crate::lifecycle::{self, Abandon, Deadline, Pool, Threads};
 use crate::map::{self, Source, Submitted};
 use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
@@ -37,7 +38,7 @@ pub(crate) struct Config {
 /// The worker threads.
 struct Gate {
     /// Workers not yet joined.
-    threads: Vec<JoinHandle<()>>,
+    threads: Threads,
     /// Workers ever started.
     spawned: usize,
 }
@@ -55,15 +56,51 @@ pub(crate) struct Shared {
 impl Shared {
     /// Marks the pool broken and fails every queued task.
     pub(crate) fn break_pool(&self, reason: String) {
-        for job in self.queue.break_with(&reason) {
-            job.abandon(Some(Error::BrokenPool(reason.clone())));
-        }
+        let jobs = self.queue.break_with(&reason);
+        lifecycle::fail_all(jobs, &Error::BrokenPool(reason));
     }
 }
 
 impl Stop for Shared {
     fn stop(self: &Arc<Self>, options: Shutdown) {
-        shutdown(self, options);
+        lifecycle::shutdown(&**self, options, None);
+    }
+}
+
+impl Abandon for Job {
+    fn abandon(self, error: Option<Error>) {
+        Job::abandon(self, error);
+    }
+}
+
+impl Pool for Shared {
+    type Job = Job;
+
+    fn close(&self, cancel: bool) -> Vec<Job> {
+        self.queue.close();
+        if cancel {
+            self.queue.drain()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_own_thread(&self) -> bool {
+        self.gate.lock().threads.include_current()
+    }
+
+    fn joining(&self) -> &Mutex<()> {
+        &self.joining
+    }
+
+    /// A thread cannot be killed: the thread pool has no
+    /// `shutdown_timeout`, and never passes a deadline.
+    fn wait_or_kill(&self, _: Deadline) -> (bool, Vec<Job>) {
+        (true, Vec::new())
+    }
+
+    fn next_to_join(&self, _: Option<Deadline>) -> Vec<JoinHandle<()>> {
+        self.gate.lock().threads.take()
     }
 }
 
@@ -158,7 +195,7 @@ impl ThreadPoolExecutor {
         });
         let shared = Arc::new(Shared {
             gate: Mutex::new(Gate {
-                threads: Vec::new(),
+                threads: Threads::default(),
                 spawned: 0,
             }),
             queue: Queue::new(max_workers),
@@ -274,7 +311,7 @@ impl ThreadPoolExecutor {
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
     pub fn shutdown_with(&self, options: Shutdown) {
-        shutdown(self.shared(), options);
+        lifecycle::shutdown(&**self.shared(), options, None);
     }
 
     /// The most threads this pool starts.
@@ -327,11 +364,9 @@ where
         Ok(Wake::Spawn) => {
             if let Err(e) = spawn_worker(shared) {
                 // No thread will ever run these jobs (when none is left).
-                for job in shared.queue.spawn_failed() {
-                    job.abandon(Some(Error::Io(format!(
-                        "cannot start a worker thread: {e}"
-                    ))));
-                }
+                let jobs = shared.queue.spawn_failed();
+                let error = Error::Io(format!("cannot start a worker thread: {e}"));
+                lifecycle::fail_all(jobs, &error);
             }
         }
         Ok(Wake::Nobody | Wake::Sleeper) => {}
@@ -351,39 +386,6 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<()> {
     gate.spawned += 1;
     gate.threads.push(handle);
     Ok(())
-}
-
-fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
-    shared.queue.close();
-    if options.cancel_futures {
-        // Without the lock: cancelling runs the futures' done-callbacks,
-        // which may call `submit` (and get `Error::Shutdown`).
-        for job in shared.queue.drain() {
-            job.abandon(None);
-        }
-    }
-    if !options.wait {
-        return;
-    }
-    let me = thread::current().id();
-    // From one of the pool's own threads (a task or done-callback that drops
-    // or shuts down its pool) joining could deadlock: another caller may be
-    // joining this very thread. A later shutdown or drop does the waiting.
-    if shared
-        .gate
-        .lock()
-        .threads
-        .iter()
-        .any(|t| t.thread().id() == me)
-    {
-        return;
-    }
-    // Concurrent callers all wait until the joining is done.
-    let _joining = shared.joining.lock();
-    let threads = std::mem::take(&mut shared.gate.lock().threads);
-    for t in threads {
-        let _ = t.join();
-    }
 }
 
 /// The input side of [`ThreadPoolExecutor::map`].
