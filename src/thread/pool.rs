@@ -19,8 +19,8 @@ use crate::map::{self, Source, Submitted};
 use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
 /// The smallest default `map` window (the process pool has none: its
-/// tasks are chunks, and each costs a round trip). Tiny tasks need a deep window: with a
-/// shallow one the workers drain it and sleep, and every item then costs a
+/// tasks are chunks). Tiny tasks need a deep window: with a shallow one
+/// the workers drain it and sleep, and every item then costs a
 /// wake-up (measured: 0.86 M items/s with 8 in flight, 1.9 M/s with 256, on
 /// 2 workers). 256 futures in flight cost about 32 KB.
 const MIN_MAP_WINDOW: usize = 256;
