@@ -155,6 +155,7 @@ mod executor;
 mod future;
 #[cfg(unix)]
 pub mod launch;
+mod lifecycle;
 mod map;
 mod panic;
 #[cfg(unix)]

@@ -22,6 +22,38 @@ impl<T> Submitted<T> {
     }
 }
 
+/// How many tasks a `map` keeps in flight per worker by default, on either
+/// pool (on the process pool a task is a chunk of items).
+pub(crate) const MAP_WINDOW_PER_WORKER: usize = 4;
+
+/// The default window of a `map` on `workers` workers:
+/// [`MAP_WINDOW_PER_WORKER`] tasks each, and at least `min`.
+pub(crate) fn default_window(workers: usize, min: usize) -> usize {
+    workers.saturating_mul(MAP_WINDOW_PER_WORKER).max(min)
+}
+
+/// The single-item/chunk split of a map's input, for every [`Source`]: with
+/// `chunksize` 1 (or less) pulls one item and submits it with `one`; else
+/// pulls up to `chunksize` items and submits them as one task with `chunk`.
+/// `None` once `items` is exhausted.
+pub(crate) fn submit_next<A, T>(
+    items: &mut impl Iterator<Item = A>,
+    chunksize: usize,
+    one: impl FnOnce(A) -> Future<T>,
+    chunk: impl FnOnce(Vec<A>) -> Future<Vec<T>>,
+) -> Option<Submitted<T>> {
+    if chunksize <= 1 {
+        let item = items.next()?;
+        return Some(Submitted::One(one(item)));
+    }
+    let pulled: Vec<A> = items.by_ref().take(chunksize).collect();
+    if pulled.is_empty() {
+        return None;
+    }
+    let n = pulled.len();
+    Some(Submitted::Chunk(chunk(pulled), n))
+}
+
 /// What a pool gives a [`Map`]: pulls items from the input and submits them.
 pub(crate) trait Source<T>: Send {
     /// Pulls up to `chunksize` items and submits them as one task; `None`

@@ -107,7 +107,6 @@ fn a_node_set_down_fails_its_task_and_the_pool_goes_on_once_it_is_back() {
         scratch.wait_started(1);
         let resume = Resume;
         set_state("down");
-        assert!(state().starts_with("down"), "{}", state());
         match running.result_timeout(LONG) {
             Err(Error::BrokenPool(reason)) => {
                 assert!(reason.contains(" on slurm"), "{reason}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::lifecycle::Abandon;
 use crate::task::{decode, ErasedTask};
 use crate::{Error, Promise};
 
@@ -105,15 +106,6 @@ impl Job {
         self.sent_before
     }
 
-    /// Never ran: cancel (`None`) or fail its future.
-    pub(crate) fn abandon(self, error: Option<Error>) {
-        let Job {
-            completion, ticket, ..
-        } = self;
-        drop(ticket);
-        completion.abandon(error);
-    }
-
     /// Completes its future from the worker's reply (or its failure).
     pub(crate) fn finish(self, reply: Result<&[u8], Error>) {
         let Job {
@@ -121,5 +113,16 @@ impl Job {
         } = self;
         drop(ticket);
         completion.finish(reply);
+    }
+}
+
+impl Abandon for Job {
+    /// Never ran: cancel (`None`) or fail its future.
+    fn abandon(self, error: Option<Error>) {
+        let Job {
+            completion, ticket, ..
+        } = self;
+        drop(ticket);
+        completion.abandon(error);
     }
 }

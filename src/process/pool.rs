@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,12 +14,11 @@ use super::link::Fate;
 use super::protocol::MAX_FRAME;
 use super::shared::Shared;
 use crate::executor;
-use crate::map::{Source, Submitted};
+use crate::lifecycle::Deadline;
+use crate::map::{self, Source, Submitted, MAP_WINDOW_PER_WORKER};
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
-/// Chunks a `map` keeps in flight per worker by default.
-const MAP_WINDOW_PER_WORKER: usize = 4;
 /// The largest encoded argument: a frame's limit less its CALL header.
 const MAX_ARGUMENT: usize = MAX_FRAME - 16;
 /// The largest automatic chunk size.
@@ -216,10 +215,7 @@ impl ProcessPoolExecutor {
             auto_chunk,
             unwoken: 0,
         };
-        Map::new(
-            Box::new(source),
-            workers.saturating_mul(MAP_WINDOW_PER_WORKER),
-        )
+        Map::new(Box::new(source), map::default_window(workers, 0))
     }
 
     /// Finishes the submitted tasks and reaps the workers; see
@@ -287,8 +283,8 @@ impl ProcessPoolExecutor {
     /// }
     /// ```
     pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout).map(|at| (at, timeout));
-        self.shared().shutdown(Shutdown::default(), deadline)
+        self.shared()
+            .shutdown(Shutdown::default(), Deadline::after(timeout))
     }
 
     /// Shuts down, cancelling queued tasks, and sends SIGTERM to every
@@ -440,30 +436,18 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<R>> {
-        if chunksize <= 1 {
-            let item = self.items.next()?;
+        let (owner, task) = (&self.owner, self.task);
+        // Queued without waking a writer; `flush` wakes them once.
+        let submitted = map::submit_next(
+            &mut self.items,
+            chunksize,
+            |item| submit_encoded(owner, task, false, false, |b| encode_into(&item, b)),
+            |chunk| submit_encoded(owner, task, true, false, |b| encode_into(&chunk, b)),
+        );
+        if submitted.is_some() {
             self.unwoken += 1;
-            Some(Submitted::One(submit_encoded(
-                &self.owner,
-                self.task,
-                false,
-                false,
-                |b| encode_into(&item, b),
-            )))
-        } else {
-            let chunk: Vec<A> = self.items.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            self.unwoken += 1;
-            Some(Submitted::Chunk(
-                submit_encoded(&self.owner, self.task, true, false, |b| {
-                    encode_into(&chunk, b)
-                }),
-                n,
-            ))
         }
+        submitted
     }
 
     fn default_chunksize(&self) -> usize {

@@ -22,6 +22,7 @@ use super::reader::{read_loop, Exit};
 use super::timer::Timer;
 use super::writer::write_loop;
 use crate::executor::Stop;
+use crate::lifecycle::{self, fail_all, Abandon, Deadline, Pool, Threads};
 use crate::{Error, Shutdown};
 
 /// A writer takes at most this many bytes of arguments at once.
@@ -42,7 +43,7 @@ pub(crate) struct State {
     failed_starts: u32,
     launch_after: Option<Instant>,
     /// Writer and reader threads not yet joined.
-    threads: Vec<JoinHandle<()>>,
+    threads: Threads,
 }
 
 /// The state the worker threads share with the pool handle.
@@ -75,7 +76,7 @@ impl Shared {
                 starting: 0,
                 failed_starts: 0,
                 launch_after: None,
-                threads: Vec::new(),
+                threads: Threads::default(),
             }),
             work: Condvar::new(),
             changed: Condvar::new(),
@@ -226,10 +227,7 @@ impl Shared {
         let mut st = self.state.lock();
         if let Some(reason) = st.broken.clone() {
             drop(st);
-            for job in jobs {
-                job.abandon(Some(Error::BrokenPool(reason.clone())));
-            }
-            return;
+            return fail_all(jobs, &Error::BrokenPool(reason));
         }
         for job in jobs.rev() {
             st.queue.push_front(job);
@@ -249,9 +247,7 @@ impl Shared {
             self.work.notify_all();
             (std::mem::take(&mut st.queue), st.workers.clone())
         };
-        for job in queued {
-            job.abandon(Some(Error::BrokenPool(reason.clone())));
-        }
+        fail_all(queued, &Error::BrokenPool(reason));
         for w in workers {
             w.stop(
                 Fate::Stopped("stopped because the pool broke".into()),
@@ -390,14 +386,12 @@ impl Shared {
                 if st.workers.is_empty() && st.starting == 0 {
                     let queued = std::mem::take(&mut st.queue);
                     drop(st);
-                    for job in queued {
-                        job.abandon(Some(e.clone()));
-                    }
+                    fail_all(queued, &e);
                 }
                 return;
             }
         };
-        join_finished(&mut st);
+        st.threads.join_finished();
         let worker = Worker::new(
             launched.process,
             launched.label,
@@ -437,92 +431,47 @@ impl Shared {
     /// Stops accepting tasks; cancels the queued ones if asked; with
     /// `wait`, waits for the rest and every worker to exit, killing what
     /// still runs at `deadline`. Returns false if the deadline passed first.
-    pub(crate) fn shutdown(
-        &self,
-        options: Shutdown,
-        deadline: Option<(Instant, Duration)>,
-    ) -> bool {
-        let cancelled = {
-            let mut st = self.state.lock();
-            st.closing = true;
-            self.work.notify_all();
-            if options.cancel_futures {
-                std::mem::take(&mut st.queue)
-            } else {
-                VecDeque::new()
-            }
-        };
-        for job in cancelled {
-            job.abandon(None);
+    pub(crate) fn shutdown(&self, options: Shutdown, deadline: Option<Deadline>) -> bool {
+        lifecycle::shutdown(self, options, deadline)
+    }
+}
+
+impl Pool for Shared {
+    type Job = Job;
+
+    fn close(&self, cancel: bool) -> Vec<Job> {
+        let mut st = self.state.lock();
+        st.closing = true;
+        self.work.notify_all();
+        if cancel {
+            std::mem::take(&mut st.queue).into()
+        } else {
+            Vec::new()
         }
-        if !options.wait {
-            return true;
-        }
-        let me = thread::current().id();
-        // From one of the pool's own threads (a done-callback, run by a
-        // worker's reader, that drops or shuts down the pool) waiting would
-        // deadlock: that worker cannot finish while its reader is blocked
-        // here. A later shutdown or drop, from another thread, waits.
-        if self
-            .state
-            .lock()
-            .threads
-            .iter()
-            .any(|t| t.thread().id() == me)
-        {
-            return false;
-        }
-        // Concurrent callers all wait until the joining is done.
-        let joining = self.joining.lock();
-        let (in_time, cancelled) = match deadline {
-            Some((at, limit)) => self.wait_or_kill(at, limit),
-            None => (true, VecDeque::new()),
-        };
-        loop {
-            let threads = {
-                let mut st = self.state.lock();
-                // A submit accepted before `closing` may still be launching
-                // its worker, without the lock and without threads yet:
-                // wait for them (a deadline has already killed what lives).
-                while deadline.is_none()
-                    && st.threads.is_empty()
-                    && (st.starting > 0 || !st.workers.is_empty())
-                {
-                    self.changed.wait(&mut st);
-                }
-                std::mem::take(&mut st.threads)
-            };
-            if threads.is_empty() {
-                break;
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-        }
-        self.timer.close();
-        drop(joining);
-        // Their done-callbacks may shut the pool down again: not while
-        // this thread holds `joining`.
-        for job in cancelled {
-            job.abandon(None);
-        }
-        in_time
     }
 
-    /// Waits until every worker is gone or `at`; then takes what is
-    /// queued (for the caller to cancel) and kills the workers. True if
-    /// they were gone in time.
-    fn wait_or_kill(&self, at: Instant, limit: Duration) -> (bool, VecDeque<Job>) {
+    fn on_own_thread(&self) -> bool {
+        self.state.lock().threads.include_current()
+    }
+
+    fn joining(&self) -> &Mutex<()> {
+        &self.joining
+    }
+
+    /// Waits until every worker is gone or the deadline; then marks the
+    /// pool broken, takes what is queued (for the caller to cancel) and
+    /// kills the workers.
+    fn wait_or_kill(&self, deadline: Deadline) -> (bool, Vec<Job>) {
         let mut st = self.state.lock();
         while !(st.workers.is_empty() && st.starting == 0 && st.queue.is_empty()) {
-            if self.changed.wait_until(&mut st, at).timed_out() {
+            if self.changed.wait_until(&mut st, deadline.at).timed_out() {
                 break;
             }
         }
         if st.workers.is_empty() && st.starting == 0 && st.queue.is_empty() {
-            return (true, VecDeque::new());
+            return (true, Vec::new());
         }
-        let reason = format!("killed by shutdown_timeout({limit:?})");
+        let reason = format!("killed by shutdown_timeout({:?})", deadline.limit);
         if st.broken.is_none() {
             st.broken = Some(reason.clone());
         }
@@ -532,26 +481,30 @@ impl Shared {
         for w in workers {
             w.stop(Fate::Stopped(reason.clone()), true);
         }
-        (false, queued)
+        (false, queued.into())
+    }
+
+    fn next_to_join(&self, deadline: Option<Deadline>) -> Vec<JoinHandle<()>> {
+        let mut st = self.state.lock();
+        // A submit accepted before `closing` may still be launching its
+        // worker, without the lock and without threads yet: wait for them
+        // (a deadline has already killed what lives).
+        while deadline.is_none()
+            && st.threads.is_empty()
+            && (st.starting > 0 || !st.workers.is_empty())
+        {
+            self.changed.wait(&mut st);
+        }
+        st.threads.take()
+    }
+
+    fn joined(&self) {
+        self.timer.close();
     }
 }
 
 impl Stop for Shared {
     fn stop(self: &Arc<Self>, options: Shutdown) {
         self.shutdown(options, None);
-    }
-}
-
-/// Joins the threads of workers that are gone. Without this a pool that
-/// replaces workers (`max_tasks_per_child`, `restart_workers`) kept every
-/// retired worker's threads unjoined, with their stacks mapped, until
-/// shutdown. The threads are finished, so the joins do not block.
-fn join_finished(st: &mut State) {
-    let (finished, running) = std::mem::take(&mut st.threads)
-        .into_iter()
-        .partition::<Vec<_>, _>(JoinHandle::is_finished);
-    st.threads = running;
-    for t in finished {
-        let _ = t.join();
     }
 }

@@ -14,13 +14,13 @@ use super::job::Job;
 use super::queue::{Queue, Wake};
 use super::worker;
 use crate::executor::{self, Stop};
-use crate::map::{Source, Submitted};
+use crate::lifecycle::{self, Abandon, Deadline, Pool, Threads};
+use crate::map::{self, Source, Submitted};
 use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
-/// How many tasks a `map` keeps in flight per worker by default.
-const MAP_WINDOW_PER_WORKER: usize = 4;
-/// The smallest default `map` window. Tiny tasks need a deep window: with a
-/// shallow one the workers drain it and sleep, and every item then costs a
+/// The smallest default `map` window (the process pool has none: its
+/// tasks are chunks). Tiny tasks need a deep window: with a shallow one
+/// the workers drain it and sleep, and every item then costs a
 /// wake-up (measured: 0.86 M items/s with 8 in flight, 1.9 M/s with 256, on
 /// 2 workers). 256 futures in flight cost about 32 KB.
 const MIN_MAP_WINDOW: usize = 256;
@@ -38,7 +38,7 @@ pub(crate) struct Config {
 /// The worker threads.
 struct Gate {
     /// Workers not yet joined.
-    threads: Vec<JoinHandle<()>>,
+    threads: Threads,
     /// Workers ever started.
     spawned: usize,
 }
@@ -56,15 +56,51 @@ pub(crate) struct Shared {
 impl Shared {
     /// Marks the pool broken and fails every queued task.
     pub(crate) fn break_pool(&self, reason: String) {
-        for job in self.queue.break_with(&reason) {
-            job.abandon(Some(Error::BrokenPool(reason.clone())));
-        }
+        let jobs = self.queue.break_with(&reason);
+        lifecycle::fail_all(jobs, &Error::BrokenPool(reason));
     }
 }
 
 impl Stop for Shared {
     fn stop(self: &Arc<Self>, options: Shutdown) {
-        shutdown(self, options);
+        lifecycle::shutdown(&**self, options, None);
+    }
+}
+
+impl Abandon for Job {
+    fn abandon(self, error: Option<Error>) {
+        Job::abandon(self, error);
+    }
+}
+
+impl Pool for Shared {
+    type Job = Job;
+
+    fn close(&self, cancel: bool) -> Vec<Job> {
+        self.queue.close();
+        if cancel {
+            self.queue.drain()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_own_thread(&self) -> bool {
+        self.gate.lock().threads.include_current()
+    }
+
+    fn joining(&self) -> &Mutex<()> {
+        &self.joining
+    }
+
+    /// A thread cannot be killed: the thread pool has no
+    /// `shutdown_timeout`, and never passes a deadline.
+    fn wait_or_kill(&self, _: Deadline) -> (bool, Vec<Job>) {
+        (true, Vec::new())
+    }
+
+    fn next_to_join(&self, _: Option<Deadline>) -> Vec<JoinHandle<()>> {
+        self.gate.lock().threads.take()
     }
 }
 
@@ -159,7 +195,7 @@ impl ThreadPoolExecutor {
         });
         let shared = Arc::new(Shared {
             gate: Mutex::new(Gate {
-                threads: Vec::new(),
+                threads: Threads::default(),
                 spawned: 0,
             }),
             queue: Queue::new(max_workers),
@@ -239,10 +275,7 @@ impl ThreadPoolExecutor {
             f: Arc::new(f),
             owner: Arc::clone(&self.owner),
         };
-        let window = self
-            .max_workers()
-            .saturating_mul(MAP_WINDOW_PER_WORKER)
-            .max(MIN_MAP_WINDOW);
+        let window = map::default_window(self.max_workers(), MIN_MAP_WINDOW);
         Map::new(Box::new(source), window)
     }
 
@@ -278,7 +311,7 @@ impl ThreadPoolExecutor {
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
     pub fn shutdown_with(&self, options: Shutdown) {
-        shutdown(self.shared(), options);
+        lifecycle::shutdown(&**self.shared(), options, None);
     }
 
     /// The most threads this pool starts.
@@ -331,11 +364,9 @@ where
         Ok(Wake::Spawn) => {
             if let Err(e) = spawn_worker(shared) {
                 // No thread will ever run these jobs (when none is left).
-                for job in shared.queue.spawn_failed() {
-                    job.abandon(Some(Error::Io(format!(
-                        "cannot start a worker thread: {e}"
-                    ))));
-                }
+                let jobs = shared.queue.spawn_failed();
+                let error = Error::Io(format!("cannot start a worker thread: {e}"));
+                lifecycle::fail_all(jobs, &error);
             }
         }
         Ok(Wake::Nobody | Wake::Sleeper) => {}
@@ -357,39 +388,6 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn shutdown(shared: &Arc<Shared>, options: Shutdown) {
-    shared.queue.close();
-    if options.cancel_futures {
-        // Without the lock: cancelling runs the futures' done-callbacks,
-        // which may call `submit` (and get `Error::Shutdown`).
-        for job in shared.queue.drain() {
-            job.abandon(None);
-        }
-    }
-    if !options.wait {
-        return;
-    }
-    let me = thread::current().id();
-    // From one of the pool's own threads (a task or done-callback that drops
-    // or shuts down its pool) joining could deadlock: another caller may be
-    // joining this very thread. A later shutdown or drop does the waiting.
-    if shared
-        .gate
-        .lock()
-        .threads
-        .iter()
-        .any(|t| t.thread().id() == me)
-    {
-        return;
-    }
-    // Concurrent callers all wait until the joining is done.
-    let _joining = shared.joining.lock();
-    let threads = std::mem::take(&mut shared.gate.lock().threads);
-    for t in threads {
-        let _ = t.join();
-    }
-}
-
 /// The input side of [`ThreadPoolExecutor::map`].
 struct ClosureSource<I, F> {
     items: I,
@@ -405,23 +403,19 @@ where
     T: Send + 'static,
 {
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<T>> {
-        let f = Arc::clone(&self.f);
-        if chunksize <= 1 {
-            let item = self.items.next()?;
-            Some(Submitted::One(submit(&self.owner, move || f(item))))
-        } else {
-            let chunk: Vec<A> = self.items.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            Some(Submitted::Chunk(
-                submit(&self.owner, move || {
-                    chunk.into_iter().map(|x| f(x)).collect()
-                }),
-                n,
-            ))
-        }
+        let (f, owner) = (&self.f, &self.owner);
+        map::submit_next(
+            &mut self.items,
+            chunksize,
+            |item| {
+                let f = Arc::clone(f);
+                submit(owner, move || f(item))
+            },
+            |chunk| {
+                let f = Arc::clone(f);
+                submit(owner, move || chunk.into_iter().map(|x| f(x)).collect())
+            },
+        )
     }
 }
 
