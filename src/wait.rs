@@ -172,6 +172,11 @@ fn dedup<F: AsFuture>(futures: impl IntoIterator<Item = F>) -> Vec<F> {
 /// unregisters it from the futures still pending.
 pub struct AsCompleted<F: AsFuture> {
     futures: Vec<Option<F>>,
+    /// How many of `futures` have been looked at (yielded if done,
+    /// registered with the waiter if not). The rest are examined as the
+    /// iteration reaches them: one pass over the futures, each touched
+    /// while its memory is in cache anyway.
+    scanned: usize,
     ready: VecDeque<usize>,
     remaining: usize,
     waiter: Arc<Waiter>,
@@ -212,18 +217,12 @@ where
     I::Item: AsFuture,
 {
     let futures = dedup(futures);
-    let waiter = Waiter::new();
-    let mut ready = VecDeque::with_capacity(futures.len());
-    for (i, f) in futures.iter().enumerate() {
-        if f.as_future().register_if_pending(&waiter, i) {
-            ready.push_back(i);
-        }
-    }
     AsCompleted {
         remaining: futures.len(),
         futures: futures.into_iter().map(Some).collect(),
-        ready,
-        waiter,
+        scanned: 0,
+        ready: VecDeque::new(),
+        waiter: Waiter::new(),
     }
 }
 
@@ -292,14 +291,34 @@ impl<F: AsFuture> AsCompleted<F> {
         Some(f)
     }
 
+    /// The next future that has completed: one whose completion the waiter
+    /// saw, else the first done one among those not looked at yet
+    /// (registering the pending ones on the way). `None`: wait.
+    fn next_ready(&mut self) -> Option<F> {
+        while let Some(i) = self.ready.pop_front() {
+            if let Some(f) = self.take(i) {
+                return Some(f);
+            }
+        }
+        while self.scanned < self.futures.len() {
+            let i = self.scanned;
+            self.scanned += 1;
+            let done = self.futures[i]
+                .as_ref()
+                .is_some_and(|f| f.as_future().register_if_pending(&self.waiter, i));
+            if done {
+                return self.take(i);
+            }
+        }
+        None
+    }
+
     /// The next future, waiting until `deadline` (`None`: forever). `Err`
     /// means the deadline passed with futures still pending.
     fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<F>, ()> {
         loop {
-            while let Some(i) = self.ready.pop_front() {
-                if let Some(f) = self.take(i) {
-                    return Ok(Some(f));
-                }
+            if let Some(f) = self.next_ready() {
+                return Ok(Some(f));
             }
             if self.remaining == 0 {
                 return Ok(None);
@@ -345,10 +364,8 @@ impl<F: AsFuture> futures_core::Stream for AsCompleted<F> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F>> {
         let this = self.get_mut();
         loop {
-            while let Some(i) = this.ready.pop_front() {
-                if let Some(f) = this.take(i) {
-                    return Poll::Ready(Some(f));
-                }
+            if let Some(f) = this.next_ready() {
+                return Poll::Ready(Some(f));
             }
             if this.remaining == 0 {
                 return Poll::Ready(None);
@@ -374,7 +391,8 @@ impl<F: AsFuture> futures_core::Stream for AsCompleted<F> {
 
 impl<F: AsFuture> Drop for AsCompleted<F> {
     fn drop(&mut self) {
-        for f in self.futures.iter().flatten() {
+        // Only the futures looked at can have registered the waiter.
+        for f in self.futures[..self.scanned].iter().flatten() {
             f.as_future().unregister(&self.waiter);
         }
     }
