@@ -97,12 +97,20 @@ fn two_long_tasks_on_a_fresh_pool_run_on_two_processes_at_once() {
 fn short_tasks_are_not_stuck_behind_a_long_one() {
     let s = Scratch::new("shorts");
     let pool = pool(2);
-    // Both workers are up and have run a short task each.
+    // Both workers are up and have run tasks of 5 ms (long enough that
+    // none is pipelined behind another), as in the scenario. A
+    // worker whose tasks were all tiny may pipeline a task behind the one
+    // it runs before that one shows it is long: that is what pipelining
+    // short tasks costs, and a worker stops it once its task has run long.
     let warm: Vec<_> = (0..2)
         .map(|_| pool.submit(task!(rendezvous), (s.dir(), 2)))
         .collect();
     for f in warm {
         assert_ne!(f.result(), Ok(0));
+    }
+    let warm: Vec<_> = (0..4).map(|_| pool.submit(task!(sleep_ms), 5)).collect();
+    for f in warm {
+        assert!(f.result().is_ok());
     }
     let mut long = pool.submit(task!(gate), s.dir());
     s.wait_started(1);

@@ -324,14 +324,17 @@ impl Worker {
         self.leaving.load(Ordering::Acquire)
     }
 
-    /// How many tasks it holds, and whether its writer waits for work
-    /// while it takes tasks and holds none (a queued task is best left to
-    /// it). Call under the pool's lock.
+    /// How many tasks it holds, and whether it is free for a queued task:
+    /// ready and holding nothing (its writer takes work now or in a
+    /// moment), or still starting. Call under the pool's lock.
     pub(crate) fn load(&self) -> (usize, bool) {
-        let waiting = self.waiting.load(Ordering::SeqCst);
         let link = self.link.lock();
-        let ready_and_idle = link.stage == Stage::Ready && link.idle();
-        (link.held.len(), waiting && ready_and_idle)
+        let free = match link.stage {
+            Stage::Starting | Stage::Initializing => true,
+            Stage::Ready => link.idle(),
+            Stage::Retiring | Stage::Gone => false,
+        };
+        (link.held.len(), free)
     }
 
     /// Stops the process (`kill`: at once; else SIGTERM or the launcher's

@@ -187,30 +187,35 @@ impl Shared {
 
     /// How many queued jobs `worker` (holding `held`) may take. Each
     /// worker that takes tasks, starting ones included, gets an even share
-    /// of everything outstanding (queued and held), less what it holds; an
-    /// idle worker rounds up, a busy one leaves each idle one at least as
-    /// many. So a burst is split evenly however deep a window a worker
-    /// learned on earlier tasks, a starting worker gets its part, and a
-    /// job never queues behind a running task while a worker is idle.
+    /// of everything outstanding (queued and held), less what it holds. A
+    /// worker that holds tasks takes nothing while another worker is free
+    /// (ready and holding nothing, or starting): a job never queues behind
+    /// a running task, whose length nobody knows yet, while a worker could
+    /// start it; a free worker takes its part of the queue. So a burst is
+    /// split evenly however deep a window a worker learned on earlier
+    /// tasks, and a starting worker gets its part.
     fn share(&self, st: &State, worker: &Worker, held: usize, idle: bool) -> usize {
         let queued = st.queue.len();
-        let (mut places, mut outstanding, mut others_idle) = (1 + st.starting, queued + held, 0);
+        let (mut places, mut outstanding) = (1 + st.starting, queued + held);
+        let mut others_free = st.starting;
         for w in &st.workers {
             if std::ptr::eq(Arc::as_ptr(w), worker) || w.leaving() {
                 continue;
             }
-            let (held, waits_idle) = w.load();
+            let (held, free) = w.load();
             places += 1;
             outstanding += held;
-            others_idle += usize::from(waits_idle);
+            others_free += usize::from(free);
         }
         let even = outstanding.div_ceil(places).saturating_sub(held);
-        let for_idle = if idle {
-            queued.div_ceil(others_idle + 1)
+        let for_free = if idle {
+            queued.div_ceil(others_free + 1)
+        } else if others_free > 0 {
+            0
         } else {
-            queued / (others_idle + 1)
+            queued
         };
-        even.min(for_idle)
+        even.min(for_free)
     }
 
     /// A reader took an answer off `worker`'s tasks: if its writer waits
