@@ -85,6 +85,15 @@ impl Launcher for Remote {
     }
 }
 
+/// A pool of one worker started by `launcher`.
+fn one_worker(launcher: impl Launcher) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .launcher(launcher)
+        .max_workers(1)
+        .build()
+        .expect("build a process pool")
+}
+
 fn place() -> String {
     std::env::var("WHERE").unwrap_or_default()
 }
@@ -127,11 +136,7 @@ fn workers_come_from_the_launcher_with_its_environment_and_slots() {
 #[test]
 fn a_death_names_the_launcher_label_and_the_handshake_pid() {
     let (launcher, _counts) = remote(0);
-    let pool = ProcessPoolExecutor::builder()
-        .launcher(launcher)
-        .max_workers(1)
-        .build()
-        .expect("build a process pool");
+    let pool = one_worker(launcher);
     let worker = pool.submit(task!(pid), ()).result().expect("a pid");
     let mut fut = pool.submit(task!(exit_with), 5);
     let Err(Error::BrokenPool(msg)) = fut.result_timeout(LONG) else {
@@ -149,11 +154,7 @@ fn a_death_names_the_launcher_label_and_the_handshake_pid() {
 #[test]
 fn a_time_limit_kills_through_the_launcher() {
     let (launcher, counts) = remote(0);
-    let pool = ProcessPoolExecutor::builder()
-        .launcher(launcher)
-        .max_workers(1)
-        .build()
-        .expect("build a process pool");
+    let pool = one_worker(launcher);
     let limit = Duration::from_millis(200);
     let mut fut = pool.submit(task!(sleep_ms).time_limit(limit), 60_000);
     assert_eq!(fut.result_timeout(LONG), Err(Error::TimeLimit(limit)));
@@ -166,11 +167,7 @@ fn a_time_limit_kills_through_the_launcher() {
 #[test]
 fn a_launch_that_fails_fails_the_waiting_future_and_the_next_submit_retries() {
     let (launcher, counts) = remote(1);
-    let pool = ProcessPoolExecutor::builder()
-        .launcher(launcher)
-        .max_workers(1)
-        .build()
-        .expect("build a process pool");
+    let pool = one_worker(launcher);
     assert_eq!(
         pool.submit(task!(square), 2).result(),
         Err(Error::Io("far-away: no route to host".to_string()))
