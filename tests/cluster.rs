@@ -190,12 +190,13 @@ fn shutdown_finishes_submitted_work(via: Via) {
         let pool = b.build().expect("pool");
         let futs: Vec<_> = (0..30).map(|_| pool.submit(task!(sleep_ms), 5)).collect();
         pool.shutdown();
-        for f in futs {
+        for mut f in futs {
             assert!(f.done());
-            f.result().expect("a task submitted before shutdown");
+            f.result_timeout(LONG)
+                .expect("a task submitted before shutdown");
         }
-        let late = pool.submit(task!(square), 1);
-        assert_eq!(late.result(), Err(Error::Shutdown));
+        let mut late = pool.submit(task!(square), 1);
+        assert_eq!(late.result_timeout(LONG), Err(Error::Shutdown));
     });
 }
 

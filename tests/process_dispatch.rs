@@ -81,9 +81,9 @@ fn two_long_tasks_on_a_fresh_pool_run_on_two_processes_at_once() {
     for round in 0..20 {
         let s = Scratch::new("pair");
         let pool = pool(2);
-        let a = pool.submit(task!(rendezvous), (s.dir(), 2));
-        let b = pool.submit(task!(rendezvous), (s.dir(), 2));
-        let (a, b) = match (a.result(), b.result()) {
+        let mut a = pool.submit(task!(rendezvous), (s.dir(), 2));
+        let mut b = pool.submit(task!(rendezvous), (s.dir(), 2));
+        let (a, b) = match (a.result_timeout(LONG), b.result_timeout(LONG)) {
             (Ok(a), Ok(b)) => (a, b),
             other => panic!("round {round}: {other:?}"),
         };
@@ -105,12 +105,12 @@ fn short_tasks_are_not_stuck_behind_a_long_one() {
     let warm: Vec<_> = (0..2)
         .map(|_| pool.submit(task!(rendezvous), (s.dir(), 2)))
         .collect();
-    for f in warm {
-        assert_ne!(f.result(), Ok(0));
+    for mut f in warm {
+        assert_ne!(f.result_timeout(LONG), Ok(0));
     }
     let warm: Vec<_> = (0..4).map(|_| pool.submit(task!(sleep_ms), 5)).collect();
-    for f in warm {
-        assert!(f.result().is_ok());
+    for mut f in warm {
+        assert!(f.result_timeout(LONG).is_ok());
     }
     let mut long = pool.submit(task!(gate), s.dir());
     s.wait_started(1);
@@ -232,7 +232,7 @@ fn a_started_task_never_runs_twice_when_its_worker_dies() {
         Err(Error::BrokenPool(m)) if m.contains("SIGKILL")
     ));
     // The pool goes on, and the ledger has the one line.
-    assert_eq!(pool.submit(task!(square), 9).result(), Ok(81));
+    assert_eq!(pool.submit(task!(square), 9).result_timeout(LONG), Ok(81));
     assert_eq!(ledger(&ledger_file), [7]);
     common::with_timeout(LONG, move || drop(pool));
 }

@@ -119,7 +119,7 @@ fn workers_come_from_the_launcher_with_its_environment_and_slots() {
         .expect("build a process pool");
     assert_eq!(pool.max_workers(), 3, "the launcher's slots");
     assert_eq!(
-        pool.submit(task!(place), ()).result(),
+        pool.submit(task!(place), ()).result_timeout(LONG),
         Ok("far-away".into())
     );
     // No local pid is known, yet the pool works.
@@ -137,7 +137,10 @@ fn workers_come_from_the_launcher_with_its_environment_and_slots() {
 fn a_death_names_the_launcher_label_and_the_handshake_pid() {
     let (launcher, _counts) = remote(0);
     let pool = one_worker(launcher);
-    let worker = pool.submit(task!(pid), ()).result().expect("a pid");
+    let worker = pool
+        .submit(task!(pid), ())
+        .result_timeout(LONG)
+        .expect("a pid");
     let mut fut = pool.submit(task!(exit_with), 5);
     let Err(Error::BrokenPool(msg)) = fut.result_timeout(LONG) else {
         panic!("the exit did not break the pool");
@@ -159,7 +162,7 @@ fn a_time_limit_kills_through_the_launcher() {
     let mut fut = pool.submit(task!(sleep_ms).time_limit(limit), 60_000);
     assert_eq!(fut.result_timeout(LONG), Err(Error::TimeLimit(limit)));
     assert_eq!(counts.kills.load(Ordering::SeqCst), 1);
-    assert_eq!(pool.submit(task!(square), 5).result(), Ok(25));
+    assert_eq!(pool.submit(task!(square), 5).result_timeout(LONG), Ok(25));
     assert_eq!(counts.launches.load(Ordering::SeqCst), 2, "one replacement");
     common::with_timeout(LONG, move || drop(pool));
 }
@@ -169,10 +172,10 @@ fn a_launch_that_fails_fails_the_waiting_future_and_the_next_submit_retries() {
     let (launcher, counts) = remote(1);
     let pool = one_worker(launcher);
     assert_eq!(
-        pool.submit(task!(square), 2).result(),
+        pool.submit(task!(square), 2).result_timeout(LONG),
         Err(Error::Io("far-away: no route to host".to_string()))
     );
-    assert_eq!(pool.submit(task!(square), 3).result(), Ok(9));
+    assert_eq!(pool.submit(task!(square), 3).result_timeout(LONG), Ok(9));
     assert_eq!(counts.launches.load(Ordering::SeqCst), 2);
     common::with_timeout(LONG, move || drop(pool));
 }
@@ -211,17 +214,17 @@ fn a_worker_that_never_starts_does_not_break_a_pool_whose_others_work() {
         .expect("build a process pool");
     let first = pool
         .submit(task!(pid), ())
-        .result()
+        .result_timeout(LONG)
         .expect("the good worker");
     // Busy the good worker so that the pool wants a second one, which
     // fails before its handshake, round after round.
     let started = std::time::Instant::now();
     for round in 0..10u64 {
-        let busy = pool.submit(task!(sleep_ms), 50);
+        let mut busy = pool.submit(task!(sleep_ms), 50);
         let futs: Vec<_> = (0..5u64)
             .map(|x| pool.submit(task!(square), round + x))
             .collect();
-        assert_eq!(busy.result(), Ok(first));
+        assert_eq!(busy.result_timeout(LONG), Ok(first));
         for (x, mut f) in (0..5u64).zip(futs) {
             assert_eq!(f.result_timeout(LONG), Ok((round + x) * (round + x)));
         }
@@ -268,7 +271,10 @@ fn worker_command_is_a_local_launcher() {
         .max_workers(1)
         .build()
         .expect("build a process pool");
-    assert_eq!(pool.submit(task!(place), ()).result(), Ok("here".into()));
+    assert_eq!(
+        pool.submit(task!(place), ()).result_timeout(LONG),
+        Ok("here".into())
+    );
     let pid = pool.worker_pids()[0];
     let exe_of_worker = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its exe");
     assert_eq!(exe_of_worker, exe);

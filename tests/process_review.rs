@@ -39,7 +39,7 @@ fn a_queued_task_never_waits_behind_a_long_one_while_a_worker_is_idle() {
                 .expect("the warm-up");
             assert_eq!(warm.len(), 2000);
             let scratch = Scratch::new("idle-peer");
-            let long = pool.submit(task!(gate), scratch.dir());
+            let mut long = pool.submit(task!(gate), scratch.dir());
             scratch.wait_started(1);
             for i in 0..5u64 {
                 let mut short = pool.submit(task!(square), i);
@@ -51,7 +51,7 @@ fn a_queued_task_never_waits_behind_a_long_one_while_a_worker_is_idle() {
                 thread::sleep(Duration::from_millis(30));
             }
             scratch.open();
-            assert!(long.result().is_ok());
+            assert!(long.result_timeout(LONG).is_ok());
         }
     });
 }
@@ -105,7 +105,7 @@ fn a_time_limit_kill_that_lands_after_the_answer_does_not_break_the_pool() {
             .build()
             .expect("build the pool");
         // Warm: the worker is up, so the limit counts from the send.
-        assert_eq!(pool.submit(task!(square), 3).result(), Ok(9));
+        assert_eq!(pool.submit(task!(square), 3).result_timeout(LONG), Ok(9));
         let mut late = pool.submit(task!(sleep_ms).time_limit(Duration::from_millis(100)), 200);
         let worker = late
             .result_timeout(LONG)
@@ -165,9 +165,9 @@ fn shutdown_waits_for_a_worker_being_launched() {
             go.load(Ordering::SeqCst),
             "shutdown returned before the launch it had to wait for ended"
         );
-        let fut = submitter.join().expect("the submit");
+        let mut fut = submitter.join().expect("the submit");
         assert!(fut.done(), "shutdown returned before the task ran");
-        assert!(fut.result().is_ok());
+        assert!(fut.result_timeout(LONG).is_ok());
         opener.join().expect("the opener");
     });
 }
@@ -208,7 +208,7 @@ fn a_backoff_never_leaves_queued_work_without_a_worker() {
             .max_tasks_per_child(1)
             .build()
             .expect("build the pool");
-        let first = pool.submit(task!(gate), scratch.dir());
+        let mut first = pool.submit(task!(gate), scratch.dir());
         scratch.wait_started(1);
         // The good worker retires after this task: the queued one needs a
         // new worker, which fails; the pool backs off.
@@ -216,7 +216,7 @@ fn a_backoff_never_leaves_queued_work_without_a_worker() {
         eventually("the second launch", || launches.load(Ordering::SeqCst) >= 2);
         thread::sleep(Duration::from_millis(20));
         scratch.open();
-        assert!(first.result().is_ok());
+        assert!(first.result_timeout(LONG).is_ok());
         assert!(matches!(
             queued.result_timeout(LONG),
             Err(Error::BrokenPool(m)) if m.contains("on down")
@@ -269,7 +269,7 @@ fn a_callback_that_shuts_down_during_shutdown_timeout_does_not_deadlock() {
     common::with_timeout(LONG, || {
         let scratch = Scratch::new("cancel-callback");
         let pool = Arc::new(pool(1));
-        let stuck = pool.submit(task!(gate), scratch.dir());
+        let mut stuck = pool.submit(task!(gate), scratch.dir());
         scratch.wait_started(1);
         let queued = pool.submit(task!(square), 2);
         let p = Arc::clone(&pool);
@@ -282,7 +282,7 @@ fn a_callback_that_shuts_down_during_shutdown_timeout_does_not_deadlock() {
         assert_eq!(rx.recv_timeout(LONG), Ok(()), "the callback returned");
         assert!(queued.cancelled());
         assert!(matches!(
-            stuck.result(),
+            stuck.result_timeout(LONG),
             Err(Error::BrokenPool(m)) if m.contains("shutdown_timeout")
         ));
     });

@@ -42,9 +42,9 @@ fn stuck_task_is_killed_at_its_limit_and_the_pool_goes_on(restart: bool) {
     assert_eq!(fut.result_timeout(LONG), Err(Error::TimeLimit(LIMIT)));
     let after = pool
         .submit(task!(pid), ())
-        .result()
+        .result_timeout(LONG)
         .expect("the pool goes on");
-    assert_eq!(pool.submit(task!(square), 7).result(), Ok(49));
+    assert_eq!(pool.submit(task!(square), 7).result_timeout(LONG), Ok(49));
     let pids = pool.worker_pids();
     assert_eq!(pids, [after]);
     common::with_timeout(LONG, move || drop(pool));
@@ -68,7 +68,10 @@ fn the_killed_worker_is_replaced_and_reaped() {
     assert!(before);
     let old = pool.worker_pids()[0];
     assert_eq!(fut.result_timeout(LONG), Err(Error::TimeLimit(LIMIT)));
-    let new = pool.submit(task!(pid), ()).result().expect("a new worker");
+    let new = pool
+        .submit(task!(pid), ())
+        .result_timeout(LONG)
+        .expect("a new worker");
     assert_ne!(new, old);
     assert!(within(LONG, || reaped(old)), "the killed worker lingers");
     common::with_timeout(LONG, move || drop(pool));
@@ -154,9 +157,12 @@ fn a_task_within_its_limit_is_not_killed() {
     let pool = pool_with(false, 1);
     let first = pool
         .submit(task!(sleep_ms).time_limit(Duration::from_secs(5)), 100)
-        .result()
+        .result_timeout(LONG)
         .expect("within its limit");
-    let second = pool.submit(task!(pid), ()).result().expect("a pid");
+    let second = pool
+        .submit(task!(pid), ())
+        .result_timeout(LONG)
+        .expect("a pid");
     assert_eq!(first, second, "the worker was replaced for nothing");
     common::with_timeout(LONG, move || drop(pool));
 }
@@ -188,7 +194,10 @@ fn shutdown_timeout_kills_a_stuck_task_and_leaves_no_process() {
         assert!(reaped(pid), "worker {pid} is left behind");
     }
     assert!(pool.worker_pids().is_empty());
-    assert_eq!(pool.submit(task!(square), 1).result(), Err(Error::Shutdown));
+    assert_eq!(
+        pool.submit(task!(square), 1).result_timeout(LONG),
+        Err(Error::Shutdown)
+    );
 }
 
 #[test]
@@ -221,8 +230,8 @@ fn shutdown_timeout_returns_true_when_everything_finishes_in_time() {
         assert!(pool.shutdown_timeout(Duration::from_secs(20)));
         pool
     });
-    for f in futs {
-        assert!(f.result().is_ok());
+    for mut f in futs {
+        assert!(f.result_timeout(LONG).is_ok());
     }
     drop(pool);
 }
@@ -236,7 +245,7 @@ fn a_task_killed_at_its_limit_never_runs_again() {
     assert!(s.ran(1));
     // Let any (wrong) second run happen, then count the runs.
     std::fs::remove_file(s.path().join("ran-1")).expect("the mark");
-    assert_eq!(pool.submit(task!(square), 2).result(), Ok(4));
+    assert_eq!(pool.submit(task!(square), 2).result_timeout(LONG), Ok(4));
     assert!(!s.ran(1), "the killed task ran again");
     common::with_timeout(LONG, move || drop(pool));
 }
