@@ -180,38 +180,23 @@ fn a_launch_that_fails_fails_the_waiting_future_and_the_next_submit_retries() {
     common::with_timeout(LONG, move || drop(pool));
 }
 
-/// The first launch is a real worker; every later one a process that
-/// exits before its handshake (a host that is down).
-#[derive(Debug, Default)]
-struct OneGoodHost {
-    launches: Arc<AtomicUsize>,
-}
-
-impl Launcher for OneGoodHost {
-    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
-        if self.launches.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Local::new().launch(&spec.clone().with_args(WORKER_ARGS));
-        }
-        let mut down = std::process::Command::new("sh");
-        down.args([
-            "-c",
-            "echo 'ssh: connect to host down: Connection refused' >&2; exit 255",
-        ]);
-        Spawned::spawn(down, Some("down".to_string()))
-    }
+/// A pool of 2 workers under `restart_workers` whose launcher starts one
+/// good worker and then only workers that never start.
+fn two_over_one_good_host(launches: &Arc<AtomicUsize>) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .launcher(OneGoodHost {
+            launches: Arc::clone(launches),
+        })
+        .max_workers(2)
+        .restart_workers(true)
+        .build()
+        .expect("build a process pool")
 }
 
 #[test]
 fn a_worker_that_never_starts_does_not_break_a_pool_whose_others_work() {
     let launches = Arc::new(AtomicUsize::new(0));
-    let pool = ProcessPoolExecutor::builder()
-        .launcher(OneGoodHost {
-            launches: Arc::clone(&launches),
-        })
-        .max_workers(2)
-        .restart_workers(true)
-        .build()
-        .expect("build a process pool");
+    let pool = two_over_one_good_host(&launches);
     let first = pool
         .submit(task!(pid), ())
         .result_timeout(LONG)
@@ -245,14 +230,7 @@ fn a_worker_that_never_starts_does_not_break_a_pool_whose_others_work() {
 #[test]
 fn a_lone_worker_that_never_starts_breaks_the_pool_even_under_restart() {
     let launches = Arc::new(AtomicUsize::new(1)); // every launch is "down"
-    let pool = ProcessPoolExecutor::builder()
-        .launcher(OneGoodHost {
-            launches: Arc::clone(&launches),
-        })
-        .max_workers(2)
-        .restart_workers(true)
-        .build()
-        .expect("build a process pool");
+    let pool = two_over_one_good_host(&launches);
     let mut fut = pool.submit(task!(square), 2);
     assert!(matches!(
         fut.result_timeout(LONG),

@@ -171,23 +171,6 @@ fn shutdown_waits_for_a_worker_being_launched() {
         opener.join().expect("the opener");
     });
 }
-/// The first launch is a real worker; every later one a process that
-/// exits before its handshake (a host that is down).
-#[derive(Debug, Default)]
-struct OneGoodHost {
-    launches: Arc<AtomicUsize>,
-}
-
-impl Launcher for OneGoodHost {
-    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
-        if self.launches.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Local::new().launch(&spec.clone().with_args(WORKER_ARGS));
-        }
-        let mut down = std::process::Command::new("sh");
-        down.args(["-c", "echo 'host down' >&2; exit 255"]);
-        Spawned::spawn(down, Some("down".to_string()))
-    }
-}
 
 /// Under `restart_workers` a worker that never started made the pool back
 /// off because another worker lived; that one was retiring, and when it

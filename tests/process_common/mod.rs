@@ -11,12 +11,13 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{ProcessPoolBuilder, ProcessPoolExecutor};
+use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerSpec};
+use concurrent_futures::{Error, ProcessPoolBuilder, ProcessPoolExecutor};
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{self, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,28 @@ pub fn pool(n: usize) -> ProcessPoolExecutor {
         .max_workers(n)
         .build()
         .expect("build a process pool")
+}
+
+/// A launcher whose first launch is a real worker (this test binary), and
+/// every later one a process that exits before its handshake, as `ssh`
+/// does for a host that is down. `launches` counts them all.
+#[derive(Debug, Default)]
+pub struct OneGoodHost {
+    pub launches: Arc<AtomicUsize>,
+}
+
+impl Launcher for OneGoodHost {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        if self.launches.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Local::new().launch(&spec.clone().with_args(WORKER_ARGS));
+        }
+        let mut down = Command::new("sh");
+        down.args([
+            "-c",
+            "echo 'ssh: connect to host down: Connection refused' >&2; exit 255",
+        ]);
+        Spawned::spawn(down, Some("down".to_string()))
+    }
 }
 
 // ---------------------------------------------------------------------------
