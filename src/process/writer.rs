@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::link::{Fate, Stage, Worker};
-use super::protocol::{ToWorker, CALL_HEADER};
+use super::protocol::ToWorker;
 use super::shared::Shared;
 use crate::task::ErasedTask;
 
@@ -120,7 +120,6 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
                 call(job.payload.bytes()).encode_call_header(&mut batch.buf, len);
                 batch.buf.extend_from_slice(job.payload.bytes());
             }
-            debug_assert!(batch.buf.len() >= CALL_HEADER);
             let limit = job.time_limit;
             if link.push(seq, job, now) {
                 if let Some(limit) = limit {
