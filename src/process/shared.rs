@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use super::builder::Config;
 use super::job::Job;
 use super::launcher::launch;
-use super::link::{Fate, Stage, Worker};
+use super::link::{Fate, Sent, Stage, Worker};
 use super::reader::{read_loop, Exit};
 use super::timer::Timer;
 use super::writer::write_loop;
@@ -278,14 +278,11 @@ impl Shared {
             self.changed.notify_all();
             st.broken.clone()
         };
-        let fail_all = |held: VecDeque<_>, error: Error| {
-            for sent in held {
-                let sent: super::link::Sent = sent;
-                sent.job.finish(Err(error.clone()));
-            }
-        };
+        // What it held and did not answer, as jobs (the front may have run:
+        // it is failed, never run again).
+        let jobs = |held: VecDeque<Sent>| held.into_iter().map(|s| s.job);
         if let Some(b) = broken {
-            return fail_all(held, Error::BrokenPool(b));
+            return fail_all(jobs(held), &Error::BrokenPool(b));
         }
         if clean {
             // Retired or shut down: a successor takes what is queued.
@@ -299,9 +296,9 @@ impl Shared {
         // the kill landed (then the front, if any, is the task after it):
         // not a crash, so never a broken pool.
         let time_limit = matches!(fate, Some(Fate::TimeLimit { .. }));
-        if !time_limit && matches!(fate, Some(Fate::Stopped(_))) {
+        if matches!(fate, Some(Fate::Stopped(_))) {
             // Stopped on purpose (kill_workers, terminate_workers).
-            return fail_all(held, Error::BrokenPool(reason));
+            return fail_all(jobs(held), &Error::BrokenPool(reason));
         }
         let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
         if time_limit || (self.config.restart_workers && became_ready) {
@@ -315,18 +312,18 @@ impl Shared {
                 };
                 front.job.finish(Err(error));
             }
-            return self.reroute(held.into_iter().map(|s| s.job));
+            return self.reroute(jobs(held));
         }
         if self.config.restart_workers && self.backs_off(&reason) {
             // Never ready, but other workers live (another host may be
             // down while this one works): try again later.
-            return fail_all(held, Error::BrokenPool(reason));
+            return fail_all(jobs(held), &Error::BrokenPool(reason));
         }
         // A worker that was never ready, alone, breaks the pool under
         // either policy: its replacement would fail the same way, and
         // restarting would start processes without end.
         self.break_pool(reason.clone());
-        fail_all(held, Error::BrokenPool(reason));
+        fail_all(jobs(held), &Error::BrokenPool(reason));
     }
 
     /// A worker died before it was ready. If other workers live, the pool
