@@ -36,13 +36,10 @@ pub(crate) struct Exit {
 pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dyn Read + Send>) {
     let outcome = read_until_exit(&shared, &worker, stdout);
     if let Err(e) = outcome {
-        let mut link = worker.link.lock();
-        if link.fate.is_none() {
-            link.fate = Some(Fate::Failed(e.to_string()));
-        }
-        drop(link);
-        // A worker that broke the protocol may still be running.
-        worker.stop(Fate::Failed("broke the protocol".into()), true);
+        // Recorded unless the pool already ended it (a kill makes the
+        // stream end mid-frame); a worker that broke the protocol may
+        // still be running.
+        worker.stop(Fate::Failed(e.to_string()), true);
     }
     let exit = settle(&shared, &worker);
     shared.worker_exited(&worker, exit);
