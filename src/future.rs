@@ -138,28 +138,21 @@ impl<T> Future<T> {
     }
 
     fn take_result(&mut self, deadline: Option<Instant>) -> Result<T, Error> {
+        // The only handle left on a done future (the pool has let go of it,
+        // as of every finished future `as_completed` yields): nobody else
+        // can reach the state, so it is read without the lock's two atomic
+        // operations.
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            let phase = &mut inner.state.get_mut().phase;
+            if phase.is_done() {
+                return take_phase(phase);
+            }
+        }
         let mut st = self.inner.state.lock();
         if !self.wait_locked(&mut st, deadline) {
             return Err(Error::timeout());
         }
-        match std::mem::replace(&mut st.phase, Phase::Taken) {
-            Phase::Finished(Ok(v)) => Ok(v),
-            Phase::Finished(Err(e)) => {
-                let err = (*e).clone();
-                st.phase = Phase::Finished(Err(e));
-                Err(err)
-            }
-            Phase::Cancelled => {
-                st.phase = Phase::Cancelled;
-                Err(Error::Cancelled)
-            }
-            Phase::Taken => Err(Error::AlreadyTaken),
-            // Not reached: `wait_locked` returned true, so the future is done.
-            phase @ (Phase::Pending(_) | Phase::Running(_)) => {
-                st.phase = phase;
-                Err(Error::timeout())
-            }
-        }
+        take_phase(&mut st.phase)
     }
 
     /// Blocks until done or `deadline`; true if done. The thread waits as
@@ -461,6 +454,28 @@ impl<T> Future<T> {
     pub(crate) fn outcome_if_done(&self) -> Option<Outcome> {
         let st = self.inner.state.lock();
         st.is_done().then(|| st.phase.outcome())
+    }
+}
+
+/// The outcome of a done future, moving a value out (leaving `Taken`).
+fn take_phase<T>(phase: &mut Phase<T>) -> Result<T, Error> {
+    match std::mem::replace(phase, Phase::Taken) {
+        Phase::Finished(Ok(v)) => Ok(v),
+        Phase::Finished(Err(e)) => {
+            let err = (*e).clone();
+            *phase = Phase::Finished(Err(e));
+            Err(err)
+        }
+        Phase::Cancelled => {
+            *phase = Phase::Cancelled;
+            Err(Error::Cancelled)
+        }
+        Phase::Taken => Err(Error::AlreadyTaken),
+        // Not reached: callers take only from a done future.
+        pending @ (Phase::Pending(_) | Phase::Running(_)) => {
+            *phase = pending;
+            Err(Error::timeout())
+        }
     }
 }
 

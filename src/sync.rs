@@ -43,6 +43,11 @@ mod model {
     }
 
     impl<T: ?Sized> Mutex<T> {
+        /// The value, through the only reference there is: no locking.
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+        }
+
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             MutexGuard {
                 mutex: self,

@@ -508,6 +508,44 @@ fn result_after_the_value_was_taken_is_already_taken() {
 }
 
 #[test]
+fn sole_handle_and_shared_handle_take_the_same_outcome() {
+    // Once the promise is gone the future's handle is the only one left, and
+    // `result` reads the state without locking; a cancel handle keeps it
+    // shared, and it locks. Both must give each outcome alike.
+    let boom = Error::Panicked {
+        message: "boom".into(),
+        location: None,
+        backtrace: None,
+    };
+    for shared in [false, true] {
+        let (promise, mut ok) = Promise::new();
+        let keep = shared.then(|| ok.cancel_handle());
+        promise.complete(Ok(7u8)).unwrap();
+        assert_eq!(ok.result_timeout(Duration::ZERO), Ok(7), "shared: {shared}");
+        assert_eq!(ok.result_timeout(Duration::ZERO), Err(Error::AlreadyTaken));
+        drop(keep);
+
+        let (promise, mut failed) = Promise::<u8>::new();
+        let keep = shared.then(|| failed.cancel_handle());
+        promise.complete(Err(boom.clone())).unwrap();
+        assert_eq!(failed.result_timeout(Duration::ZERO), Err(boom.clone()));
+        assert_eq!(failed.result(), Err(boom.clone()), "shared: {shared}");
+        drop(keep);
+
+        let (promise, cancelled) = Promise::<u8>::new();
+        let keep = shared.then(|| cancelled.cancel_handle());
+        assert!(cancelled.cancel());
+        drop(promise);
+        assert_eq!(
+            cancelled.result(),
+            Err(Error::Cancelled),
+            "shared: {shared}"
+        );
+        drop(keep);
+    }
+}
+
+#[test]
 fn dropping_a_future_does_not_cancel_its_task() {
     let (pool, mut gate, mut blocker) = blocked_pool();
     let (tx, rx) = unbounded();
