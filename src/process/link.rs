@@ -45,12 +45,14 @@ const PIPELINE_RATIO: f64 = 8.0;
 /// microseconds would idle the worker for a sixth of its time, while a task
 /// of less than this queued behind another waits at most that long.
 const SHORT_FLOOR: Duration = Duration::from_millis(1);
-/// The work a window of tiny tasks holds, so that their frames and answers
-/// travel in batches.
+/// The least work a window holds beyond the running task. The pool's
+/// threads answer a worker within a round trip only while a core is free
+/// for them; when the workers hold every core, the reader that takes an
+/// answer and the writer that sends the next task wait for the scheduler
+/// to give them one, which can take a millisecond or more (traced here: up
+/// to 1.7 ms on 2 vCPUs). So a worker keeps this much queued, and tiny
+/// tasks travel in batches of about this much.
 const WINDOW_TARGET: Duration = Duration::from_millis(1);
-/// Tasks shorter than this are tiny: their per-task costs (a frame, a
-/// write, a wake-up) are a real part of their time, so they are batched.
-const TINY: Duration = Duration::from_micros(50);
 /// The smallest round trip assumed (a first estimate can be too low).
 const MIN_RTT: Duration = Duration::from_micros(20);
 /// A worker idle this long forgets how long its tasks take.
@@ -137,23 +139,20 @@ impl Pace {
     }
 
     /// One task while it is long; else the running one plus enough to
-    /// cover a round trip, so the worker never waits for its next task;
-    /// tiny tasks, about [`WINDOW_TARGET`] of them. No more than that:
-    /// every task in a window is bound to this worker, and at the end of
-    /// a burst an idle worker could have run it.
+    /// keep the worker busy while the pool answers: a round trip's worth,
+    /// and at least [`WINDOW_TARGET`]'s. No more than that: every task in
+    /// a window is bound to this worker, and at the end of a burst an idle
+    /// worker could have run it.
     fn window(&self) -> usize {
         if self.task_ns == 0.0 || self.task_ns >= self.long_ns() {
             return 1;
         }
         let task = self.task_ns.max(1.0);
-        let rtt = self.rtt_ns.max(MIN_RTT.as_nanos() as f64);
-        let cover = (rtt / task).ceil() + 1.0;
-        let batch = if task < TINY.as_nanos() as f64 {
-            (WINDOW_TARGET.as_nanos() as f64 / task).ceil()
-        } else {
-            0.0
-        };
-        (cover.max(batch) as usize)
+        let ahead = self
+            .rtt_ns
+            .max(MIN_RTT.as_nanos() as f64)
+            .max(WINDOW_TARGET.as_nanos() as f64);
+        (((ahead / task).ceil() + 1.0) as usize)
             .clamp(2, MAX_WINDOW)
             .min(self.cap)
     }
@@ -445,16 +444,17 @@ mod tests {
     }
 
     #[test]
-    fn short_tasks_cover_a_round_trip_and_tiny_ones_a_millisecond() {
-        // Tiny tasks: 1 ms of them, at most 512.
+    fn short_tasks_keep_a_millisecond_or_a_round_trip_queued() {
+        // Tiny tasks: 1 ms of them plus the running one, at most 512.
         assert_eq!(pace(1, 60).window(), MAX_WINDOW);
-        assert_eq!(pace(10, 60).window(), 100);
-        // 0.3 ms tasks with a 60 us round trip: the running one and the next.
-        assert_eq!(pace(300, 60).window(), 2);
-        // ... and with a 20 us one: still short (under the 1 ms floor).
-        assert_eq!(pace(300, 20).window(), 2);
-        // 100 us tasks with a 250 us round trip (srun): 3 trips' worth + 1.
-        assert_eq!(pace(100, 250).window(), 4);
+        assert_eq!(pace(10, 60).window(), 101);
+        // 0.3 ms tasks with a 60 us round trip: the running one and 1 ms
+        // more, so the worker goes on while the pool waits for a core.
+        assert_eq!(pace(300, 60).window(), 5);
+        // 0.9 ms tasks (under the 1 ms floor, still short): one more.
+        assert_eq!(pace(900, 20).window(), 3);
+        // 100 us tasks with a 2.5 ms round trip (a slow link): 25 + 1.
+        assert_eq!(pace(100, 2_500).window(), 26);
         // 5 ms tasks over a 20 ms network: 20 / 5 + 1.
         assert_eq!(pace(5_000, 20_000).window(), 5);
     }
