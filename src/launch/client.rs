@@ -110,6 +110,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "starts a process, which Miri cannot")]
     fn a_client_starts_with_its_environment() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo $CF_CLIENT_TEST"])

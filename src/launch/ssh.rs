@@ -655,6 +655,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "starts a process, which Miri cannot")]
     fn an_unreachable_host_is_named_with_ssh_s_message() {
         // A client that fails as ssh does, without any network.
         let ssh = Ssh::new()
