@@ -157,8 +157,9 @@ fn task_name<F>(site: &str) -> String {
     }
 }
 
-/// Appends `value`, postcard-encoded, to `out`. On error `out` is left
-/// empty: callers write their frame afresh.
+/// Appends `value`, postcard-encoded, to `out`. On error (not on a panic
+/// in a `Serialize` impl) `out` is left empty: callers write their frame
+/// afresh.
 #[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
     match postcard::serialize_with_flavor(value, Append(out)) {

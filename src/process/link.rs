@@ -42,8 +42,9 @@ pub(crate) const MAX_WINDOW: usize = 512;
 const PIPELINE_RATIO: f64 = 8.0;
 /// Tasks shorter than this are always pipelined: on a machine with a round
 /// trip of tens of microseconds, waiting one trip per task of a few hundred
-/// microseconds would idle the worker for a sixth of its time, while a task
-/// of less than this queued behind another waits at most that long.
+/// microseconds would idle the worker for a sixth of its time, while the
+/// tasks queued behind one of these (about [`WINDOW_TARGET`] of them) wait
+/// for it at most this long.
 const SHORT_FLOOR: Duration = Duration::from_millis(1);
 /// The least work a window holds beyond the running task. The pool's
 /// threads answer a worker within a round trip only while a core is free
@@ -148,10 +149,7 @@ impl Pace {
             return 1;
         }
         let task = self.task_ns.max(1.0);
-        let ahead = self
-            .rtt_ns
-            .max(MIN_RTT.as_nanos() as f64)
-            .max(WINDOW_TARGET.as_nanos() as f64);
+        let ahead = self.rtt_ns.max(WINDOW_TARGET.as_nanos() as f64);
         (((ahead / task).ceil() + 1.0) as usize)
             .clamp(2, MAX_WINDOW)
             .min(self.cap)
