@@ -7,9 +7,9 @@
 //! thread pool keeps them inside its queue, under the lock every `submit`
 //! takes anyway (so closing and queueing are decided at one place, and a
 //! submit costs no second lock); the process pool in its `State`. A pool
-//! both shut down and broken refuses with `BrokenPool` on the thread pool
-//! (as Python's does) and with `Shutdown` on the process pool; tests pin
-//! both.
+//! both shut down and broken refuses with `BrokenPool` on either pool, as
+//! Python's do (a process pool whose `shutdown_timeout` killed what still
+//! ran is shut down, not broken); tests pin both.
 // Without the process pool (not unix) some of it has no user.
 #![cfg_attr(not(unix), allow(dead_code))]
 

@@ -406,12 +406,17 @@ fn terminate_and_kill_before_any_worker_started_do_nothing() {
 #[test]
 fn terminate_and_kill_on_a_broken_pool_do_nothing() {
     let pool = pool(1);
-    broken_reason(pool.submit(task!(exit_with), 5).result_timeout(LONG));
+    let why = broken_reason(pool.submit(task!(exit_with), 5).result_timeout(LONG));
     with_timeout(LONG, move || {
         pool.terminate_workers();
         pool.kill_workers();
         assert!(pool.worker_pids().is_empty());
-        assert_eq!(pool.submit(task!(square), 2).result(), Err(Error::Shutdown));
+        // Shut down now, but broken first, as in Python: the submit hears
+        // why the pool broke.
+        assert_eq!(
+            pool.submit(task!(square), 2).result(),
+            Err(Error::BrokenPool(why))
+        );
     });
 }
 

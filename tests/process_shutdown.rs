@@ -363,8 +363,16 @@ fn check_broken_by_initializer(pool: ProcessPoolExecutor, reason: &str) {
     assert!(matches!(it.next(), Some(Err(Error::BrokenPool(_)))));
     assert_eq!(it.next(), None);
     // Nothing hangs, nothing is left behind.
-    with_timeout(LONG, move || pool.shutdown());
+    let pool = with_timeout(LONG, move || {
+        pool.shutdown();
+        pool
+    });
     assert!(pids.iter().all(|&p| reaped(p)), "{pids:?}");
+    // Broken wins over shut down, as in Python (and on the thread pool).
+    let after = broken_reason(pool.submit(task!(square), 1).result_timeout(LONG));
+    assert!(after.contains("initializer"), "{after}");
+    let mut it = pool.map(task!(square), 0..3u64).timeout(LONG);
+    assert!(matches!(it.next(), Some(Err(Error::BrokenPool(_)))));
 }
 
 // I2

@@ -35,6 +35,9 @@ pub(crate) struct State {
     /// Shutdown has begun: no new tasks.
     pub(crate) closing: bool,
     pub(crate) broken: Option<String>,
+    /// `broken` was set by `shutdown_timeout` killing what still ran: a
+    /// later submit hears that the pool is shut down, not broken.
+    broken_by_deadline: bool,
     pub(crate) workers: Vec<Arc<Worker>>,
     /// Workers being launched (a slot reserved, the launch not done).
     starting: usize,
@@ -72,6 +75,7 @@ impl Shared {
                 queue: VecDeque::new(),
                 closing: false,
                 broken: None,
+                broken_by_deadline: false,
                 workers: Vec::new(),
                 starting: 0,
                 failed_starts: 0,
@@ -110,10 +114,13 @@ impl Shared {
     /// it was, and the tasks reached the workers one at a time).
     pub(crate) fn enqueue(self: &Arc<Self>, job: Job, wake: bool) {
         let mut st = self.state.lock();
-        let refusal = match (st.closing, &st.broken) {
-            (true, _) => Some(Error::Shutdown),
-            (false, Some(reason)) => Some(Error::BrokenPool(reason.clone())),
-            (false, None) => None,
+        // Broken wins over shut down, as in Python and on the thread pool;
+        // but a pool that `shutdown_timeout` had to kill is shut down.
+        let refusal = match (&st.broken, st.closing) {
+            (Some(reason), _) if !st.broken_by_deadline => Some(Error::BrokenPool(reason.clone())),
+            (_, true) => Some(Error::Shutdown),
+            (Some(reason), false) => Some(Error::BrokenPool(reason.clone())),
+            (None, false) => None,
         };
         if let Some(e) = refusal {
             drop(st);
@@ -476,6 +483,7 @@ impl Pool for Shared {
         let reason = format!("killed by shutdown_timeout({:?})", deadline.limit);
         if st.broken.is_none() {
             st.broken = Some(reason.clone());
+            st.broken_by_deadline = true;
         }
         let queued = std::mem::take(&mut st.queue);
         let workers = st.workers.clone();
