@@ -164,6 +164,7 @@ mod promise;
 mod ser_message;
 mod sync;
 mod task;
+mod task_arg;
 #[cfg(unix)]
 mod test_worker;
 mod thread;
@@ -225,6 +226,7 @@ pub mod __loom {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::task::{linkme, ErasedTask, TaskEntry, TASKS};
+    pub use crate::task_arg::{arg_probe, assert_owned, OwnedByDefault};
     #[cfg(unix)]
     pub use crate::test_worker::TEST_WORKERS;
 }

@@ -397,14 +397,23 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
 ///
 /// # Compile errors and what to do
 ///
-/// - **"implementation of `Deserialize` is not general enough"**: an
-///   argument borrows (`fn f(s: &str)`, `&[u8]`, `&T`). A task's argument
-///   arrives as bytes from another process, so it must be owned: take
-///   `String`, `Vec<u8>` or `T`, and pass an owned value.
+/// - **"a task's argument cannot be a reference: it arrives as bytes from
+///   another process"** (E0277): an argument borrows (`fn f(s: &str)`,
+///   `&[u8]`, `&T`, or such an element of the arguments of a function of
+///   several). A task's argument is decoded from bytes in another process,
+///   so it must be owned: take `String`, `Vec<u8>` or `T`, and pass an
+///   owned value. rustc adds its own "implementation of `Deserialize` is
+///   not general enough" after it, and says only that for a reference
+///   deeper inside an argument (`Vec<&str>`), which the crate cannot see.
 ///
-///   ```compile_fail
+///   ```compile_fail,E0277
 ///   fn shout(s: &str) -> String { s.to_uppercase() }
 ///   let t = concurrent_futures::task!(shout); // take `s: String` instead
+///   ```
+///
+///   ```compile_fail,E0277
+///   fn count(data: &[u8], byte: u8) -> usize { data.iter().filter(|&&b| b == byte).count() }
+///   let t = concurrent_futures::task!(count); // take `data: Vec<u8>` instead
 ///   ```
 ///
 /// - **"attempt to use a non-constant value in a constant"** (E0435, with
@@ -418,10 +427,10 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
 ///   let t = concurrent_futures::task!(move |x: u64| x * n); // pass n in the argument
 ///   ```
 ///
-/// These messages come from rustc's checks of the `static` that `task!`
-/// declares; they cannot be replaced by the crate (a borrowed argument is a
-/// lifetime error, not a missing trait, so `#[diagnostic::on_unimplemented]`
-/// does not apply, and a macro cannot see whether a closure captures).
+///   This one is rustc's: `task!` registers the closure in a `static` (so
+///   that a worker finds it at link time), and rustc rejects the captured
+///   local while resolving names, before any check of the crate's can run.
+///   Its label points at the captured variable.
 ///
 /// # Examples
 ///
@@ -436,6 +445,20 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
 #[macro_export]
 macro_rules! task {
     ($f:expr) => {{
+        {
+            // A borrowed argument gets an error that says what to do
+            // (src/task_arg.rs), before rustc's lifetime error.
+            #[allow(unused_imports)]
+            use $crate::__private::OwnedByDefault as _;
+            let probe = $crate::__private::arg_probe(&$f);
+            $crate::__private::assert_owned(probe.check());
+            $crate::__private::assert_owned(probe.check_0());
+            $crate::__private::assert_owned(probe.check_1());
+            $crate::__private::assert_owned(probe.check_2());
+            $crate::__private::assert_owned(probe.check_3());
+            $crate::__private::assert_owned(probe.check_4());
+            $crate::__private::assert_owned(probe.check_5());
+        }
         #[$crate::__private::linkme::distributed_slice($crate::__private::TASKS)]
         #[linkme(crate = $crate::__private::linkme)]
         static ENTRY: &'static dyn $crate::__private::ErasedTask =
