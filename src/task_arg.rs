@@ -64,37 +64,24 @@ impl ArgumentIsOwned for OwnedArgument {}
 #[doc(hidden)]
 pub fn assert_owned<T: ArgumentIsOwned>(_checked: T) {}
 
-/// The answer for every argument the inherent methods below do not claim.
+/// The trait methods that answer "owned".
+macro_rules! owned_by_default {
+    ($($method:ident),*) => {
+        $(
+            /// Owned: the inherent method of this name, for a reference,
+            /// does not apply.
+            fn $method(&self) -> OwnedArgument {
+                OwnedArgument
+            }
+        )*
+    };
+}
+
+/// The answer for every argument the inherent methods below do not claim:
+/// `check` for the argument, `check_i` for element `i` of the tuple.
 #[doc(hidden)]
 pub trait OwnedByDefault {
-    /// The argument, when a function takes one.
-    fn check(&self) -> OwnedArgument {
-        OwnedArgument
-    }
-    /// Element `i` of the argument tuple.
-    fn check_0(&self) -> OwnedArgument {
-        OwnedArgument
-    }
-    #[allow(missing_docs)]
-    fn check_1(&self) -> OwnedArgument {
-        OwnedArgument
-    }
-    #[allow(missing_docs)]
-    fn check_2(&self) -> OwnedArgument {
-        OwnedArgument
-    }
-    #[allow(missing_docs)]
-    fn check_3(&self) -> OwnedArgument {
-        OwnedArgument
-    }
-    #[allow(missing_docs)]
-    fn check_4(&self) -> OwnedArgument {
-        OwnedArgument
-    }
-    #[allow(missing_docs)]
-    fn check_5(&self) -> OwnedArgument {
-        OwnedArgument
-    }
+    owned_by_default!(check, check_0, check_1, check_2, check_3, check_4, check_5);
 }
 
 impl<Args> OwnedByDefault for ArgProbe<Args> {}
