@@ -75,6 +75,11 @@ pub(crate) fn this_executable() -> Result<OsString, Error> {
     if proc_exe.exists() {
         return Ok(proc_exe.as_os_str().to_owned());
     }
+    current_executable()
+}
+
+/// This process's executable by its path (`std::env::current_exe`).
+pub(crate) fn current_executable() -> Result<OsString, Error> {
     std::env::current_exe()
         .map(|p| p.into_os_string())
         .map_err(|e| Error::Io(format!("cannot find the current executable: {e}")))

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::process::Command;
 
 use super::client::spawn_client;
+use super::local::current_executable;
 use super::{Launcher, Spawned, WorkerSpec};
 use crate::Error;
 
@@ -137,9 +138,7 @@ impl Slurm {
         let program = match &self.program {
             Some(p) => p.clone(),
             // Not /proc/self/exe: on a node that names slurmstepd's task.
-            None => std::env::current_exe()
-                .map(|p| p.into_os_string())
-                .map_err(|e| Error::Io(format!("cannot find the current executable: {e}")))?,
+            None => current_executable()?,
         };
         let mut cmd = Command::new(&self.srun);
         cmd.args(["--unbuffered", "--ntasks=1", "--nodes=1", "--quiet"]);
