@@ -54,14 +54,14 @@ impl Local {
 
 impl Launcher for Local {
     fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
-        let program = match &self.program {
-            Some(p) => p.clone(),
-            None => this_executable()?,
+        let mut command = match &self.program {
+            Some(p) => Command::new(p),
+            None => {
+                let mut command = Command::new(this_executable()?);
+                std::os::unix::process::CommandExt::arg0(&mut command, worker_arg0());
+                command
+            }
         };
-        let mut command = Command::new(&program);
-        if self.program.is_none() {
-            std::os::unix::process::CommandExt::arg0(&mut command, worker_arg0());
-        }
         command.args(spec.args()).envs(spec.env());
         Spawned::spawn(command, None)
     }
