@@ -17,10 +17,12 @@
 
 use std::io;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 use crossbeam_channel::{Receiver, Sender};
+
+use super::spawned::pipe_stdio;
 
 /// Where util-linux puts `setpriv`.
 const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
@@ -29,25 +31,18 @@ type Request = (Command, Sender<io::Result<Child>>);
 
 /// Starts `command` with its three streams piped, so that it is killed if
 /// this process dies.
-pub(crate) fn spawn_client(command: Command) -> io::Result<Child> {
+pub(crate) fn spawn_client(mut command: Command) -> io::Result<Child> {
     let Some(tx) = spawner() else {
         // No such thread: a signal that fires when this thread ends would
         // be worse than none.
-        return piped(command).spawn();
+        return pipe_stdio(&mut command).spawn();
     };
+    let mut command = with_death_signal(command);
+    pipe_stdio(&mut command);
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     let gone = || io::Error::other("the thread that starts clients is gone");
-    tx.send((piped(with_death_signal(command)), reply_tx))
-        .map_err(|_| gone())?;
+    tx.send((command, reply_tx)).map_err(|_| gone())?;
     reply_rx.recv().map_err(|_| gone())?
-}
-
-fn piped(mut command: Command) -> Command {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
 }
 
 /// The thread that starts clients, started at first use.

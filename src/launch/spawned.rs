@@ -150,11 +150,7 @@ impl Spawned {
     ///
     /// [`Error::Io`] naming the program when it cannot be started.
     pub fn spawn(mut command: Command, label: Option<String>) -> Result<Spawned, Error> {
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = command.spawn().map_err(|e| {
+        let child = pipe_stdio(&mut command).spawn().map_err(|e| {
             Error::Io(format!(
                 "cannot start worker process {}{}: {e}",
                 command.get_program().to_string_lossy(),
@@ -203,6 +199,14 @@ impl fmt::Debug for Spawned {
             .field("label", &self.label)
             .finish_non_exhaustive()
     }
+}
+
+/// Pipes `command`'s stdin, stdout and stderr, as a worker's must be.
+pub(crate) fn pipe_stdio(command: &mut Command) -> &mut Command {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
 }
 
 /// The pipe size asked for on Linux, for large arguments.
