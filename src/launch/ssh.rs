@@ -150,7 +150,7 @@ impl Ssh {
     #[must_use]
     pub fn host(mut self, host: impl Into<String>, slots: usize) -> Self {
         self.hosts.push((host.into(), slots));
-        self.state = Arc::new(State::default());
+        self.state = Arc::new(State::for_hosts(self.hosts.len()));
         self
     }
 
@@ -303,9 +303,6 @@ impl Ssh {
         }
         let deadline = Instant::now() + self.check_timeout + Duration::from_secs(1);
         let mut table = self.state.hosts.lock();
-        if table.len() != self.hosts.len() {
-            *table = vec![HostState::default(); self.hosts.len()];
-        }
         loop {
             let now = Instant::now();
             for (i, h) in table.iter_mut().enumerate() {
@@ -440,6 +437,14 @@ fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(), String> 
 }
 
 impl State {
+    /// A fresh table, one entry per host (in the launcher's order).
+    fn for_hosts(n: usize) -> Self {
+        State {
+            hosts: Mutex::new(vec![HostState::default(); n]),
+            ..State::default()
+        }
+    }
+
     /// Records a check or a worker start: `Ok(true)` up, `Err` down.
     fn record(&self, i: usize, outcome: Result<bool, String>) {
         let mut table = self.hosts.lock();
