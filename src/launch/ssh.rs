@@ -288,9 +288,9 @@ impl Ssh {
         })
     }
 
-    /// Picks a host for one more worker and counts it there; checks hosts
-    /// that are due, waiting only when no host is known to be up.
-    fn choose(&self) -> Result<usize, Error> {
+    /// Refuses a host list that can take no worker (no hosts, or a host
+    /// with 0 slots).
+    fn check_hosts(&self) -> Result<(), Error> {
         if self.hosts.is_empty() {
             return Err(Error::InvalidArgument(
                 "an ssh launcher needs at least one host".to_string(),
@@ -301,6 +301,12 @@ impl Ssh {
                 "ssh host {host} has 0 slots"
             )));
         }
+        Ok(())
+    }
+
+    /// Picks a host for one more worker and counts it there; checks hosts
+    /// that are due, waiting only when no host is known to be up.
+    fn choose(&self) -> Result<usize, Error> {
         let deadline = Instant::now() + self.check_timeout + Duration::from_secs(1);
         let mut table = self.state.hosts.lock();
         loop {
@@ -507,6 +513,8 @@ impl fmt::Debug for Ssh {
 
 impl Launcher for Ssh {
     fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        // Before program_for, which reads the whole program to hash it.
+        self.check_hosts()?;
         let program = self.program_for()?;
         let i = self.choose()?;
         let host = self.hosts[i].0.clone();
