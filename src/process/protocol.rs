@@ -70,29 +70,30 @@ impl<'a> ToWorker<'a> {
     /// then left as it was.
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) -> Result<(), Error> {
         let start = buf.len();
-        match self {
-            ToWorker::Declare {
-                id,
-                name,
-                signature,
-            } => {
-                begin_frame(buf, DECLARE);
-                buf.extend_from_slice(&id.to_le_bytes());
-                let body = postcard::to_stdvec(&(name, signature))
-                    .map_err(|e| Error::Codec(format!("cannot encode a task name: {e}")))?;
-                buf.extend_from_slice(&body);
+        let mut framed = || {
+            match self {
+                ToWorker::Declare {
+                    id,
+                    name,
+                    signature,
+                } => {
+                    begin_frame(buf, DECLARE);
+                    buf.extend_from_slice(&id.to_le_bytes());
+                    encode_wire(&(name, signature), "task name", buf)?;
+                }
+                ToWorker::Call { arg, .. } => {
+                    self.encode_call_header(buf, arg.len());
+                    buf.extend_from_slice(arg);
+                }
+                ToWorker::Init { id, arg } => {
+                    begin_frame(buf, INIT);
+                    buf.extend_from_slice(&id.to_le_bytes());
+                    buf.extend_from_slice(arg);
+                }
             }
-            ToWorker::Call { arg, .. } => {
-                self.encode_call_header(buf, arg.len());
-                buf.extend_from_slice(arg);
-            }
-            ToWorker::Init { id, arg } => {
-                begin_frame(buf, INIT);
-                buf.extend_from_slice(&id.to_le_bytes());
-                buf.extend_from_slice(arg);
-            }
-        }
-        end_frame(buf, start).inspect_err(|_| buf.truncate(start))
+            end_frame(buf, start)
+        };
+        framed().inspect_err(|_| buf.truncate(start))
     }
 
     /// Appends the header of a `Call` whose argument of `arg_len` bytes the
@@ -171,7 +172,7 @@ impl<'a> FromWorker<'a> {
     /// would exceed [`MAX_FRAME`]; `buf` is then left as it was.
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) -> Result<(), Error> {
         let start = buf.len();
-        let framed = match self {
+        let mut framed = || match self {
             FromWorker::Hello {
                 version,
                 pid,
@@ -181,7 +182,7 @@ impl<'a> FromWorker<'a> {
                 let frame = begin_frame(buf, HELLO);
                 buf.extend_from_slice(&version.to_le_bytes());
                 buf.extend_from_slice(&pid.to_le_bytes());
-                encode_wire(build, buf)?;
+                encode_wire(build, "protocol value", buf)?;
                 end_frame(buf, frame)
             }
             FromWorker::Result {
@@ -196,7 +197,7 @@ impl<'a> FromWorker<'a> {
                         end_result(buf, frame, *run_ns, true)
                     }
                     Err(e) => {
-                        encode_wire(e, buf)?;
+                        encode_wire(e, "protocol value", buf)?;
                         end_result(buf, frame, *run_ns, false)
                     }
                 }
@@ -210,13 +211,13 @@ impl<'a> FromWorker<'a> {
                     }
                     Err(e) => {
                         buf.push(1);
-                        encode_wire(e, buf)?;
+                        encode_wire(e, "protocol value", buf)?;
                     }
                 }
                 end_frame(buf, frame)
             }
         };
-        framed.inspect_err(|_| buf.truncate(start))
+        framed().inspect_err(|_| buf.truncate(start))
     }
 
     /// Decodes the first frame a worker writes, which must be `Hello`.
@@ -302,11 +303,12 @@ pub(crate) fn end_result(buf: &mut [u8], start: usize, run_ns: u64, ok: bool) ->
     end_frame(buf, start)
 }
 
-fn encode_wire<T: serde::Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), Error> {
-    let body = postcard::to_stdvec(value)
-        .map_err(|e| Error::Codec(format!("cannot encode a protocol value: {e}")))?;
-    buf.extend_from_slice(&body);
-    Ok(())
+/// Appends a postcard value that is part of the protocol itself; on error
+/// `buf` may hold part of it (the frame's `encode` cuts it off).
+fn encode_wire<T: serde::Serialize>(value: &T, what: &str, buf: &mut Vec<u8>) -> Result<(), Error> {
+    postcard::to_io(value, buf)
+        .map(|_| ())
+        .map_err(|e| Error::Codec(format!("cannot encode a {what}: {e}")))
 }
 
 /// Identifies the build of this crate on both ends of the pipe.

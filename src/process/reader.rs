@@ -3,6 +3,7 @@
 //! one [`Exit`] to the pool, which decides what happens next.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dy
         // still be running.
         worker.stop(Fate::Failed(e.to_string()), true);
     }
-    let exit = settle(&shared, &worker);
+    let exit = settle(&worker);
     shared.worker_exited(&worker, exit);
 }
 
@@ -170,7 +171,7 @@ pub(crate) fn handshake(r: &mut impl BufRead) -> Result<u32, Error> {
 }
 
 /// The worker's output ended: mark it gone, reap it, and describe its end.
-fn settle(shared: &Shared, worker: &Worker) -> Exit {
+fn settle(worker: &Worker) -> Exit {
     let (held, fate, was) = {
         let mut link = worker.link.lock();
         let was = link.stage;
@@ -186,17 +187,20 @@ fn settle(shared: &Shared, worker: &Worker) -> Exit {
         fate => fate,
     };
     let clean = status.is_some_and(|s| s.success()) && held.is_empty() && fate.is_none();
-    let stage = match was {
-        Stage::Starting => "",
-        Stage::Initializing if shared.config.initializer.is_some() => "the initializer failed: ",
-        _ => "",
+    // Only a pool with an initializer has workers in `Initializing`.
+    let stage = if was == Stage::Initializing {
+        "the initializer failed: "
+    } else {
+        ""
     };
     let how = status.map_or_else(|| "ended".to_string(), describe_exit);
     let mut reason = format!("{stage}{} {how}", worker.name());
     match &fate {
-        Some(Fate::Stopped(why) | Fate::Failed(why)) => reason.push_str(&format!(" ({why})")),
+        Some(Fate::Stopped(why) | Fate::Failed(why)) => {
+            let _ = write!(reason, " ({why})");
+        }
         Some(Fate::TimeLimit { limit, .. }) => {
-            reason.push_str(&format!(" (its task ran past the time limit of {limit:?})"));
+            let _ = write!(reason, " (its task ran past the time limit of {limit:?})");
         }
         None => {}
     }

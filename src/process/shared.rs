@@ -472,12 +472,13 @@ impl Pool for Shared {
     /// kills the workers.
     fn wait_or_kill(&self, deadline: Deadline) -> (bool, Vec<Job>) {
         let mut st = self.state.lock();
-        while !(st.workers.is_empty() && st.starting == 0 && st.queue.is_empty()) {
+        let done = |st: &State| st.workers.is_empty() && st.starting == 0 && st.queue.is_empty();
+        while !done(&st) {
             if self.changed.wait_until(&mut st, deadline.at).timed_out() {
                 break;
             }
         }
-        if st.workers.is_empty() && st.starting == 0 && st.queue.is_empty() {
+        if done(&st) {
             return (true, Vec::new());
         }
         let reason = format!("killed by shutdown_timeout({:?})", deadline.limit);

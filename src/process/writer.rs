@@ -71,7 +71,7 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
     }
     let max_tasks = shared.config.max_tasks_per_child;
     loop {
-        {
+        let left = {
             let mut link = worker.link.lock();
             while link.stage == Stage::Ready && link.room(Instant::now()) == 0 {
                 worker.cond.wait(&mut link);
@@ -79,8 +79,8 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
             if link.stage != Stage::Ready {
                 return;
             }
-        }
-        let left = max_tasks.map(|max| max.saturating_sub(worker.link.lock().sent));
+            max_tasks.map(|max| max.saturating_sub(link.sent))
+        };
         let Some(jobs) = shared.take_jobs(&worker, left) else {
             // Shut down and nothing is queued: let the worker finish.
             let mut link = worker.link.lock();
@@ -105,19 +105,17 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
             }
             let seq = shared.next_seq();
             let id = declare(&mut batch.buf, &mut declared, job.entry);
-            let call = |arg| ToWorker::Call {
+            let len = job.payload.bytes().len();
+            ToWorker::Call {
                 seq,
                 id,
                 chunk: job.chunk,
-                arg,
-            };
-            let len = job.payload.bytes().len();
+                arg: &[],
+            }
+            .encode_call_header(&mut batch.buf, len);
             if len > BIG_PAYLOAD {
-                let arg = job.payload.share();
-                call(&[]).encode_call_header(&mut batch.buf, len);
-                batch.big.push((batch.buf.len(), arg));
+                batch.big.push((batch.buf.len(), job.payload.share()));
             } else {
-                call(job.payload.bytes()).encode_call_header(&mut batch.buf, len);
                 batch.buf.extend_from_slice(job.payload.bytes());
             }
             let limit = job.time_limit;
