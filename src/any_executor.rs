@@ -58,17 +58,24 @@ impl From<ProcessPoolExecutor> for AnyExecutor {
     }
 }
 
+/// `$call` on whichever pool `$any` holds, named `$pool`.
+macro_rules! each_pool {
+    ($any:expr, $pool:ident => $call:expr) => {
+        match $any {
+            AnyExecutor::Threads($pool) => $call,
+            #[cfg(unix)]
+            AnyExecutor::Processes($pool) => $call,
+        }
+    };
+}
+
 impl Executor for AnyExecutor {
     fn submit_task<A, R>(&self, task: Task<A, R>, arg: A) -> Future<R>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        match self {
-            AnyExecutor::Threads(p) => p.submit_task(task, arg),
-            #[cfg(unix)]
-            AnyExecutor::Processes(p) => p.submit_task(task, arg),
-        }
+        each_pool!(self, p => p.submit_task(task, arg))
     }
 
     fn map_task<'a, A, R, I>(&self, task: Task<A, R>, items: I) -> Map<'a, R>
@@ -78,26 +85,14 @@ impl Executor for AnyExecutor {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
-        match self {
-            AnyExecutor::Threads(p) => p.map_task(task, items),
-            #[cfg(unix)]
-            AnyExecutor::Processes(p) => p.map_task(task, items),
-        }
+        each_pool!(self, p => p.map_task(task, items))
     }
 
     fn shutdown_with(&self, options: Shutdown) {
-        match self {
-            AnyExecutor::Threads(p) => Executor::shutdown_with(p, options),
-            #[cfg(unix)]
-            AnyExecutor::Processes(p) => Executor::shutdown_with(p, options),
-        }
+        each_pool!(self, p => Executor::shutdown_with(p, options))
     }
 
     fn max_workers(&self) -> usize {
-        match self {
-            AnyExecutor::Threads(p) => Executor::max_workers(p),
-            #[cfg(unix)]
-            AnyExecutor::Processes(p) => Executor::max_workers(p),
-        }
+        each_pool!(self, p => Executor::max_workers(p))
     }
 }

@@ -186,7 +186,7 @@ impl<T> Future<T> {
             }
             if expired {
                 st.phase
-                    .retain(|l| matches!(l, Listener::Thread(t) if t.id() == id));
+                    .remove_where(|l| matches!(l, Listener::Thread(t) if t.id() == id));
                 return false;
             }
         }
@@ -443,7 +443,7 @@ impl<T> Future<T> {
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
         let mut st = self.inner.state.lock();
         st.phase
-            .retain(|l| matches!(l, Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter)));
+            .remove_where(|l| matches!(l, Listener::Waiter(w, _) if Arc::ptr_eq(w, waiter)));
     }
 
     /// An address identifying the shared state (for de-duplication).

@@ -38,9 +38,10 @@ struct Discard;
 
 type R = Result<(), Custom>;
 
+/// Serializer methods that take their arguments and return `Ok($value)`.
 macro_rules! accept {
-    ($($name:ident($($t:ty),*)),* $(,)?) => {
-        $(fn $name(self, $(_: $t),*) -> R { Ok(()) })*
+    ($ret:ty = $value:expr; $($name:ident($($t:ty),*)),* $(,)?) => {
+        $(fn $name(self, $(_: $t),*) -> $ret { Ok($value) })*
     };
 }
 
@@ -55,7 +56,7 @@ impl ser::Serializer for Discard {
     type SerializeStruct = Discard;
     type SerializeStructVariant = Discard;
 
-    accept!(
+    accept!(R = ();
         serialize_bool(bool),
         serialize_i8(i8),
         serialize_i16(i16),
@@ -78,6 +79,18 @@ impl ser::Serializer for Discard {
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
+    // The compound values: their elements are serialized into `Discard`
+    // again (see the `ser::Serialize*` impls below).
+    accept!(Result<Discard, Custom> = Discard;
+        serialize_seq(Option<usize>),
+        serialize_tuple(usize),
+        serialize_tuple_struct(&'static str, usize),
+        serialize_tuple_variant(&'static str, u32, &'static str, usize),
+        serialize_map(Option<usize>),
+        serialize_struct(&'static str, usize),
+        serialize_struct_variant(&'static str, u32, &'static str, usize),
+    );
+
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> R {
         value.serialize(self)
     }
@@ -93,47 +106,16 @@ impl ser::Serializer for Discard {
     ) -> R {
         value.serialize(self)
     }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Discard, Custom> {
-        Ok(Discard)
-    }
 }
 
+/// The `ser::Serialize*` traits of one method per element (`$method`,
+/// with a field name `$key` for the structs) and `end`.
 macro_rules! compound {
-    ($($tr:ident :: $method:ident),* $(,)?) => {$(
+    ($($tr:ident :: $method:ident $(($key:ty))?),* $(,)?) => {$(
         impl ser::$tr for Discard {
             type Ok = ();
             type Error = Custom;
-            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
+            fn $method<T: Serialize + ?Sized>(&mut self, $(_: $key,)? value: &T) -> R {
                 value.serialize(Discard)
             }
             fn end(self) -> R {
@@ -148,6 +130,8 @@ compound!(
     SerializeTuple::serialize_element,
     SerializeTupleStruct::serialize_field,
     SerializeTupleVariant::serialize_field,
+    SerializeStruct::serialize_field(&'static str),
+    SerializeStructVariant::serialize_field(&'static str),
 );
 
 impl ser::SerializeMap for Discard {
@@ -157,28 +141,6 @@ impl ser::SerializeMap for Discard {
         key.serialize(Discard)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
-        value.serialize(Discard)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Discard {
-    type Ok = ();
-    type Error = Custom;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
-        value.serialize(Discard)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Discard {
-    type Ok = ();
-    type Error = Custom;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
         value.serialize(Discard)
     }
     fn end(self) -> R {
@@ -212,5 +174,30 @@ mod tests {
             Some("a Handle cannot cross a process boundary")
         );
         assert_eq!(custom_message(&(1u8, "fine")), None);
+    }
+
+    #[test]
+    fn structs_variants_and_maps_are_looked_into() {
+        #[derive(serde::Serialize)]
+        struct Named {
+            ok: u8,
+            handle: Handle,
+        }
+        #[derive(serde::Serialize)]
+        enum Shapes {
+            Fields { handle: Handle },
+            Tuple(u8, Handle),
+        }
+        let msg = Some("a Handle cannot cross a process boundary");
+        let named = Named {
+            ok: 1,
+            handle: Handle,
+        };
+        assert_eq!(custom_message(&named).as_deref(), msg);
+        let fields = Shapes::Fields { handle: Handle };
+        assert_eq!(custom_message(&fields).as_deref(), msg);
+        assert_eq!(custom_message(&Shapes::Tuple(1, Handle)).as_deref(), msg);
+        let map = std::collections::BTreeMap::from([(1u8, Handle)]);
+        assert_eq!(custom_message(&map).as_deref(), msg);
     }
 }

@@ -94,6 +94,9 @@ impl<K, F: AsFuture> AsFuture for (K, F) {
     fn as_future(&self) -> &Future<F::Output> {
         self.1.as_future()
     }
+    // Pairs of owned futures (a `HashMap<K, Future<T>>`) are as unique as
+    // the futures.
+    const UNIQUE: bool = F::UNIQUE;
 }
 
 /// The shared rendezvous of one `as_completed` or `wait` call.

@@ -120,6 +120,17 @@ impl<T> Phase<T> {
         }
     }
 
+    /// PENDING -> RUNNING, keeping the listeners; false if the future is
+    /// no longer pending.
+    pub(crate) fn start(&mut self) -> bool {
+        let Phase::Pending(l) = self else {
+            return false;
+        };
+        let l = l.take();
+        *self = Phase::Running(l);
+        true
+    }
+
     /// Adds a listener; a done future has none (its caller checked).
     pub(crate) fn push(&mut self, listener: Listener<T>) {
         if let Some(list) = self.listeners() {
@@ -129,7 +140,7 @@ impl<T> Phase<T> {
     }
 
     /// Removes the listeners `drop_it` picks, keeping the others' order.
-    pub(crate) fn retain(&mut self, mut drop_it: impl FnMut(&Listener<T>) -> bool) {
+    pub(crate) fn remove_where(&mut self, mut drop_it: impl FnMut(&Listener<T>) -> bool) {
         let Some(list) = self.listeners() else {
             return;
         };
@@ -203,9 +214,7 @@ impl<T, F> Inner<T, Option<F>> {
     pub(crate) fn start(&self) -> Result<F, Option<F>> {
         let mut st = self.state.lock();
         let job = st.job.take();
-        if let Phase::Pending(l) = &mut st.phase {
-            let l = l.take();
-            st.phase = Phase::Running(l);
+        if st.phase.start() {
             if let Some(f) = job {
                 return Ok(f);
             }
@@ -245,15 +254,7 @@ impl<T> Inner<T> {
 
     /// PENDING -> RUNNING; false if the future is no longer pending.
     pub(crate) fn set_running(&self) -> bool {
-        let mut st = self.state.lock();
-        match &mut st.phase {
-            Phase::Pending(l) => {
-                let l = l.take();
-                st.phase = Phase::Running(l);
-                true
-            }
-            _ => false,
-        }
+        self.state.lock().phase.start()
     }
 
     /// Stores `result` unless the future is done (then hands it back),

@@ -28,13 +28,10 @@ where
     T: Send + 'static,
 {
     fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool)) {
-        let f = match self.start() {
-            Ok(f) => f,
-            // Cancelled while queued: drop the closure, outside the lock.
-            Err(job) => {
-                drop(job);
-                return;
-            }
+        // Cancelled while queued: the closure `start` hands back is
+        // dropped here, outside the lock.
+        let Ok(f) = self.start() else {
+            return;
         };
         // `f` is consumed by the call: the closure and what it captured
         // are dropped here, before the result is published.

@@ -179,6 +179,13 @@ impl<J> Queue<J> {
         (st.closed, st.broken.clone())
     }
 
+    /// The first queued job, keeping `queued` in step.
+    fn pop(&self, st: &mut State<J>) -> Option<J> {
+        let job = st.jobs.pop_front()?;
+        self.queued.0.store(st.jobs.len(), Ordering::Relaxed);
+        Some(job)
+    }
+
     fn take_all(&self, st: &mut State<J>) -> Vec<J> {
         self.queued.0.store(0, Ordering::Relaxed);
         st.jobs.drain(..).collect()
@@ -224,14 +231,10 @@ impl<J> Seat<'_, J> {
     pub fn next(&mut self) -> Option<J> {
         let q = self.queue;
         let mut st = q.state.lock();
-        if !self.searching {
-            self.searching = true;
-            st.searching += 1;
-        }
+        self.search(&mut st);
         let mut spun = false;
         loop {
-            if let Some(job) = st.jobs.pop_front() {
-                q.queued.0.store(st.jobs.len(), Ordering::Relaxed);
+            if let Some(job) = q.pop(&mut st) {
                 self.searching = false;
                 st.searching -= 1;
                 return Some(job);
@@ -268,15 +271,19 @@ impl<J> Seat<'_, J> {
     pub fn finishing(&mut self) -> Option<J> {
         let q = self.queue;
         let mut st = q.state.lock();
-        if let Some(job) = st.jobs.pop_front() {
-            q.queued.0.store(st.jobs.len(), Ordering::Relaxed);
+        if let Some(job) = q.pop(&mut st) {
             return Some(job);
         }
+        self.search(&mut st);
+        None
+    }
+
+    /// Counts this worker searching, unless it already is.
+    fn search(&mut self, st: &mut State<J>) {
         if !self.searching {
             self.searching = true;
             st.searching += 1;
         }
-        None
     }
 }
 

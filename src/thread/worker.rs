@@ -50,9 +50,6 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 "concurrent-futures: a panic escaped a job's completion; the worker goes on"
             );
         }
-        next = match prefetched {
-            Some(job) => Some(job),
-            None => seat.next(),
-        };
+        next = prefetched.or_else(|| seat.next());
     }
 }
