@@ -19,6 +19,11 @@ use std::time::Instant;
 use concurrent_futures::launch::{Local, Slurm, Ssh};
 use concurrent_futures::{task, Future, ProcessPoolBuilder, ProcessPoolExecutor};
 
+#[path = "support/stats.rs"]
+mod stats;
+
+use stats::median;
+
 const ROUND_TRIPS: u64 = 10_000;
 const MAPPED: u64 = 100_000;
 const HEAVY_TASKS: usize = 8;
@@ -34,15 +39,7 @@ fn heavy_compute(n: u64) -> u64 {
 }
 
 fn reps() -> usize {
-    std::env::var("BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    stats::reps(5)
 }
 
 /// The launchers to compare, by name; `None` when not available here.

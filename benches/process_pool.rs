@@ -24,6 +24,10 @@ use serde_bytes::ByteBuf;
 
 #[path = "support/sched.rs"]
 mod sched;
+#[path = "support/stats.rs"]
+mod stats;
+
+use stats::median;
 
 const WORKERS: usize = 2;
 const ROUND_TRIPS: u64 = 10_000;
@@ -54,15 +58,7 @@ fn byte_len(bytes: ByteBuf) -> usize {
 }
 
 fn reps() -> usize {
-    std::env::var("BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    stats::reps(7)
 }
 
 /// Runs `f` `reps` times and returns the median of the seconds it reports.

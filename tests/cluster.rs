@@ -12,8 +12,7 @@ mod process_common;
 
 use std::time::Duration;
 
-use cluster_common::{pool_builder, Via};
-use common::with_timeout;
+use cluster_common::{over, Via};
 use concurrent_futures::{task, Error};
 use process_common::*;
 
@@ -22,9 +21,6 @@ use process_common::*;
 fn worker_entry() {
     concurrent_futures::init();
 }
-
-/// How long one suite test may take over any launcher.
-const LIMIT: Duration = Duration::from_secs(60);
 
 fn echo(bytes: Vec<u8>) -> Vec<u8> {
     bytes
@@ -60,25 +56,14 @@ fn stuck_with_pid(dir: String) -> u32 {
 fn stuck_pid(scratch: &Scratch) -> u32 {
     let mut pid = None;
     assert!(within(LONG, || {
-        pid = std::fs::read_dir(scratch.path())
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("pid-")?.split('-').next()?.parse().ok()
-            })
-            .next();
+        pid = scratch.pids("pid-").first().copied();
         pid.is_some()
     }));
     pid.unwrap_or(0)
 }
 
 fn a_time_limit_ends_the_task_and_its_process(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let scratch = Scratch::new("cluster-limit");
         let limit = Duration::from_millis(500);
@@ -95,10 +80,7 @@ fn a_time_limit_ends_the_task_and_its_process(via: Via) {
 }
 
 fn shutdown_timeout_leaves_no_worker(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let scratch = Scratch::new("cluster-shutdown-timeout");
         let mut fut = pool.submit(task!(stuck_with_pid), scratch.dir());
@@ -113,10 +95,7 @@ fn shutdown_timeout_leaves_no_worker(via: Via) {
 }
 
 fn submit_returns_the_value(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let mut fut = pool.submit(task!(square), 7);
         assert_eq!(fut.result_timeout(LONG).expect("square"), 49);
@@ -126,10 +105,7 @@ fn submit_returns_the_value(via: Via) {
 }
 
 fn map_is_in_input_order(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let expected: Vec<u64> = (0..2000u64).map(|x| x * x).collect();
         let got: Vec<u64> = pool
@@ -149,10 +125,7 @@ fn map_is_in_input_order(via: Via) {
 }
 
 fn cancel_reaches_a_queued_task(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let scratch = Scratch::new("cluster-cancel");
         let gates: Vec<_> = (0..2)
@@ -183,10 +156,7 @@ fn cancel_reaches_a_queued_task(via: Via) {
 }
 
 fn shutdown_finishes_submitted_work(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let futs: Vec<_> = (0..30).map(|_| pool.submit(task!(sleep_ms), 5)).collect();
         pool.shutdown();
@@ -201,10 +171,7 @@ fn shutdown_finishes_submitted_work(via: Via) {
 }
 
 fn crash_names_the_worker(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let mut fut = pool.submit(task!(exit_with), 7);
         let err = fut.result_timeout(LONG).expect_err("the worker exits");
@@ -221,10 +188,7 @@ fn crash_names_the_worker(via: Via) {
 }
 
 fn panic_keeps_its_message(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         let mut fut = pool.submit(task!(panics), "boom over the wire".to_string());
         match fut.result_timeout(LONG) {
@@ -237,10 +201,7 @@ fn panic_keeps_its_message(via: Via) {
 }
 
 fn env_reaches_the_worker(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b
             .env("CF_CLUSTER_MARK", "it's \"here\" $HOME")
             .build()
@@ -254,10 +215,7 @@ fn env_reaches_the_worker(via: Via) {
 }
 
 fn every_byte_of_a_frame_survives(via: Via) {
-    let Some((b, _env)) = pool_builder(via) else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over(via, move |b| {
         let pool = b.build().expect("pool");
         // Every byte value, line ends and terminal control characters, and
         // 0xff runs that look like 4 GiB length prefixes; then 4 MiB of it.
@@ -276,36 +234,38 @@ fn every_byte_of_a_frame_survives(via: Via) {
     });
 }
 
-/// One module per launcher, each running every test above.
+/// One module per launcher, each running every test above under its own
+/// name (`Ssh::submit_returns_the_value`).
 macro_rules! suite {
-    ($($via:ident),*) => {$(
+    ([$($via:ident),*], $tests:tt) => {$(
+        suite!(@one $via $tests);
+    )*};
+    (@one $via:ident [$($test:ident),* $(,)?]) => {
         #[allow(non_snake_case)]
         mod $via {
             use super::*;
-            #[test]
-            fn submit_returns_the_value() { super::submit_returns_the_value(Via::$via) }
-            #[test]
-            fn map_is_in_input_order() { super::map_is_in_input_order(Via::$via) }
-            #[test]
-            fn cancel_reaches_a_queued_task() { super::cancel_reaches_a_queued_task(Via::$via) }
-            #[test]
-            fn shutdown_finishes_submitted_work() { super::shutdown_finishes_submitted_work(Via::$via) }
-            #[test]
-            fn crash_names_the_worker() { super::crash_names_the_worker(Via::$via) }
-            #[test]
-            fn panic_keeps_its_message() { super::panic_keeps_its_message(Via::$via) }
-            #[test]
-            fn env_reaches_the_worker() { super::env_reaches_the_worker(Via::$via) }
-            #[test]
-            fn every_byte_of_a_frame_survives() { super::every_byte_of_a_frame_survives(Via::$via) }
-            #[test]
-            fn a_time_limit_ends_the_task_and_its_process() {
-                super::a_time_limit_ends_the_task_and_its_process(Via::$via)
-            }
-            #[test]
-            fn shutdown_timeout_leaves_no_worker() { super::shutdown_timeout_leaves_no_worker(Via::$via) }
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(Via::$via)
+                }
+            )*
         }
-    )*};
+    };
 }
 
-suite!(Local, Ssh, Slurm);
+suite!(
+    [Local, Ssh, Slurm],
+    [
+        submit_returns_the_value,
+        map_is_in_input_order,
+        cancel_reaches_a_queued_task,
+        shutdown_finishes_submitted_work,
+        crash_names_the_worker,
+        panic_keeps_its_message,
+        env_reaches_the_worker,
+        every_byte_of_a_frame_survives,
+        a_time_limit_ends_the_task_and_its_process,
+        shutdown_timeout_leaves_no_worker,
+    ]
+);

@@ -13,9 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{cluster_dir, ssh, ssh_config};
-use common::with_timeout;
-use concurrent_futures::{task, Error, ProcessPoolExecutor};
+use cluster_common::{
+    assert_fails_naming, busy_worker, cluster_dir, over_slurm, over_ssh, ssh, ssh_config,
+};
+use concurrent_futures::task;
 use process_common::*;
 
 /// The worker side: `init()` serves tasks when this binary runs as a worker.
@@ -23,8 +24,6 @@ use process_common::*;
 fn worker_entry() {
     concurrent_futures::init();
 }
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// The processes whose parent is `parent` and whose name is `comm`.
 fn children(parent: u32, comm: &str) -> Vec<u32> {
@@ -69,6 +68,13 @@ fn fresh_cache(tag: &str) -> PathBuf {
     dir
 }
 
+/// Writes an executable shell script.
+fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).expect("write a script");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("make it executable");
+}
+
 #[track_caller]
 fn assert_gone(pid: u32) {
     assert!(
@@ -79,8 +85,7 @@ fn assert_gone(pid: u32) {
 
 #[test]
 fn unreachable_hosts_are_named_with_ssh_s_message() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         for (host, message) in [
             ("down", "Connection refused"),
             ("unknown", "Could not resolve hostname"),
@@ -104,8 +109,7 @@ fn unreachable_hosts_are_named_with_ssh_s_message() {
 
 #[test]
 fn a_dead_host_does_not_break_the_others() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let pool = builder()
             .launcher(ssh(&config, &[("down", 2), ("node1", 2)]))
             .restart_workers(true)
@@ -143,8 +147,7 @@ fn sshd_address(dir: String, n: usize) -> String {
 fn every_worker_goes_to_a_host_with_a_free_slot() {
     // node1 and node2 have one slot each: the two workers must land on
     // both, whichever host's check answers first.
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         for round in 0..3 {
             let dir = Scratch::new("slots");
             let pool = builder()
@@ -166,25 +169,18 @@ fn every_worker_goes_to_a_host_with_a_free_slot() {
 
 #[test]
 fn a_dead_host_is_retried_with_backoff() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         // A client that logs every connection, then runs the real ssh.
         let dir = Scratch::new("backoff");
         let log = dir.path().join("calls");
         let wrapper = dir.path().join("ssh");
-        fs::write(
+        write_script(
             &wrapper,
-            format!(
+            &format!(
                 "#!/bin/sh\necho x >> '{}'\nexec ssh \"$@\"\n",
                 log.display()
             ),
-        )
-        .expect("write the wrapper");
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&wrapper)
-            .status()
-            .expect("chmod");
+        );
         let launcher = ssh(&config, &[("down", 1)]).ssh_program(wrapper.as_os_str());
         let pool = builder()
             .launcher(launcher)
@@ -209,52 +205,9 @@ fn a_dead_host_is_retried_with_backoff() {
     });
 }
 
-/// A pool of one worker on `host`, its remote pid, and a gated task
-/// running there.
-fn busy_worker(
-    launcher: concurrent_futures::launch::Ssh,
-    scratch: &Scratch,
-) -> (ProcessPoolExecutor, u32, concurrent_futures::Future<u32>) {
-    let pool = builder()
-        .launcher(launcher)
-        .max_workers(1)
-        .restart_workers(true)
-        .build()
-        .expect("pool");
-    let remote = pool.submit(task!(pid), ()).result_timeout_owned();
-    let running = pool.submit(task!(gate), scratch.dir());
-    scratch.wait_started(1);
-    (pool, remote, running)
-}
-
-/// `result_timeout(LONG)` on an owned future, failing the test on error.
-trait Owned<T> {
-    fn result_timeout_owned(self) -> T;
-}
-
-impl<T> Owned<T> for concurrent_futures::Future<T> {
-    #[track_caller]
-    fn result_timeout_owned(mut self) -> T {
-        self.result_timeout(LONG).expect("the task")
-    }
-}
-
-#[track_caller]
-fn assert_fails_naming(mut running: concurrent_futures::Future<u32>, host: &str) -> String {
-    let err = running
-        .result_timeout(LONG)
-        .expect_err("the connection dropped");
-    let Error::BrokenPool(reason) = &err else {
-        panic!("{err}")
-    };
-    assert!(reason.contains(&format!(" on {host}")), "{reason}");
-    reason.clone()
-}
-
 #[test]
 fn killing_the_ssh_client_fails_the_task_and_ends_the_remote_worker() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let scratch = Scratch::new("kill-client");
         let (pool, remote, running) = busy_worker(ssh(&config, &[("spare", 1)]), &scratch);
         let clients = ssh_clients("spare");
@@ -263,14 +216,13 @@ fn killing_the_ssh_client_fails_the_task_and_ends_the_remote_worker() {
         assert_fails_naming(running, "spare");
         assert_gone(remote);
         // restart_workers: the next task gets a new connection.
-        assert_eq!(pool.submit(task!(square), 5).result_timeout_owned(), 25);
+        assert_eq!(pool.submit(task!(square), 5).result_timeout(LONG), Ok(25));
     });
 }
 
 #[test]
 fn killing_the_remote_worker_fails_the_task() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let scratch = Scratch::new("kill-remote");
         let (pool, remote, running) = busy_worker(ssh(&config, &[("node1", 1)]), &scratch);
         send_signal(remote, libc::SIGKILL);
@@ -279,33 +231,27 @@ fn killing_the_remote_worker_fails_the_task() {
             reason.contains(&format!("worker process {remote} on node1")),
             "{reason}"
         );
-        assert_eq!(pool.submit(task!(square), 6).result_timeout_owned(), 36);
+        assert_eq!(pool.submit(task!(square), 6).result_timeout(LONG), Ok(36));
     });
 }
 
 #[test]
 fn kill_workers_ends_the_remote_processes() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let scratch = Scratch::new("kill-workers");
         let (pool, remote, running) = busy_worker(ssh(&config, &[("node1", 1)]), &scratch);
         pool.kill_workers();
-        assert!(running.result_timeout_owned_err().contains("node1"));
+        assert!(failure(running).contains("node1"));
         assert_gone(remote);
     });
 }
 
-trait OwnedErr {
-    fn result_timeout_owned_err(self) -> String;
-}
-
-impl<T: std::fmt::Debug> OwnedErr for concurrent_futures::Future<T> {
-    #[track_caller]
-    fn result_timeout_owned_err(mut self) -> String {
-        self.result_timeout(LONG)
-            .expect_err("the worker was killed")
-            .to_string()
-    }
+/// The error message of `fut`, which must fail within [`LONG`].
+#[track_caller]
+fn failure<T: std::fmt::Debug>(mut fut: concurrent_futures::Future<T>) -> String {
+    fut.result_timeout(LONG)
+        .expect_err("the task cannot succeed")
+        .to_string()
 }
 
 /// The sshd of `node3`, run by this test.
@@ -355,8 +301,7 @@ impl Drop for Node3 {
 
 #[test]
 fn stopping_the_sshd_fails_the_task_and_ends_the_remote_worker() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let mut node3 = Node3::start();
         let scratch = Scratch::new("stop-sshd");
         let (pool, remote, running) = busy_worker(ssh(&config, &[("node3", 1)]), &scratch);
@@ -364,18 +309,17 @@ fn stopping_the_sshd_fails_the_task_and_ends_the_remote_worker() {
         assert_fails_naming(running, "node3");
         assert_gone(remote);
         // The host is gone: the next task fails naming it, without a hang.
-        let err = pool.submit(task!(square), 2).result_timeout_owned_err();
+        let err = failure(pool.submit(task!(square), 2));
         assert!(err.contains("node3"), "{err}");
     });
 }
 
 #[test]
 fn a_missing_remote_program_is_named_with_its_host() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let launcher = ssh(&config, &[("node1", 1)]).remote_program("/nonexistent/cf-worker");
         let pool = builder().launcher(launcher).build().expect("pool");
-        let err = pool.submit(task!(square), 2).result_timeout_owned_err();
+        let err = failure(pool.submit(task!(square), 2));
         assert!(
             err.contains("no worker program at /nonexistent/cf-worker on node1"),
             "{err}"
@@ -385,8 +329,7 @@ fn a_missing_remote_program_is_named_with_its_host() {
 
 #[test]
 fn a_worker_of_another_build_is_refused() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         // A "worker" that answers the handshake as another build would.
         let dir = Scratch::new("other-build");
         let fake = dir.path().join("worker");
@@ -400,22 +343,16 @@ fn a_worker_of_another_build_is_refused() {
         hello.extend_from_slice(&(body.len() as u32).to_le_bytes());
         hello.extend_from_slice(&body);
         fs::write(dir.path().join("hello"), &hello).expect("write the hello");
-        fs::write(
+        write_script(
             &fake,
-            format!(
+            &format!(
                 "#!/bin/sh\ncat '{}'\nexec sleep 30\n",
                 dir.path().join("hello").display()
             ),
-        )
-        .expect("write the fake worker");
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&fake)
-            .status()
-            .expect("chmod");
+        );
         let launcher = ssh(&config, &[("node1", 1)]).remote_program(fake.to_string_lossy());
         let pool = builder().launcher(launcher).build().expect("pool");
-        let err = pool.submit(task!(square), 2).result_timeout_owned_err();
+        let err = failure(pool.submit(task!(square), 2));
         assert!(err.contains("another build"), "{err}");
         assert!(err.contains("on node1"), "{err}");
     });
@@ -443,8 +380,7 @@ fn cached(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
 
 #[test]
 fn the_program_is_shipped_once_and_atomically() {
-    let Some(config) = ssh_config() else { return };
-    with_timeout(LIMIT, move || {
+    over_ssh(move |config| {
         let cache = fresh_cache("ship");
         let launcher =
             || ssh(&config, &[("node1", 2), ("node2", 2)]).cache_dir(cache.to_string_lossy());
@@ -460,8 +396,8 @@ fn the_program_is_shipped_once_and_atomically() {
                     .collect::<Vec<_>>()
             })
             .collect();
-        for f in futs {
-            f.result_timeout_owned();
+        for mut f in futs {
+            f.result_timeout(LONG).expect("the task");
         }
         drop(pools);
         let first = cached(&cache);
@@ -480,7 +416,7 @@ fn the_program_is_shipped_once_and_atomically() {
         );
         // The next pool finds it and ships nothing.
         let pool = builder().launcher(launcher()).build().expect("pool");
-        assert_eq!(pool.submit(task!(square), 4).result_timeout_owned(), 16);
+        assert_eq!(pool.submit(task!(square), 4).result_timeout(LONG), Ok(16));
         assert_eq!(cached(&cache), first);
         let _ = fs::remove_dir_all(&cache);
     });
@@ -504,27 +440,18 @@ fn child_pool_over_ssh() {
         .collect();
     scratch.wait_started(2);
     // The gates mark `started-{pid}-{n}`: the workers' pids.
-    let mut pids: Vec<String> = fs::read_dir(scratch.path())
-        .expect("scratch")
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .split('-')
-                .nth(1)
-                .map(str::to_string)
-        })
+    let pids: Vec<String> = scratch
+        .pids("started-")
+        .iter()
+        .map(u32::to_string)
         .collect();
-    pids.sort();
-    pids.dedup();
     println!("PIDS {}", pids.join(" "));
     thread::sleep(LONG);
 }
 
 #[test]
 fn killed_pool_leaves_no_remote_worker() {
-    let Some(_config) = ssh_config() else { return };
-    with_timeout(LIMIT, || {
+    over_ssh(|_config| {
         let mut child = ChildRun::start("child_pool_over_ssh", &[("CF_CHILD_POOL", "1")]);
         let pids = parse_pids(&child.line_after("PIDS"));
         assert_eq!(pids.len(), 2, "two workers, one on each host");
@@ -561,20 +488,10 @@ fn steps() -> Vec<String> {
 
 #[test]
 fn a_cancelled_step_fails_its_task() {
-    let Some(_slurm) = cluster_common::slurm() else {
-        return;
-    };
-    with_timeout(LIMIT, move || {
+    over_slurm(move || {
         let scratch = Scratch::new("scancel");
-        let pool = builder()
-            .launcher(concurrent_futures::launch::Slurm::new())
-            .max_workers(1)
-            .restart_workers(true)
-            .build()
-            .expect("pool");
-        let remote = pool.submit(task!(pid), ()).result_timeout_owned();
-        let running = pool.submit(task!(gate), scratch.dir());
-        scratch.wait_started(1);
+        let (pool, remote, running) =
+            busy_worker(concurrent_futures::launch::Slurm::new(), &scratch);
         let steps = steps();
         assert_eq!(steps.len(), 1, "{steps:?}");
         let status = Command::new("timeout")
@@ -583,7 +500,7 @@ fn a_cancelled_step_fails_its_task() {
         assert!(status.is_ok_and(|s| s.success()));
         assert_fails_naming(running, "slurm");
         assert_gone(remote);
-        assert_eq!(pool.submit(task!(square), 7).result_timeout_owned(), 49);
+        assert_eq!(pool.submit(task!(square), 7).result_timeout(LONG), Ok(49));
     });
 }
 
@@ -601,27 +518,14 @@ fn child_pool_over_slurm() {
     let scratch = Scratch::new("child-slurm");
     let _busy = pool.submit(task!(gate), scratch.dir());
     scratch.wait_started(1);
-    let pid = fs::read_dir(scratch.path())
-        .expect("scratch")
-        .find_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .split('-')
-                .nth(1)
-                .map(str::to_string)
-        })
-        .expect("a started gate");
+    let pid = scratch.pids("started-")[0];
     println!("PIDS {pid}");
     thread::sleep(LONG);
 }
 
 #[test]
 fn killed_pool_leaves_no_slurm_step() {
-    let Some(_slurm) = cluster_common::slurm() else {
-        return;
-    };
-    with_timeout(LIMIT, || {
+    over_slurm(|| {
         let mut child = ChildRun::start("child_pool_over_slurm", &[("CF_CHILD_SLURM", "1")]);
         let pids = parse_pids(&child.line_after("PIDS"));
         assert_eq!(pids.len(), 1);

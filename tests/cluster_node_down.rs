@@ -15,9 +15,10 @@ mod process_common;
 use std::process::Command;
 use std::time::Duration;
 
+use cluster_common::{assert_fails_naming, busy_worker};
 use common::with_timeout;
 use concurrent_futures::launch::Slurm;
-use concurrent_futures::{task, Error};
+use concurrent_futures::task;
 use process_common::*;
 
 #[test]
@@ -93,26 +94,10 @@ fn a_node_set_down_fails_its_task_and_the_pool_goes_on_once_it_is_back() {
     with_timeout(Duration::from_secs(120), move || {
         let scratch = Scratch::new("node-down");
         // Outside an allocation each worker is a job of its own.
-        let pool = builder()
-            .launcher(Slurm::new().srun_args(["--time=5"]))
-            .max_workers(1)
-            .restart_workers(true)
-            .build()
-            .expect("pool");
-        let remote = pool
-            .submit(task!(pid), ())
-            .result_timeout_owned_ok()
-            .expect("a worker on the node");
-        let mut running = pool.submit(task!(gate), scratch.dir());
-        scratch.wait_started(1);
+        let (pool, remote, running) = busy_worker(Slurm::new().srun_args(["--time=5"]), &scratch);
         let resume = Resume;
         set_state("down");
-        match running.result_timeout(LONG) {
-            Err(Error::BrokenPool(reason)) => {
-                assert!(reason.contains(" on slurm"), "{reason}");
-            }
-            other => panic!("the task on the DOWN node ended with {other:?}"),
-        }
+        assert_fails_naming(running, "slurm");
         assert!(
             within(Duration::from_secs(10), || !alive(remote)),
             "worker {remote} outlived its node"
@@ -121,15 +106,4 @@ fn a_node_set_down_fails_its_task_and_the_pool_goes_on_once_it_is_back() {
         let mut after = pool.submit(task!(square), 7);
         assert_eq!(after.result_timeout(Duration::from_secs(60)), Ok(49));
     });
-}
-
-/// `result_timeout` for a future moved in.
-trait OwnedOk<T> {
-    fn result_timeout_owned_ok(self) -> Result<T, Error>;
-}
-
-impl<T> OwnedOk<T> for concurrent_futures::Future<T> {
-    fn result_timeout_owned_ok(mut self) -> Result<T, Error> {
-        self.result_timeout(LONG)
-    }
 }

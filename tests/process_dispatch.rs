@@ -67,6 +67,12 @@ fn abort_at_gate(dir: String) -> u32 {
     std::process::abort()
 }
 
+/// The pid of the one `gate` task started in `s`, once it started.
+fn started_pid(s: &Scratch) -> u32 {
+    s.wait_started(1);
+    s.pids("started-")[0]
+}
+
 /// The ids appended to `file`, one per line.
 fn ledger(file: &Path) -> Vec<u32> {
     fs::read_to_string(file)
@@ -122,6 +128,7 @@ fn short_tasks_are_not_stuck_behind_a_long_one() {
     assert!(!long.done());
     s.open();
     assert!(long.result_timeout(LONG).is_ok());
+    common::with_timeout(LONG, move || drop(pool));
 }
 
 #[test]
@@ -132,11 +139,12 @@ fn a_starting_worker_takes_queued_work() {
     let pool = pool(2);
     let mut busy = pool.submit(task!(gate), s.dir());
     let mut next = pool.submit(task!(pid), ());
-    let busy_pid = s.wait_pids_started();
+    let busy_pid = started_pid(&s);
     let next_pid = next.result_timeout(LONG).expect("the second worker ran it");
     assert_ne!(next_pid, busy_pid);
     s.open();
     assert_eq!(busy.result_timeout(LONG), Ok(busy_pid));
+    common::with_timeout(LONG, move || drop(pool));
 }
 
 /// Quick tasks first, so the worker's window grows and the gated task is
@@ -165,11 +173,7 @@ fn pipelined(
 fn a_crash_under_restart_fails_only_the_running_task_and_the_rest_run_once() {
     let s = Scratch::new("crash-restart");
     let ledger_file = s.path().join("ledger");
-    let pool = builder()
-        .max_workers(1)
-        .restart_workers(true)
-        .build()
-        .expect("build a process pool");
+    let pool = restarting_pool(1);
     let (mut dying, behind) = pipelined(&pool, &s, &ledger_file.to_string_lossy());
     // The appends were sent behind the gated task (they are running, as
     // far as their futures tell) but none has started.
@@ -216,16 +220,12 @@ fn a_started_task_never_runs_twice_when_its_worker_dies() {
     // restart_workers it fails and is not run again elsewhere.
     let s = Scratch::new("once");
     let ledger_file = s.path().join("ledger");
-    let pool = builder()
-        .max_workers(2)
-        .restart_workers(true)
-        .build()
-        .expect("build a process pool");
+    let pool = restarting_pool(2);
     let mut victim = pool.submit(
         task!(append_then_gate),
         (ledger_file.to_string_lossy().into_owned(), s.dir(), 7),
     );
-    let pid = s.wait_pids_started();
+    let pid = started_pid(&s);
     send_signal(pid, libc::SIGKILL);
     assert!(matches!(
         victim.result_timeout(LONG),
@@ -235,25 +235,4 @@ fn a_started_task_never_runs_twice_when_its_worker_dies() {
     assert_eq!(pool.submit(task!(square), 9).result_timeout(LONG), Ok(81));
     assert_eq!(ledger(&ledger_file), [7]);
     common::with_timeout(LONG, move || drop(pool));
-}
-
-/// The pid of the one `gate` task started in this directory.
-trait StartedPid {
-    fn wait_pids_started(&self) -> u32;
-}
-
-impl StartedPid for Scratch {
-    fn wait_pids_started(&self) -> u32 {
-        self.wait_started(1);
-        let name = fs::read_dir(self.path())
-            .expect("the scratch directory")
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.starts_with("started-"))
-            .expect("a started marker");
-        name.split('-')
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .expect("a pid")
-    }
 }

@@ -137,6 +137,7 @@ fn map_input_may_borrow_from_the_caller() {
         .unwrap();
     assert_eq!(got, [1, 4, 9, 16, 25]);
     assert_eq!(xs.len(), 5);
+    with_timeout(LONG, move || drop(pool));
 }
 
 // P2
@@ -181,6 +182,7 @@ fn worker_panic_carries_a_backtrace_only_when_asked_for() {
             None if !wanted => {}
             other => panic!("RUST_BACKTRACE={setting}: got backtrace {other:?}"),
         }
+        with_timeout(LONG, move || drop(pool));
     }
 }
 
@@ -587,4 +589,5 @@ fn workers_are_named_so_ps_tells_them_from_the_parent() {
         "{parent_comm} vs {comm}"
     );
     assert_eq!(arg0, format!("{parent_arg0} (concurrent-futures worker)"));
+    with_timeout(LONG, move || drop(pool));
 }

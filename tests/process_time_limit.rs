@@ -25,9 +25,18 @@ fn stuck() -> u32 {
 }
 
 fn pool_with(restart: bool, n: usize) -> ProcessPoolExecutor {
+    if restart {
+        restarting_pool(n)
+    } else {
+        pool(n)
+    }
+}
+
+/// Two workers under a pool-wide `task_time_limit` of [`LIMIT`].
+fn pool_with_a_task_time_limit() -> ProcessPoolExecutor {
     builder()
-        .max_workers(n)
-        .restart_workers(restart)
+        .max_workers(2)
+        .task_time_limit(LIMIT)
         .build()
         .expect("build a process pool")
 }
@@ -111,11 +120,7 @@ fn neighbours_of_a_killed_task_are_untouched() {
 
 #[test]
 fn the_pool_wide_limit_applies_unless_a_task_sets_its_own() {
-    let pool = builder()
-        .max_workers(2)
-        .task_time_limit(LIMIT)
-        .build()
-        .expect("build a process pool");
+    let pool = pool_with_a_task_time_limit();
     let mut default_limited = pool.submit(task!(stuck), ());
     let mut longer = pool.submit(task!(sleep_ms).time_limit(Duration::from_secs(20)), 600);
     assert_eq!(
@@ -128,11 +133,7 @@ fn the_pool_wide_limit_applies_unless_a_task_sets_its_own() {
 
 #[test]
 fn map_applies_the_limit_to_each_item() {
-    let pool = builder()
-        .max_workers(2)
-        .task_time_limit(LIMIT)
-        .build()
-        .expect("build a process pool");
+    let pool = pool_with_a_task_time_limit();
     let out: Vec<_> = pool
         .map(task!(sleep_ms), [10, 60_000, 10, 20])
         .chunksize(1)

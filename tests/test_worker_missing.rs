@@ -4,10 +4,11 @@
 //! would run its whole suite in every worker.
 
 mod common;
+mod process_common;
 
 use common::with_timeout;
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
-use std::time::Duration;
+use process_common::{LONG, WORKER_ARGS};
 
 /// The worker side of the explicit route below.
 #[test]
@@ -30,9 +31,7 @@ fn a_pool_in_a_test_without_an_entry_is_refused_with_what_to_add() {
         other => panic!("expected Err(InvalidArgument), got {other:?}"),
     }
     // From a thread of the test's own, too.
-    let from_a_thread = std::thread::spawn(|| ProcessPoolExecutor::new(1).map(|_| ()))
-        .join()
-        .expect("the thread");
+    let from_a_thread = with_timeout(LONG, || ProcessPoolExecutor::new(1).map(|_| ()));
     assert!(matches!(from_a_thread, Err(Error::InvalidArgument(_))));
 }
 
@@ -40,10 +39,10 @@ fn a_pool_in_a_test_without_an_entry_is_refused_with_what_to_add() {
 fn explicit_worker_args_are_still_accepted() {
     let pool = ProcessPoolExecutor::builder()
         .max_workers(1)
-        .worker_args(["worker_entry", "--exact", "--nocapture", "--quiet"])
+        .worker_args(WORKER_ARGS)
         .build()
         .expect("worker_args is an explicit choice");
     let mut tripled = pool.submit(task!(triple), 5);
-    assert_eq!(tripled.result_timeout(Duration::from_secs(10)), Ok(15));
-    with_timeout(Duration::from_secs(10), move || pool.shutdown());
+    assert_eq!(tripled.result_timeout(LONG), Ok(15));
+    with_timeout(LONG, move || pool.shutdown());
 }

@@ -8,6 +8,8 @@
 //! the `#[tokio::main]` under test, and its workers are this binary run
 //! again.
 
+mod common;
+
 use std::time::Duration;
 
 use concurrent_futures::{task, ProcessPoolExecutor};
@@ -35,11 +37,7 @@ fn with_own_runtime(x: u64) -> u64 {
 async fn main() {
     concurrent_futures::init();
     // The backstop for a hang where no call has a timeout (the pool's drop).
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(120));
-        eprintln!("tokio_main: the test ran for 120 s, something hangs; aborting");
-        std::process::abort();
-    });
+    common::arm_watchdog();
     assert!(
         inside_a_runtime(),
         "the test itself runs inside the runtime"

@@ -8,11 +8,16 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use concurrent_futures::launch::{Slurm, Ssh};
-use concurrent_futures::ProcessPoolBuilder;
+use concurrent_futures::launch::{Launcher, Slurm, Ssh};
+use concurrent_futures::{task, Error, Future, ProcessPoolBuilder, ProcessPoolExecutor};
 
-use crate::process_common::builder;
+use crate::common::with_timeout;
+use crate::process_common::{builder, gate, pid, Scratch, LONG};
+
+/// How long one cluster test may take over any launcher.
+pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// How to get the daemons, for the message of a test that cannot run.
 const HOW: &str = "apt-get install openssh-server openssh-client slurm-wlm munge \
@@ -120,4 +125,65 @@ pub fn pool_builder(via: Via) -> Option<(ProcessPoolBuilder, Env)> {
             ))
         }
     }
+}
+
+/// Runs `test` with the ssh config of [`ssh_config`], failing it after
+/// [`LIMIT`]; returns at once (after saying why) when there is no test sshd.
+#[track_caller]
+pub fn over_ssh(test: impl FnOnce(PathBuf) + Send + 'static) {
+    let Some(config) = ssh_config() else { return };
+    with_timeout(LIMIT, move || test(config));
+}
+
+/// Runs `test` holding the lock of [`slurm`], failing it after [`LIMIT`];
+/// returns at once (after saying why) outside an allocation.
+#[track_caller]
+pub fn over_slurm(test: impl FnOnce() + Send + 'static) {
+    let Some(_slurm) = slurm() else { return };
+    with_timeout(LIMIT, test);
+}
+
+/// Runs `test` on [`pool_builder`]`(via)`, failing it after [`LIMIT`];
+/// returns at once (after saying why) when the daemons are not there.
+#[track_caller]
+pub fn over(via: Via, test: impl FnOnce(ProcessPoolBuilder) + Send + 'static) {
+    let Some((b, _env)) = pool_builder(via) else {
+        return;
+    };
+    with_timeout(LIMIT, move || test(b));
+}
+
+/// A pool of one worker started by `launcher` under `restart_workers`, the
+/// worker's pid, and a `gate` task (on `scratch`) running there.
+pub fn busy_worker(
+    launcher: impl Launcher,
+    scratch: &Scratch,
+) -> (ProcessPoolExecutor, u32, Future<u32>) {
+    let pool = builder()
+        .launcher(launcher)
+        .max_workers(1)
+        .restart_workers(true)
+        .build()
+        .expect("pool");
+    let remote = pool
+        .submit(task!(pid), ())
+        .result_timeout(LONG)
+        .expect("the worker's pid");
+    let running = pool.submit(task!(gate), scratch.dir());
+    scratch.wait_started(1);
+    (pool, remote, running)
+}
+
+/// Waits (at most [`LONG`]) for `running` to fail with `BrokenPool` naming
+/// `host` (" on {host}"); returns the message.
+#[track_caller]
+pub fn assert_fails_naming(mut running: Future<u32>, host: &str) -> String {
+    let err = running
+        .result_timeout(LONG)
+        .expect_err("the connection dropped");
+    let Error::BrokenPool(reason) = &err else {
+        panic!("{err}")
+    };
+    assert!(reason.contains(&format!(" on {host}")), "{reason}");
+    reason.clone()
 }

@@ -216,23 +216,9 @@ pub trait FaultScratch {
         fs::rename(&tmp, self.path().join(format!("cmd-{pid}"))).expect("publish a command");
     }
 
-    /// The pids of the markers named `<prefix><pid>[-n]`, in creation order
-    /// of discovery (sorted, deduplicated).
-    fn pids(&self, prefix: &str) -> Vec<u32> {
-        let mut pids: Vec<u32> = fs::read_dir(self.path())
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let rest = name.strip_prefix(prefix)?;
-                rest.split('-').next()?.parse().ok()
-            })
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    }
+    /// The pids of the markers named `<prefix><pid>[-n]`, sorted, each
+    /// once (`Scratch::pids`).
+    fn pids(&self, prefix: &str) -> Vec<u32>;
 
     /// Waits until markers with `prefix` exist for `n` distinct pids.
     #[track_caller]
@@ -249,6 +235,10 @@ pub trait FaultScratch {
 impl FaultScratch for Scratch {
     fn path(&self) -> &Path {
         Scratch::path(self)
+    }
+
+    fn pids(&self, prefix: &str) -> Vec<u32> {
+        Scratch::pids(self, prefix)
     }
 }
 

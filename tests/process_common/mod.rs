@@ -42,6 +42,16 @@ pub fn pool(n: usize) -> ProcessPoolExecutor {
         .expect("build a process pool")
 }
 
+/// A pool of `n` workers that are this test binary, under
+/// `restart_workers(true)`.
+pub fn restarting_pool(n: usize) -> ProcessPoolExecutor {
+    builder()
+        .max_workers(n)
+        .restart_workers(true)
+        .build()
+        .expect("build a process pool")
+}
+
 /// A launcher whose first launch is a real worker (this test binary), and
 /// every later one a process that exits before its handshake, as `ssh`
 /// does for a host that is down. `launches` counts them all.
@@ -179,6 +189,24 @@ impl Scratch {
     #[track_caller]
     pub fn wait_started(&self, n: usize) {
         eventually(&format!("{n} gate tasks started"), || self.started() >= n);
+    }
+
+    /// The pids of the markers named `<prefix><pid>[-n]` (as `gate` marks
+    /// `started-<pid>-<n>`), sorted, each once.
+    pub fn pids(&self, prefix: &str) -> Vec<u32> {
+        let mut pids: Vec<u32> = fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_prefix(prefix)?;
+                rest.split('-').next()?.parse().ok()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     /// Whether `mark` ran for `id`.
