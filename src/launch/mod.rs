@@ -149,6 +149,16 @@ impl WorkerSpec {
         self
     }
 
+    /// The same spec with `args` in place of its arguments.
+    pub(crate) fn replace_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.clear();
+        self.with_args(args)
+    }
+
     /// Adds (or replaces) an environment variable.
     #[must_use]
     pub fn with_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {

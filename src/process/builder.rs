@@ -193,7 +193,8 @@ impl ProcessPoolBuilder {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.spec = self.spec.with_args(args);
+        // A second call replaces the first, as it did before launchers.
+        self.spec = self.spec.replace_args(args);
         self.args_chosen = true;
         self
     }
@@ -383,5 +384,17 @@ impl fmt::Debug for ProcessPoolBuilder {
             .field("restart_workers", &self.restart_workers)
             .field("task_time_limit", &self.task_time_limit)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn worker_args_set_twice_keeps_the_second() {
+        let b = crate::ProcessPoolExecutor::builder()
+            .worker_args(["first", "--exact"])
+            .worker_args(["second"]);
+        let args: Vec<_> = b.spec.args().collect();
+        assert_eq!(args, ["second"]);
     }
 }
