@@ -85,6 +85,21 @@ pub enum Error {
     /// worker process was killed.
     #[error("the task ran past its time limit of {0:?}")]
     TimeLimit(std::time::Duration),
+    /// A chunk of a `map` ran past its time limit: `limit` per item, so
+    /// `items` times `limit` for the chunk (no item that keeps to its
+    /// limit fails for sharing a chunk). Its worker process was killed;
+    /// which item ran long is not known. The `map` yields this error and
+    /// ends, as on any other error.
+    #[error(
+        "a chunk of {items} items ran past its time limit of {:?} ({limit:?} per item)",
+        limit.saturating_mul(u32::try_from(*items).unwrap_or(u32::MAX))
+    )]
+    ChunkTimeLimit {
+        /// How many items the chunk carried.
+        items: usize,
+        /// The time limit of each item.
+        limit: std::time::Duration,
+    },
 }
 
 impl Error {

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::future::Inner;
+use crate::future::{Holder, Inner};
 use crate::{Error, Future};
 
 /// Cancels a [`Future`] from another thread; see [`Future::cancel_handle`].
@@ -182,7 +182,22 @@ impl<T> Promise<T> {
     /// assert!(fut.cancelled());
     /// ```
     pub fn cancel(&self) -> bool {
-        self.inner.cancel()
+        self.inner.cancel_now()
+    }
+
+    /// Marks the future held by a worker that has not started it.
+    pub(crate) fn hold(&self, holder: &Arc<Holder>) -> bool {
+        self.inner.hold(holder)
+    }
+
+    /// A held future is pending again.
+    pub(crate) fn release(&self) {
+        self.inner.release();
+    }
+
+    /// Identifies the future to its [`Holder`].
+    pub(crate) fn key(&self) -> usize {
+        self.inner.key()
     }
 
     /// True once the future is done (for example cancelled by its holder).

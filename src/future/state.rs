@@ -6,13 +6,21 @@
 //! ```text
 //!            cancel()                 (terminal, notifies)
 //!  PENDING ───────────────────────▶ CANCELLED
-//!     │ set_running() / start()
-//!     ▼            complete(r)
-//!  RUNNING ───────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
+//!   │  ▲ │ set_running() / start()       ▲
+//!   │  │ ▼            complete(r)         │ its holder gave it back
+//!   │  │ RUNNING ──────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
+//!   │  │    ▲                                  (cancel() asks the holder
+//!   ▼  │    │ its holder started it              and waits for its answer)
+//!  HELD ────┘──────────────────────────────────┘
+//!   hold() / release()
 //! ```
 //!
-//! A `PENDING` future may also be completed directly (a pool that fails it
-//! before it runs). Every transition happens under the future's mutex; the
+//! `HELD` is pending too: a process-pool worker holds the task, sent ahead
+//! of the one it runs, and has not started it. Only the worker knows
+//! whether it has started it by now, so `cancel()` asks it through the
+//! [`Holder`] and the worker's answer decides (`src/process/inbox.rs`).
+//! A `PENDING` or `HELD` future may also be completed directly (a pool
+//! that fails it before it runs). Every transition happens under the future's mutex; the
 //! listeners (blocked threads, done-callbacks, an async waker,
 //! `as_completed`/`wait` waiters) live in the `PENDING`/`RUNNING` states, are
 //! taken out with the state under the lock and told after it is released,
@@ -48,10 +56,44 @@ impl<J: Send> Slot for J {}
 /// stays small.
 pub(crate) type List<T> = Option<Box<Node<T>>>;
 
+/// Who holds a task sent ahead to a worker, to be asked for it back when
+/// its future is cancelled.
+pub(crate) struct Holder {
+    /// Asks for the task of the future whose state is at this address, to
+    /// cancel it; returns once the future is no longer held (the holder
+    /// gave it back and cancelled it, or found that it started) or the
+    /// holder cannot ask. The second argument tells whether the future is
+    /// still held.
+    recall: Recall,
+}
+
+/// See [`Holder`].
+type Recall = Box<dyn Fn(usize, &dyn Fn() -> bool) + Send + Sync>;
+
+impl Holder {
+    pub(crate) fn new(
+        recall: impl Fn(usize, &dyn Fn() -> bool) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Holder {
+            recall: Box::new(recall),
+        })
+    }
+}
+
+/// A held future's listeners and holder.
+pub(crate) struct HeldBy<T> {
+    listeners: List<T>,
+    holder: Arc<Holder>,
+}
+
 /// Where a future is in its life.
 pub(crate) enum Phase<T> {
     /// Queued; may still be cancelled.
     Pending(List<T>),
+    /// Pending in a worker that holds it behind the task it runs; a cancel
+    /// asks the holder. Boxed: a phase stays two words, so a thread-pool
+    /// future stays one 56-byte allocation.
+    Held(Box<HeldBy<T>>),
     /// A worker has started it; it can no longer be cancelled.
     Running(List<T>),
     /// Cancelled before it started. Terminal.
@@ -116,19 +158,43 @@ impl<T> Phase<T> {
     pub(crate) fn listeners(&mut self) -> Option<&mut List<T>> {
         match self {
             Phase::Pending(l) | Phase::Running(l) => Some(l),
+            Phase::Held(h) => Some(&mut h.listeners),
             _ => None,
         }
     }
 
-    /// PENDING -> RUNNING, keeping the listeners; false if the future is
-    /// no longer pending.
+    /// PENDING or HELD -> RUNNING, keeping the listeners; false if the
+    /// future is no longer pending.
     pub(crate) fn start(&mut self) -> bool {
-        let Phase::Pending(l) = self else {
-            return false;
+        let l = match self {
+            Phase::Pending(l) => l.take(),
+            Phase::Held(h) => h.listeners.take(),
+            _ => return false,
         };
-        let l = l.take();
         *self = Phase::Running(l);
         true
+    }
+
+    /// PENDING -> HELD by `holder`; false if the future is no longer
+    /// pending (cancelled: do not send the task).
+    pub(crate) fn hold(&mut self, holder: &Arc<Holder>) -> bool {
+        let Phase::Pending(l) = self else {
+            return matches!(self, Phase::Held(..));
+        };
+        let l = l.take();
+        *self = Phase::Held(Box::new(HeldBy {
+            listeners: l,
+            holder: Arc::clone(holder),
+        }));
+        true
+    }
+
+    /// HELD -> PENDING: the holder gave the task back to the pool's queue.
+    pub(crate) fn release(&mut self) {
+        if let Phase::Held(h) = self {
+            let l = h.listeners.take();
+            *self = Phase::Pending(l);
+        }
     }
 
     /// Adds a listener; a done future has none (its caller checked).
@@ -178,6 +244,7 @@ impl<T, J: ?Sized> State<T, J> {
     fn settle(&mut self, phase: Phase<T>) -> List<T> {
         match std::mem::replace(&mut self.phase, phase) {
             Phase::Pending(l) | Phase::Running(l) => l,
+            Phase::Held(h) => h.listeners,
             _ => None,
         }
     }
@@ -284,10 +351,50 @@ impl<T> Inner<T> {
         self.state.lock().is_done()
     }
 
+    /// Where this state lives: how a [`Holder`] finds the task.
+    pub(crate) fn key(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as *const () as usize
+    }
+
+    /// Cancels a pending future; a held one only if its holder gives the
+    /// task back (this waits for the holder's answer).
     pub(crate) fn cancel(self: &Arc<Self>) -> bool {
-        let mut st = self.state.lock();
+        loop {
+            let holder = {
+                let st = self.state.lock();
+                match &st.phase {
+                    Phase::Held(h) => Arc::clone(&h.holder),
+                    // Under the same lock: a pending future may be sent
+                    // to a worker (held) the moment the lock is released.
+                    _ => return self.cancel_locked(st),
+                }
+            };
+            let still_held = || match &self.state.lock().phase {
+                Phase::Held(h) => Arc::ptr_eq(&h.holder, &holder),
+                _ => false,
+            };
+            (holder.recall)(self.key(), &still_held);
+            match &self.state.lock().phase {
+                Phase::Cancelled => return true,
+                // Given back to the pool's queue meanwhile, or sent to
+                // another worker: ask again.
+                Phase::Pending(_) => {}
+                Phase::Held(h) if !Arc::ptr_eq(&h.holder, &holder) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Cancels the future unless it started or is done: the pool's own
+    /// cancel, which knows that the task will not run.
+    pub(crate) fn cancel_now(self: &Arc<Self>) -> bool {
+        self.cancel_locked(self.state.lock())
+    }
+
+    /// [`cancel_now`](Self::cancel_now) under a lock already taken.
+    fn cancel_locked(self: &Arc<Self>, mut st: Guard<'_, T>) -> bool {
         match st.phase {
-            Phase::Pending(_) => {
+            Phase::Pending(_) | Phase::Held(..) => {
                 let listeners = st.settle(Phase::Cancelled);
                 let outcome = st.phase.outcome();
                 drop(st);
@@ -297,6 +404,16 @@ impl<T> Inner<T> {
             Phase::Cancelled => true,
             _ => false,
         }
+    }
+
+    /// PENDING -> HELD; false if the future is no longer pending.
+    pub(crate) fn hold(&self, holder: &Arc<Holder>) -> bool {
+        self.state.lock().phase.hold(holder)
+    }
+
+    /// HELD -> PENDING.
+    pub(crate) fn release(&self) {
+        self.state.lock().phase.release();
     }
 }
 

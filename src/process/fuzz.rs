@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use super::inbox::Inbox;
 use super::job::Completion;
 use super::protocol::{
     build_identity, read_frame, skip_to_magic, FromWorker, ToWorker, PROTOCOL_VERSION,
@@ -75,7 +76,9 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
                 Completion::finish(Box::new(promise), outcome);
                 completed += 1;
             }
-            Ok(FromWorker::Hello { .. }) => break,
+            // Nothing was recalled here: the real pool refuses an answer to
+            // a recall it never sent, and a second handshake.
+            Ok(FromWorker::Hello { .. } | FromWorker::Recalled { .. }) => break,
             Ok(FromWorker::InitDone(outcome)) => {
                 // What `ProcessPoolBuilder::initializer` judges with.
                 let _verdict = outcome.map_err(|e| e.to_string()).and_then(|bytes| {
@@ -116,24 +119,34 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
 /// A broken invariant: the worker wrote a frame the pool would refuse, or
 /// a reply to a call it was never sent.
 pub fn worker_side(data: &[u8]) -> Result<usize, String> {
-    let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
+    // The frames go through the worker's inbox, as its reader thread
+    // hands them over: recalls are answered there, the rest queued.
+    let inbox = Inbox::default();
     let mut calls = Vec::new();
+    let mut written: Vec<u8> = Vec::new();
     let mut r = data;
-    while let Ok(Some(frame)) = read_frame(&mut r) {
+    loop {
+        let frame = match read_frame(&mut r) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break inbox.close(Ok(())),
+            Err(e) => break inbox.close(Err(e)),
+        };
         if let Ok(ToWorker::Call { seq, .. }) = ToWorker::decode(&frame) {
             calls.push(seq);
         }
-        if frames_tx.send(frame).is_err() {
-            break;
+        let answered = inbox.deliver(frame, |answer| {
+            written.extend_from_slice(answer);
+            Ok(())
+        });
+        if let Err(e) = answered {
+            break inbox.close(Err(e));
         }
     }
-    drop(frames_tx);
     let registry = Registry::of(fuzz_tasks().iter().copied());
-    let mut written: Vec<u8> = Vec::new();
     // An error only means the input broke the protocol: the worker exits.
     let _ = run_frames(
         &registry,
-        || Ok(frames_rx.recv().ok()),
+        || inbox.next(),
         |frame| {
             written.extend_from_slice(frame);
             Ok(())
@@ -150,6 +163,12 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
         match FromWorker::decode(&frame) {
             Ok(FromWorker::Result { seq, .. }) if !calls.contains(&seq) => {
                 return Err(format!("the worker answered call {seq}, never sent"))
+            }
+            Ok(FromWorker::Recalled {
+                seq,
+                given_back: true,
+            }) if !calls.contains(&seq) => {
+                return Err(format!("the worker gave back call {seq}, never sent"))
             }
             Ok(_) => replies += 1,
             Err(e) => return Err(format!("the worker wrote a reply the pool refuses: {e}")),

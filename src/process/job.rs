@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::future::Holder;
 use crate::lifecycle::Abandon;
 use crate::task::{decode, ErasedTask};
 use crate::{Error, Promise};
@@ -15,6 +16,13 @@ use crate::{Error, Promise};
 pub(crate) trait Completion: Send {
     /// Marks the future running; false if it was cancelled (do not send).
     fn set_running(&self) -> bool;
+    /// Marks the future held by a worker (sent ahead, not started); false
+    /// if it was cancelled (do not send).
+    fn hold(&self, holder: &Arc<Holder>) -> bool;
+    /// A held future is back in the pool's queue: pending again.
+    fn release(&self);
+    /// Identifies the future (see `Holder`).
+    fn key(&self) -> usize;
     /// Completes the future from a worker's reply.
     fn finish(self: Box<Self>, reply: Result<&[u8], Error>);
     /// Never sent: cancel (`None`) or fail the future.
@@ -24,6 +32,18 @@ pub(crate) trait Completion: Send {
 impl<R: DeserializeOwned + Send> Completion for Promise<R> {
     fn set_running(&self) -> bool {
         Promise::set_running(self)
+    }
+
+    fn hold(&self, holder: &Arc<Holder>) -> bool {
+        Promise::hold(self, holder)
+    }
+
+    fn release(&self) {
+        Promise::release(self);
+    }
+
+    fn key(&self) -> usize {
+        Promise::key(self)
     }
 
     fn finish(self: Box<Self>, reply: Result<&[u8], Error>) {
@@ -85,25 +105,49 @@ impl Payload {
 /// A task waiting in the shared queue, or held by a worker.
 pub(crate) struct Job {
     pub(crate) entry: &'static dyn ErasedTask,
-    pub(crate) chunk: bool,
+    /// For a chunk of a `map`, how many items it carries (`None`: one
+    /// argument, not a chunk).
+    pub(crate) items: Option<u32>,
     pub(crate) payload: Payload,
-    /// The run-time limit, counted from the start in the worker.
+    /// The run-time limit, counted from the start in the worker. A chunk
+    /// has its items' limit once per item (see [`Job::limit_error`]).
     pub(crate) time_limit: Option<Duration>,
     pub(crate) completion: Box<dyn Completion>,
     pub(crate) ticket: Ticket,
-    /// Its future is marked running (it was sent once already).
-    pub(crate) sent_before: bool,
 }
 
 impl Job {
-    /// Marks the future running the first time the job is sent; false if
-    /// it was cancelled while queued (then it must not be sent).
-    pub(crate) fn claim(&mut self) -> bool {
-        if self.sent_before {
-            return true;
+    /// Marks the future as it is sent: running if the worker starts it at
+    /// once (`holder` is `None`), else held by the worker. False if it was
+    /// cancelled while queued (then it must not be sent).
+    pub(crate) fn claim(&self, holder: Option<&Arc<Holder>>) -> bool {
+        match holder {
+            None => self.completion.set_running(),
+            Some(h) => self.completion.hold(h),
         }
-        self.sent_before = self.completion.set_running();
-        self.sent_before
+    }
+
+    /// The run-time limit of a job of `items` (a chunk's count, or `None`)
+    /// whose task has `limit` per item: the item's limit for one item, and
+    /// that many times it for a chunk, so that no item that keeps to its
+    /// limit fails because it shares a chunk.
+    pub(crate) fn run_limit(limit: Option<Duration>, items: Option<u32>) -> Option<Duration> {
+        let limit = limit?;
+        Some(match items {
+            None => limit,
+            Some(n) => limit.checked_mul(n.max(1)).unwrap_or(Duration::MAX),
+        })
+    }
+
+    /// The error of a job killed at its run-time limit `limit`.
+    pub(crate) fn limit_error(&self, limit: Duration) -> Error {
+        match self.items {
+            None => Error::TimeLimit(limit),
+            Some(n) => Error::ChunkTimeLimit {
+                items: n as usize,
+                limit: limit / n.max(1),
+            },
+        }
     }
 
     /// Completes its future from the worker's reply (or its failure).

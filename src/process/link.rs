@@ -18,13 +18,30 @@
 //! # What a worker holds
 //!
 //! The worker runs its frames in order and writes each answer before it
-//! reads the next frame, so `held` is in the worker's order and only its
+//! takes the next frame, so `held` is in the worker's order and only its
 //! front can have started. The rest never ran: when the worker dies they
-//! can go to another worker.
+//! can go to another worker. Their futures are pending (`Held`), not
+//! running: only the front's future runs.
+//!
+//! # Recalls
+//!
+//! A task held behind the running one can be taken back with a `Recall`;
+//! the worker answers at once, even mid-task, whether it gave the task back
+//! (it never ran) or had started it (`src/process/inbox.rs`). The pool
+//! recalls:
+//!
+//! - what waits behind a task that has run longer than a short task would
+//!   (it was sent ahead on the guess that the running one was short): back
+//!   to the pool's queue, where any worker can take it and `cancel()`
+//!   needs no worker;
+//! - a task whose future is cancelled (`Future::cancel`, or
+//!   `shutdown_with(cancel_futures)`): the worker's answer decides whether
+//!   the future is cancelled or running.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,7 +49,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::job::Job;
 use super::launcher::StderrTail;
+use crate::future::Holder;
 use crate::launch::WorkerProcess;
+use crate::Error;
 
 /// The largest window: tasks sent and not answered.
 pub(crate) const MAX_WINDOW: usize = 512;
@@ -94,6 +113,35 @@ pub(crate) struct Sent {
     /// When it started, as far as the pool can tell: when it was sent to
     /// an idle worker, or when the answer before it arrived.
     pub(crate) started_at: Option<Instant>,
+    /// Asked back, and whether its future is to be cancelled.
+    pub(crate) recall: Option<Recall>,
+}
+
+/// A recall asked for and not yet answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recall {
+    /// Cancel the future if the task comes back; else queue it again.
+    pub(crate) cancel: bool,
+}
+
+/// What a worker's answer to a recall leaves for the pool to do.
+pub(crate) struct Recalled {
+    /// The task it gave back (cancel it or queue it again).
+    pub(crate) back: Option<Sent>,
+    /// The front task, if the answer settled it as the one that runs: its
+    /// number, time limit and start, to arm the limit.
+    pub(crate) now_running: Option<(u64, Duration, Instant)>,
+}
+
+thread_local! {
+    /// True on a pool's writer, reader and timer threads: a cancel there
+    /// cannot wait for a worker's answer, which such a thread delivers.
+    static IO_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as one of a pool's I/O threads.
+pub(crate) fn mark_io_thread() {
+    IO_THREAD.with(|t| t.set(true));
 }
 
 /// How fast the worker answers: sizes its window.
@@ -167,6 +215,13 @@ pub(crate) struct Link {
     pub(crate) sent: usize,
     /// The pid the worker gave in its handshake.
     pub(crate) hello_pid: Option<u32>,
+    /// Recalls the writer is to send.
+    pub(crate) to_send: Vec<u64>,
+    /// The pool has settled what it held when it ended.
+    pub(crate) settled: bool,
+    /// Tasks given back to be cancelled whose futures are not cancelled
+    /// yet (that happens outside this lock).
+    cancelling: usize,
 }
 
 impl Link {
@@ -214,6 +269,7 @@ impl Link {
             job,
             sent_at: now,
             started_at: idle.then_some(now),
+            recall: None,
         });
         self.sent += 1;
         idle
@@ -239,10 +295,132 @@ impl Link {
             };
         }
         self.pace.last_activity = Some(now);
-        if let Some(next) = self.held.front_mut() {
-            next.started_at = Some(now);
-        }
+        self.front_started(now);
         Some(done)
+    }
+
+    /// The front task starts (the answer before it arrived, at `now`):
+    /// its future runs, unless a recall of it is unanswered (then the
+    /// worker's answer decides).
+    fn front_started(&mut self, now: Instant) {
+        if let Some(next) = self.held.front_mut() {
+            next.started_at.get_or_insert(now);
+            if next.recall.is_none() {
+                next.job.completion.set_running();
+            }
+        }
+    }
+
+    /// The front task's number, time limit and start, if it has a limit.
+    pub(crate) fn front_limit(&self) -> Option<(u64, Duration, Instant)> {
+        let front = self.held.front()?;
+        Some((front.seq, front.job.time_limit?, front.started_at?))
+    }
+
+    /// When the front task will have run long enough for what waits
+    /// behind it to be recalled; `None` if nothing waits that is not
+    /// recalled already.
+    pub(crate) fn stranded_at(&self) -> Option<Instant> {
+        let front = self.held.front()?;
+        let waiting = self.held.iter().skip(1).any(|s| s.recall.is_none());
+        if !waiting {
+            return None;
+        }
+        let long = Duration::from_nanos(self.pace.long_ns() as u64);
+        front.started_at.map(|t| t + long)
+    }
+
+    /// Recalls what waits behind a front task that has run long (back to
+    /// the pool's queue); true if it asked for any.
+    pub(crate) fn recall_stranded(&mut self, now: Instant) -> bool {
+        if !self.stranded_at().is_some_and(|t| t <= now) {
+            return false;
+        }
+        for s in self.held.iter_mut().skip(1) {
+            if s.recall.is_none() {
+                s.recall = Some(Recall { cancel: false });
+                self.to_send.push(s.seq);
+            }
+        }
+        true
+    }
+
+    /// Asks for the task of future `key` back to cancel it; false if the
+    /// worker does not hold it behind another (it runs, or is gone).
+    fn recall_to_cancel(&mut self, key: usize) -> bool {
+        let Some(at) = self.held.iter().position(|s| s.job.completion.key() == key) else {
+            return false;
+        };
+        let sent = &mut self.held[at];
+        match &mut sent.recall {
+            Some(r) => r.cancel = true,
+            None if at == 0 && sent.started_at.is_some() => return false,
+            None => {
+                sent.recall = Some(Recall { cancel: true });
+                self.to_send.push(sent.seq);
+            }
+        }
+        true
+    }
+
+    /// The worker answered the recall of `seq`: it gave the task back, or
+    /// had started it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if it gives back a task it does not hold, or
+    /// answers a recall never sent.
+    pub(crate) fn recalled(
+        &mut self,
+        seq: u64,
+        given_back: bool,
+        now: Instant,
+    ) -> Result<Recalled, Error> {
+        let none = Recalled {
+            back: None,
+            now_running: None,
+        };
+        let Some(at) = self.held.iter().position(|s| s.seq == seq) else {
+            if given_back {
+                return Err(Error::Protocol(format!(
+                    "task {seq} given back, which the worker does not hold"
+                )));
+            }
+            return Ok(none); // it started and was answered meanwhile
+        };
+        if self.held[at].recall.is_none() || self.to_send.contains(&seq) {
+            return Err(Error::Protocol(format!(
+                "an answer to a recall of task {seq}, never sent"
+            )));
+        }
+        if !given_back {
+            self.held[at].recall = None;
+            if at > 0 {
+                return Ok(none);
+            }
+            // Its time limit was not enforced while this was open.
+            self.front_started(now);
+            return Ok(Recalled {
+                back: None,
+                now_running: self.front_limit(),
+            });
+        }
+        let back = self.held.remove(at);
+        if back
+            .as_ref()
+            .is_some_and(|s| s.recall.is_some_and(|r| r.cancel))
+        {
+            self.cancelling += 1;
+        }
+        let mut now_running = None;
+        if at == 0 {
+            // The worker went on to the next task when the answer before
+            // the one given back arrived.
+            let since = back.as_ref().and_then(|s| s.started_at).unwrap_or(now);
+            self.front_started(since);
+            now_running = self.front_limit();
+        }
+        Ok(Recalled { back, now_running })
     }
 }
 
@@ -265,16 +443,42 @@ pub(crate) struct Worker {
     pub(crate) waiting: AtomicBool,
     /// Copies the worker's stderr; joined once the worker is gone.
     stderr_thread: Mutex<Option<JoinHandle<()>>>,
+    /// What the futures of the tasks it holds ask to be cancelled.
+    pub(crate) holder: Arc<Holder>,
+    /// Wakes its writer when it waits for work in the pool's queue.
+    wake_writer: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Worker {
+    /// A worker; `wake_writer` wakes its writer when it waits for work in
+    /// the pool's queue.
     pub(crate) fn new(
         process: Box<dyn WorkerProcess>,
         label: Option<String>,
         tail: Arc<StderrTail>,
         stderr_thread: Option<JoinHandle<()>>,
+        wake_writer: Arc<dyn Fn() + Send + Sync>,
     ) -> Arc<Worker> {
-        Arc::new(Worker {
+        Arc::new_cyclic(|me: &Weak<Worker>| {
+            let me = me.clone();
+            let holder = Holder::new(move |key, still_held| {
+                if let Some(worker) = me.upgrade() {
+                    worker.cancel_held(key, still_held);
+                }
+            });
+            Worker::with_holder(process, label, tail, stderr_thread, holder, wake_writer)
+        })
+    }
+
+    fn with_holder(
+        process: Box<dyn WorkerProcess>,
+        label: Option<String>,
+        tail: Arc<StderrTail>,
+        stderr_thread: Option<JoinHandle<()>>,
+        holder: Arc<Holder>,
+        wake_writer: Arc<dyn Fn() + Send + Sync>,
+    ) -> Worker {
+        Worker {
             pid: process.pid(),
             label,
             link: Mutex::new(Link {
@@ -284,6 +488,9 @@ impl Worker {
                 pace: Pace::default(),
                 sent: 0,
                 hello_pid: None,
+                to_send: Vec::new(),
+                settled: false,
+                cancelling: 0,
             }),
             cond: Condvar::new(),
             process: Mutex::new(Some(process)),
@@ -291,7 +498,86 @@ impl Worker {
             leaving: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
             stderr_thread: Mutex::new(stderr_thread),
-        })
+            holder,
+            wake_writer,
+        }
+    }
+
+    /// Cancels the held task of future `key`: asks the worker for it back
+    /// and waits until its answer (or its end) settled the future. On a
+    /// pool's own I/O thread it cannot wait, and leaves the task alone.
+    fn cancel_held(&self, key: usize, still_held: &dyn Fn() -> bool) {
+        if IO_THREAD.with(Cell::get) {
+            return;
+        }
+        if !self.link.lock().recall_to_cancel(key) {
+            return;
+        }
+        self.cond.notify_all();
+        // Its writer may wait in the pool's queue instead (not under the
+        // link's lock: the pool's lock comes first).
+        (self.wake_writer)();
+        let mut link = self.link.lock();
+        while still_held() {
+            self.cond.wait(&mut link);
+        }
+    }
+
+    /// Asks for every task it holds behind the one it runs, to cancel them
+    /// (a shutdown that cancels the futures); false if it holds none. Wait
+    /// for the answers with [`await_cancels`](Self::await_cancels): those
+    /// it had started meanwhile run on.
+    pub(crate) fn ask_to_cancel_held(&self) -> bool {
+        if IO_THREAD.with(Cell::get) {
+            return false;
+        }
+        let mut link = self.link.lock();
+        let mut asked = false;
+        for i in 1..link.held.len() {
+            let key = link.held[i].job.completion.key();
+            asked |= link.recall_to_cancel(key);
+        }
+        if asked {
+            self.cond.notify_all();
+            drop(link);
+            (self.wake_writer)();
+        }
+        asked
+    }
+
+    /// Waits until the worker answered every recall to cancel, or ended
+    /// and the pool settled what it held.
+    pub(crate) fn await_cancels(&self) {
+        let open = |l: &Link| {
+            if l.stage == Stage::Gone {
+                !l.settled
+            } else {
+                l.cancelling > 0 || l.held.iter().any(|s| s.recall.is_some_and(|r| r.cancel))
+            }
+        };
+        let mut link = self.link.lock();
+        while open(&link) {
+            self.cond.wait(&mut link);
+        }
+    }
+
+    /// The pool settled what it held at its end: wakes the cancels that
+    /// wait for it.
+    pub(crate) fn settled(&self) {
+        let mut link = self.link.lock();
+        link.settled = true;
+        self.cond.notify_all();
+    }
+
+    /// A task it gave back was cancelled or queued again (`cancel`: it was
+    /// one of those to cancel): wakes whoever waits on its link (its
+    /// writer, cancels waiting for an answer).
+    pub(crate) fn given_back(&self, cancel: bool) {
+        let mut link = self.link.lock();
+        if cancel {
+            link.cancelling = link.cancelling.saturating_sub(1);
+        }
+        self.cond.notify_all();
     }
 
     /// "worker process 4242" (its pid here, or as its handshake said),
@@ -360,7 +646,7 @@ impl Worker {
                 && link
                     .held
                     .front()
-                    .is_some_and(|s| s.seq == seq && s.started_at.is_some())
+                    .is_some_and(|s| s.seq == seq && s.started_at.is_some() && s.recall.is_none())
         };
         if running {
             self.stop(Fate::TimeLimit { seq, limit }, true);

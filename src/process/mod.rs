@@ -23,6 +23,7 @@ mod builder;
 mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
+mod inbox;
 mod job;
 mod launcher;
 mod link;

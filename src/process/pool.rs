@@ -164,7 +164,7 @@ impl ProcessPoolExecutor {
         A: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        submit_encoded(&self.owner, task, false, true, |buf| encode_into(&arg, buf))
+        submit_encoded(&self.owner, task, None, true, |buf| encode_into(&arg, buf))
     }
 
     /// Runs `task` on every item in worker processes, yielding the results
@@ -378,7 +378,7 @@ impl ProcessPoolExecutor {
 fn submit_encoded<A, R, V>(
     owner: &Arc<Owner>,
     task: Task<A, R>,
-    chunk: bool,
+    items: Option<u32>,
     wake: bool,
     encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
 ) -> Future<V>
@@ -396,12 +396,11 @@ where
     shared.enqueue(
         Job {
             entry: task.entry(),
-            chunk,
+            items,
             payload: Payload::Inline(payload),
-            time_limit: task.limit().or(shared.config.task_time_limit),
+            time_limit: Job::run_limit(task.limit().or(shared.config.task_time_limit), items),
             completion: Box::new(promise) as Box<dyn Completion>,
             ticket: Ticket(Arc::clone(&shared.outstanding)),
-            sent_before: false,
         },
         wake,
     );
@@ -441,8 +440,11 @@ where
         let submitted = map::submit_next(
             &mut self.items,
             chunksize,
-            |item| submit_encoded(owner, task, false, false, |b| encode_into(&item, b)),
-            |chunk| submit_encoded(owner, task, true, false, |b| encode_into(&chunk, b)),
+            |item| submit_encoded(owner, task, None, false, |b| encode_into(&item, b)),
+            |chunk| {
+                let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+                submit_encoded(owner, task, Some(n), false, |b| encode_into(&chunk, b))
+            },
         );
         if submitted.is_some() {
             self.unwoken += 1;

@@ -10,7 +10,7 @@ pub(crate) use super::frame::{read_frame, skip_to_magic, Frame, MAGIC, MAX_FRAME
 use crate::Error;
 
 /// Bumped on any incompatible change of the frames below.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// The environment variable that marks a worker process.
 pub(crate) const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";
@@ -23,6 +23,8 @@ const DECLARE: u8 = 1;
 const CALL: u8 = 2;
 /// `u32 task id`, postcard argument: run the initializer before any call.
 const INIT: u8 = 3;
+/// `u64 seq`: give task `seq` back if it has not started.
+const RECALL: u8 = 4;
 
 // Worker -> pool.
 /// `u32 protocol version`, `u32 pid`, postcard build identity string.
@@ -32,6 +34,9 @@ const HELLO: u8 = 0x81;
 const RESULT: u8 = 0x82;
 /// `u8 status` (0 ok, 1 error), postcard [`Error`] on error.
 const INIT_DONE: u8 = 0x83;
+/// `u64 seq`, `u8 status` (0: given back, it never ran and never will;
+/// 1: too late, it started, and its `Result` comes or came).
+const RECALLED: u8 = 0x84;
 
 /// Chunk flag of a `CALL`.
 const FLAG_CHUNK: u8 = 1;
@@ -59,6 +64,8 @@ pub(crate) enum ToWorker<'a> {
     /// Run task `id` on the encoded argument as the initializer; answer
     /// with `InitDone`.
     Init { id: u32, arg: &'a [u8] },
+    /// Give task `seq` back if it has not started; answer with `Recalled`.
+    Recall { seq: u64 },
 }
 
 impl<'a> ToWorker<'a> {
@@ -89,6 +96,10 @@ impl<'a> ToWorker<'a> {
                     begin_frame(buf, INIT);
                     buf.extend_from_slice(&id.to_le_bytes());
                     buf.extend_from_slice(arg);
+                }
+                ToWorker::Recall { seq } => {
+                    begin_frame(buf, RECALL);
+                    buf.extend_from_slice(&seq.to_le_bytes());
                 }
             }
             end_frame(buf, start)
@@ -137,9 +148,33 @@ impl<'a> ToWorker<'a> {
                 id: body.u32("task id")?,
                 arg: body.rest(),
             }),
+            RECALL => Ok(ToWorker::Recall {
+                seq: body.u64("sequence number")?,
+            }),
             other => Err(Error::Protocol(format!("an unknown frame kind {other:#x}"))),
         }
     }
+}
+
+/// The task a `Recall` frame asks for; `None` for a frame of another kind.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] for a malformed `Recall`.
+pub(crate) fn recall_seq(frame: &Frame) -> Result<Option<u64>, Error> {
+    if frame.kind != RECALL {
+        return Ok(None);
+    }
+    Body::new(&frame.body).u64("sequence number").map(Some)
+}
+
+/// The sequence number of a `Call` frame; `None` for another kind or a
+/// body too short to hold one.
+pub(crate) fn call_seq(frame: &Frame) -> Option<u64> {
+    if frame.kind != CALL {
+        return None;
+    }
+    Body::new(&frame.body).u64("sequence number").ok()
 }
 
 /// A message from a worker to the pool.
@@ -160,6 +195,10 @@ pub(crate) enum FromWorker<'a> {
     },
     /// The initializer returned the encoded value, or failed.
     InitDone(Result<&'a [u8], Error>),
+    /// The answer to a `Recall` of task `seq`: `given_back` if it never
+    /// started (and never will), else it started and its `Result` comes
+    /// or came.
+    Recalled { seq: u64, given_back: bool },
 }
 
 impl<'a> FromWorker<'a> {
@@ -216,6 +255,12 @@ impl<'a> FromWorker<'a> {
                 }
                 end_frame(buf, frame)
             }
+            FromWorker::Recalled { seq, given_back } => {
+                let frame = begin_frame(buf, RECALLED);
+                buf.extend_from_slice(&seq.to_le_bytes());
+                buf.push(u8::from(!given_back));
+                end_frame(buf, frame)
+            }
         };
         framed().inspect_err(|_| buf.truncate(start))
     }
@@ -270,6 +315,15 @@ impl<'a> FromWorker<'a> {
                     s => return Err(Error::Protocol(format!("an unknown status {s}"))),
                 };
                 Ok(FromWorker::InitDone(outcome))
+            }
+            RECALLED => {
+                let seq = body.u64("sequence number")?;
+                let given_back = match body.u8("status")? {
+                    0 => true,
+                    1 => false,
+                    s => return Err(Error::Protocol(format!("an unknown recall status {s}"))),
+                };
+                Ok(FromWorker::Recalled { seq, given_back })
             }
             kind => Err(Error::Protocol(format!(
                 "an unexpected frame kind {kind:#x}"
@@ -337,7 +391,8 @@ fn decode_task_error(bytes: &[u8], what: &str) -> Result<Error, Error> {
         e @ (Error::Cancelled
         | Error::Timeout { .. }
         | Error::AlreadyTaken
-        | Error::TimeLimit(_)) => Err(Error::Protocol(format!(
+        | Error::TimeLimit(_)
+        | Error::ChunkTimeLimit { .. }) => Err(Error::Protocol(format!(
             "a {what} that only the pool can raise: {e}"
         ))),
         e => Ok(e),
@@ -376,6 +431,7 @@ mod tests {
                 arg: &[1, 2, 3],
             },
             ToWorker::Init { id: 0, arg: &[9] },
+            ToWorker::Recall { seq: 12 },
         ];
         for m in to {
             let mut buf = Vec::new();
@@ -395,6 +451,14 @@ mod tests {
             },
             FromWorker::InitDone(Ok(&[])),
             FromWorker::InitDone(Err(Error::TaskNotFound("f".into()))),
+            FromWorker::Recalled {
+                seq: 12,
+                given_back: true,
+            },
+            FromWorker::Recalled {
+                seq: 13,
+                given_back: false,
+            },
         ];
         for m in from {
             let mut buf = Vec::new();
@@ -470,6 +534,8 @@ mod tests {
             (INIT_DONE, vec![1, 0]),
             (CALL, vec![]),
             (HELLO, vec![1, 0, 0]),
+            (RECALLED, vec![1, 2, 3]),
+            (RECALLED, vec![0, 0, 0, 0, 0, 0, 0, 0, 2]),
         ] {
             let f = Frame { kind, body };
             assert!(
@@ -480,6 +546,7 @@ mod tests {
         for (kind, body) in [
             (CALL, vec![1u8]),
             (DECLARE, vec![0, 0, 0, 0, 9]),
+            (RECALL, vec![1, 2]),
             (0x44, vec![]),
         ] {
             let f = Frame { kind, body };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::launcher::describe_exit;
-use super::link::{wait_blocking, Fate, Sent, Stage, Worker};
+use super::link::{mark_io_thread, wait_blocking, Fate, Sent, Stage, Worker};
 use super::protocol::{build_identity, read_frame, skip_to_magic, FromWorker, PROTOCOL_VERSION};
 use super::shared::Shared;
 use super::writer::INIT_HINT;
@@ -35,6 +35,7 @@ pub(crate) struct Exit {
 
 /// The reader thread of one worker.
 pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dyn Read + Send>) {
+    mark_io_thread();
     let outcome = read_until_exit(&shared, &worker, stdout);
     if let Err(e) = outcome {
         // Recorded unless the pool already ended it (a kill makes the
@@ -47,7 +48,7 @@ pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dy
 }
 
 fn read_until_exit(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     worker: &Arc<Worker>,
     stdout: Box<dyn Read + Send>,
 ) -> Result<(), Error> {
@@ -91,20 +92,35 @@ fn read_until_exit(
                         }));
                     };
                     worker.cond.notify_all();
-                    let next = link
-                        .held
-                        .front()
-                        .and_then(|s| Some((s.seq, s.job.time_limit?)));
-                    (done, next)
+                    (done, link.front_limit())
                 };
                 if let (Some(limit), Some(start)) = (done.job.time_limit, done.started_at) {
                     shared.timer.cancel(start + limit, done.seq);
                 }
-                if let Some((seq, limit)) = next {
-                    shared.timer.schedule(now + limit, worker, seq, limit);
+                if let Some((seq, limit, start)) = next {
+                    shared.timer.schedule(start + limit, worker, seq, limit);
                 }
                 shared.answered(worker);
                 done.job.finish(outcome);
+            }
+            FromWorker::Recalled { seq, given_back } => {
+                let recalled = {
+                    let mut link = worker.link.lock();
+                    let recalled = link.recalled(seq, given_back, Instant::now())?;
+                    worker.cond.notify_all();
+                    recalled
+                };
+                if let Some((seq, limit, start)) = recalled.now_running {
+                    shared.timer.schedule(start + limit, worker, seq, limit);
+                }
+                if let Some(back) = recalled.back {
+                    if let (Some(limit), Some(start)) = (back.job.time_limit, back.started_at) {
+                        shared.timer.cancel(start + limit, back.seq);
+                    }
+                    let cancel = back.recall.is_some_and(|r| r.cancel);
+                    shared.recalled(back);
+                    worker.given_back(cancel);
+                }
             }
             FromWorker::InitDone(outcome) => {
                 let verdict = match outcome {

@@ -151,9 +151,15 @@ impl Shared {
             // then takes an answer off them sees the flag and wakes us
             // (see `answered`), so a share that grows is never missed.
             worker.waiting.store(true, Ordering::SeqCst);
-            let (room, held, idle) = {
+            let (room, held, idle, stranded) = {
                 let link = worker.link.lock();
-                (link.room(Instant::now()), link.held.len(), link.idle())
+                let now = Instant::now();
+                let stranded = link.stranded_at();
+                if !link.to_send.is_empty() || stranded.is_some_and(|t| t <= now) {
+                    // Recalls to send: the writer's own loop does it.
+                    break Some(Vec::new());
+                }
+                (link.room(now), link.held.len(), link.idle(), stranded)
             };
             let room = left.map_or(room, |l| room.min(l));
             if room == 0 {
@@ -180,7 +186,14 @@ impl Shared {
             } else if st.closing {
                 break None;
             }
-            self.work.wait(&mut st);
+            // What this worker holds behind its running task is recalled
+            // once that task has run long: wake up then.
+            match stranded {
+                Some(t) => {
+                    self.work.wait_until(&mut st, t);
+                }
+                None => self.work.wait(&mut st),
+            }
         };
         worker.waiting.store(false, Ordering::SeqCst);
         if !st.queue.is_empty() {
@@ -233,8 +246,26 @@ impl Shared {
         }
     }
 
+    /// Wakes the writers waiting for work, so that `worker`'s sees the
+    /// recalls it is to send.
+    pub(crate) fn wake_for_recall(&self) {
+        let _st = self.state.lock();
+        self.work.notify_all();
+    }
+
+    /// A worker gave back a task it held: cancel its future, if that is
+    /// why it was recalled, else queue it again for any worker.
+    pub(crate) fn recalled(self: &Arc<Self>, back: Sent) {
+        if back.recall.is_some_and(|r| r.cancel) {
+            back.job.abandon(None);
+        } else {
+            self.reroute(std::iter::once(back.job));
+        }
+    }
+
     /// Jobs that never started, back to the front of the queue (a worker
-    /// died before it started them, or before a writer sent them).
+    /// died before it started them, gave them back, or a writer never
+    /// sent them); their futures are pending again.
     pub(crate) fn reroute(self: &Arc<Self>, jobs: impl DoubleEndedIterator<Item = Job>) {
         let mut st = self.state.lock();
         if let Some(reason) = st.broken.clone() {
@@ -242,6 +273,7 @@ impl Shared {
             return fail_all(jobs, &Error::BrokenPool(reason));
         }
         for job in jobs.rev() {
+            job.completion.release();
             st.queue.push_front(job);
         }
         self.work.notify_all();
@@ -271,6 +303,13 @@ impl Shared {
     /// A worker's output ended: settle what it held and decide between
     /// breaking the pool (Python's rule, the default) and replacing it.
     pub(crate) fn worker_exited(self: &Arc<Self>, worker: &Worker, exit: Exit) {
+        self.settle_exit(worker, exit);
+        // Cancels that waited for this worker's answer see their futures
+        // settled now.
+        worker.settled();
+    }
+
+    fn settle_exit(self: &Arc<Self>, worker: &Worker, exit: Exit) {
         let Exit {
             mut held,
             fate,
@@ -278,6 +317,19 @@ impl Shared {
             clean,
             reason,
         } = exit;
+        // Tasks behind the front never started: those whose futures were
+        // being cancelled are cancelled.
+        let mut cancelled = Vec::new();
+        let mut kept = VecDeque::with_capacity(held.len());
+        for (i, sent) in held.into_iter().enumerate() {
+            if i > 0 && sent.recall.is_some_and(|r| r.cancel) {
+                cancelled.push(sent.job);
+            } else {
+                kept.push_back(sent);
+            }
+        }
+        held = kept;
+        lifecycle::cancel_all(cancelled);
         let broken = {
             let mut st = self.state.lock();
             st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
@@ -313,7 +365,7 @@ impl Shared {
             if let Some(front) = held.pop_front() {
                 let error = match fate {
                     Some(Fate::TimeLimit { limit, .. }) if ran_past_limit => {
-                        Error::TimeLimit(limit)
+                        front.job.limit_error(limit)
                     }
                     _ => Error::BrokenPool(reason),
                 };
@@ -401,11 +453,17 @@ impl Shared {
             }
         };
         st.threads.join_finished();
+        let me = Arc::downgrade(self);
         let worker = Worker::new(
             launched.process,
             launched.label,
             launched.tail,
             launched.stderr_thread,
+            Arc::new(move || {
+                if let Some(shared) = me.upgrade() {
+                    shared.wake_for_recall();
+                }
+            }),
         );
         st.workers.push(Arc::clone(&worker));
         let broken = st.broken.is_some();
@@ -452,11 +510,20 @@ impl Pool for Shared {
         let mut st = self.state.lock();
         st.closing = true;
         self.work.notify_all();
-        if cancel {
-            std::mem::take(&mut st.queue).into()
-        } else {
-            Vec::new()
+        if !cancel {
+            return Vec::new();
         }
+        let queued = std::mem::take(&mut st.queue).into();
+        let workers = st.workers.clone();
+        drop(st);
+        // What workers hold behind their running tasks has not started
+        // either: each worker gives it back to be cancelled, or says it
+        // started it meanwhile.
+        let asked: Vec<_> = workers.iter().filter(|w| w.ask_to_cancel_held()).collect();
+        for w in asked {
+            w.await_cancels();
+        }
+        queued
     }
 
     fn on_own_thread(&self) -> bool {

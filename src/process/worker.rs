@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
+use parking_lot::Mutex;
 
+use super::inbox::Inbox;
 use super::protocol::{
     begin_result, build_identity, end_result, read_frame, Frame, FromWorker, ToWorker,
     PROTOCOL_VERSION, WORKER_ENV,
@@ -129,7 +131,7 @@ type Declared = Result<&'static dyn ErasedTask, Error>;
 
 fn serve() -> Result<(), Error> {
     let (input, output) = take_stdio()?;
-    let mut out = File::from(output);
+    let out = Arc::new(Mutex::new(File::from(output)));
     let mut hello = Vec::new();
     FromWorker::Hello {
         version: PROTOCOL_VERSION,
@@ -137,19 +139,47 @@ fn serve() -> Result<(), Error> {
         build: build_identity(),
     }
     .encode(&mut hello)?;
-    out.write_all(&hello)?;
+    out.lock().write_all(&hello)?;
     watch_parent(rustix::process::getppid());
-    // The main thread reads the frames and runs them in order, and writes
-    // each answer before it reads the next frame. So when this process
-    // dies, the pool has every answer it wrote, and only the first task
-    // without an answer can have started: the pool may send the others to
-    // another worker without running anything twice.
-    let mut reader = BufReader::with_capacity(256 * 1024, File::from(input));
+    // A reader thread takes the frames in as they arrive, so that a
+    // `Recall` is answered even while a task runs (`inbox.rs`). This thread
+    // runs them in order and writes each answer before it takes the next
+    // frame. So when this process dies, the pool has every answer it
+    // wrote, and only the first task without an answer can have started:
+    // the pool may send the others to another worker without running
+    // anything twice.
+    let inbox = Arc::new(Inbox::default());
+    let reader = BufReader::with_capacity(256 * 1024, File::from(input));
+    let (feed, feed_out) = (Arc::clone(&inbox), Arc::clone(&out));
+    thread::Builder::new()
+        .name("concurrent-futures-inbox".into())
+        .spawn(move || read_ahead(reader, &feed, &feed_out))
+        .map_err(|e| Error::Io(format!("cannot start the worker's reader: {e}")))?;
     run_frames(
         &Registry::load(),
-        || read_frame(&mut reader),
-        |frame| out.write_all(frame),
+        || inbox.next(),
+        |frame| out.lock().write_all(frame),
     )
+}
+
+/// The worker's reader thread: queues the pool's frames and answers its
+/// recalls until the input ends.
+fn read_ahead(mut input: impl BufRead, inbox: &Inbox, out: &Mutex<File>) {
+    let ended = loop {
+        match read_frame(&mut input) {
+            Ok(Some(frame)) => {
+                if let Err(e) = inbox.deliver(frame, |answer| out.lock().write_all(answer)) {
+                    break match e {
+                        Error::Io(_) => Ok(()), // the pool is gone
+                        e => Err(e),
+                    };
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    inbox.close(ended);
 }
 
 /// Exits the worker at once (even mid-task) when the pool process is gone,
@@ -231,6 +261,15 @@ pub(crate) fn run_frames(
                     }
                     .encode(&mut out)?;
                 }
+            }
+            ToWorker::Recall { seq } => {
+                // Recalls are answered as they arrive (`Inbox::deliver`);
+                // one that reaches the task thread found nothing queued.
+                FromWorker::Recalled {
+                    seq,
+                    given_back: false,
+                }
+                .encode(&mut out)?;
             }
             ToWorker::Init { id, arg } => {
                 let mut value = Vec::new();

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::link::{Fate, Stage, Worker};
+use super::link::{mark_io_thread, Fate, Stage, Worker};
 use super::protocol::ToWorker;
 use super::shared::Shared;
 use crate::task::ErasedTask;
@@ -42,6 +42,7 @@ impl Batch {
 /// The writer thread of one worker. Returning closes the worker's stdin,
 /// which tells it to finish what it holds and exit.
 pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<dyn Write + Send>) {
+    mark_io_thread();
     if !await_handshake(&shared, &worker) {
         return;
     }
@@ -71,36 +72,44 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
     }
     let max_tasks = shared.config.max_tasks_per_child;
     loop {
-        let left = {
-            let mut link = worker.link.lock();
-            while link.stage == Stage::Ready && link.room(Instant::now()) == 0 {
-                worker.cond.wait(&mut link);
+        let left = match next_step(&worker, max_tasks) {
+            Step::Close => return,
+            Step::Recall(seqs) => {
+                for seq in seqs {
+                    // A fixed-size frame: it always encodes.
+                    let _ = ToWorker::Recall { seq }.encode(&mut batch.buf);
+                }
+                if batch.write(&mut out).is_err() {
+                    return; // the reader sees the exit and settles what it held
+                }
+                continue;
             }
-            if link.stage != Stage::Ready {
-                return;
-            }
-            max_tasks.map(|max| max.saturating_sub(link.sent))
+            Step::Send(left) => left,
         };
         let Some(jobs) = shared.take_jobs(&worker, left) else {
-            // Shut down and nothing is queued: let the worker finish.
+            // Shut down and nothing is queued: the worker finishes what it
+            // holds (recalls may still go out), then its stdin closes.
             let mut link = worker.link.lock();
             if link.stage == Stage::Ready {
                 worker.set_stage(&mut link, Stage::Retiring);
             }
-            return;
+            continue;
         };
         if jobs.is_empty() {
-            continue; // no room after all: wait for an answer
+            continue; // no room after all, or recalls to send
         }
         let now = Instant::now();
         let mut link = worker.link.lock();
         if link.stage != Stage::Ready {
             drop(link);
             shared.reroute(jobs.into_iter());
-            return;
+            continue;
         }
-        for mut job in jobs {
-            if !job.claim() {
+        for job in jobs {
+            // A task sent to an idle worker runs now; one sent behind
+            // another is held, and pending until it starts.
+            let holder = (!link.idle()).then_some(&worker.holder);
+            if !job.claim(holder) {
                 continue; // cancelled while queued
             }
             let seq = shared.next_seq();
@@ -109,10 +118,11 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
             ToWorker::Call {
                 seq,
                 id,
-                chunk: job.chunk,
+                chunk: job.items.is_some(),
                 arg: &[],
             }
             .encode_call_header(&mut batch.buf, len);
+            let mut job = job;
             if len > BIG_PAYLOAD {
                 batch.big.push((batch.buf.len(), job.payload.share()));
             } else {
@@ -125,16 +135,52 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
                 }
             }
         }
-        let retire = max_tasks.is_some_and(|max| link.sent >= max);
-        if retire {
+        if max_tasks.is_some_and(|max| link.sent >= max) {
             worker.set_stage(&mut link, Stage::Retiring);
         }
         drop(link);
         if batch.write(&mut out).is_err() {
-            return; // the reader sees the exit and settles what it held
-        }
-        if retire {
             return;
+        }
+    }
+}
+
+/// What a writer does next.
+enum Step {
+    /// Send these recalls.
+    Recall(Vec<u64>),
+    /// Take tasks from the queue (at most this many, if bounded).
+    Send(Option<usize>),
+    /// Close the worker's stdin: it finishes what it holds and exits (it
+    /// retires or the pool shuts down), or it is gone.
+    Close,
+}
+
+/// Waits until the worker has room, recalls are to be sent, or the writer
+/// is done. A retiring worker's stdin stays open until it answered all it
+/// holds, so that what waits behind its running task can still be recalled.
+fn next_step(worker: &Worker, max_tasks: Option<usize>) -> Step {
+    let mut link = worker.link.lock();
+    loop {
+        let now = Instant::now();
+        link.recall_stranded(now);
+        if !link.to_send.is_empty() {
+            return Step::Recall(std::mem::take(&mut link.to_send));
+        }
+        match link.stage {
+            Stage::Ready if link.room(now) > 0 => {
+                return Step::Send(max_tasks.map(|max| max.saturating_sub(link.sent)));
+            }
+            Stage::Ready => {}
+            Stage::Retiring if link.held.is_empty() => return Step::Close,
+            Stage::Retiring => {}
+            _ => return Step::Close,
+        }
+        match link.stranded_at() {
+            Some(t) => {
+                worker.cond.wait_until(&mut link, t);
+            }
+            None => worker.cond.wait(&mut link),
         }
     }
 }
