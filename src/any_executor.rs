@@ -69,6 +69,34 @@ macro_rules! each_pool {
     };
 }
 
+impl AnyExecutor {
+    /// `shutdown` for async code, on whichever pool this holds: see
+    /// [`ThreadPoolExecutor::shutdown_async`] and
+    /// [`ProcessPoolExecutor::shutdown_async`].
+    ///
+    /// # Errors
+    ///
+    /// The future fails with [`Error::Io`](crate::Error::Io) if the
+    /// thread that waits cannot be started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{task, AnyExecutor, Error, Executor, ThreadPoolExecutor};
+    ///
+    /// fn one() -> u8 { 1 }
+    ///
+    /// let pool: AnyExecutor = ThreadPoolExecutor::new(2)?.into();
+    /// let fut = pool.submit_task(task!(one), ());
+    /// futures::executor::block_on(pool.shutdown_async())?;
+    /// assert!(fut.done());
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn shutdown_async(&self) -> Future<()> {
+        each_pool!(self, p => p.shutdown_async())
+    }
+}
+
 impl Executor for AnyExecutor {
     fn submit_task<A, R>(&self, task: Task<A, R>, arg: A) -> Future<R>
     where

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Future, Map, Task};
+use crate::lifecycle::Pool;
+use crate::{Error, Future, Map, Promise, Task};
 
 /// How [`shutdown_with`](Executor::shutdown_with) stops a pool.
 ///
@@ -112,5 +113,51 @@ pub(crate) struct Owner<S: Stop> {
 impl<S: Stop> Drop for Owner<S> {
     fn drop(&mut self) {
         self.shared.stop(Shutdown::default());
+    }
+}
+
+/// The name of the thread that runs a `shutdown_async`.
+const SHUTDOWN_THREAD: &str = "concurrent-futures-shutdown";
+
+/// A pool's `shutdown_async`: `shutdown()` on a thread of its own, which
+/// completes the returned future once the pool is shut down, so async code
+/// awaits it without blocking its runtime. The thread holds the pool: a
+/// handle dropped meanwhile does not block either.
+///
+/// From one of the pool's own threads it does what `shutdown()` does there
+/// (closes the pool, waits for nothing) and returns a future already done:
+/// waiting there could wait for this very thread. If the thread cannot be
+/// started, the pool is closed without waiting and the future fails with
+/// [`Error::Io`].
+pub(crate) fn shutdown_async<S>(owner: &Arc<Owner<S>>) -> Future<()>
+where
+    S: Stop + Pool + Send + Sync + 'static,
+{
+    if owner.shared.on_own_thread() {
+        owner.shared.stop(Shutdown::default());
+        return Future::ready(Ok(()));
+    }
+    let (promise, future) = Promise::new();
+    let held = Arc::clone(owner);
+    let spawned = std::thread::Builder::new()
+        .name(SHUTDOWN_THREAD.to_string())
+        .spawn(move || {
+            held.shared.stop(Shutdown::default());
+            // If this was the last handle, its drop shuts down again: a
+            // no-op now, done before the future says the pool is down.
+            drop(held);
+            let _ = promise.complete(Ok(()));
+        });
+    match spawned {
+        Ok(_) => future,
+        Err(e) => {
+            owner.shared.stop(Shutdown {
+                wait: false,
+                cancel_futures: false,
+            });
+            Future::ready(Err(Error::Io(format!(
+                "cannot start a thread to wait for the shutdown: {e}"
+            ))))
+        }
     }
 }

@@ -14,6 +14,12 @@
 //! ends, not the process; so clients are started from one thread that
 //! lives as long as the process. Without `setpriv` (not Linux, or no
 //! util-linux) the client is started as is.
+//!
+//! Either way a client starts in a process group of its own: the
+//! terminal's Ctrl-C goes to the whole foreground group, and a client that
+//! got it would drop its remote worker mid-task, even when this program
+//! catches SIGINT to stop gracefully. The death signal does not depend on
+//! the group.
 
 use std::io;
 use std::path::Path;
@@ -22,23 +28,23 @@ use std::sync::OnceLock;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::spawned::pipe_stdio;
+use super::spawned::{own_process_group, pipe_stdio};
 
 /// Where util-linux puts `setpriv`.
 const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
 
 type Request = (Command, Sender<io::Result<Child>>);
 
-/// Starts `command` with its three streams piped, so that it is killed if
-/// this process dies.
+/// Starts `command` with its three streams piped, in a process group of
+/// its own, so that it is killed if this process dies.
 pub(crate) fn spawn_client(mut command: Command) -> io::Result<Child> {
     let Some(tx) = spawner() else {
         // No such thread: a signal that fires when this thread ends would
         // be worse than none.
-        return pipe_stdio(&mut command).spawn();
+        return own_process_group(pipe_stdio(&mut command)).spawn();
     };
     let mut command = with_death_signal(command);
-    pipe_stdio(&mut command);
+    own_process_group(pipe_stdio(&mut command));
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     let gone = || io::Error::other("the thread that starts clients is gone");
     tx.send((command, reply_tx)).map_err(|_| gone())?;
@@ -114,5 +120,22 @@ mod tests {
             .and_then(Child::wait_with_output)
             .expect("run sh");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "here");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "starts a process, which Miri cannot")]
+    fn a_client_leads_a_process_group_of_its_own() {
+        // Its pid, then its process group (field 5 of /proc/PID/stat; the
+        // name before it, "sh", has no space).
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo $$; cut -d' ' -f5 /proc/$$/stat"]);
+        let out = spawn_client(cmd)
+            .and_then(Child::wait_with_output)
+            .expect("run sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], lines[1], "not a group leader: {text}");
     }
 }

@@ -144,27 +144,38 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// Spawns `command` with its three streams piped.
+    /// Spawns `command` with its three streams piped, in a process group
+    /// of its own.
+    ///
+    /// A terminal sends Ctrl-C (SIGINT), `Ctrl-\` (SIGQUIT) and Ctrl-Z to
+    /// its whole foreground process group: in ours, the worker (or the
+    /// client that runs it elsewhere) would die with the running task,
+    /// even when this program catches SIGINT to stop gracefully. In a group
+    /// of its own it hears none of them; the pool ends it (a local worker
+    /// also exits by itself when this process dies).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] naming the program when it cannot be started.
     pub fn spawn(mut command: Command, label: Option<String>) -> Result<Spawned, Error> {
-        let child = pipe_stdio(&mut command).spawn().map_err(|e| {
-            Error::Io(format!(
-                "cannot start worker process {}{}: {e}",
-                command.get_program().to_string_lossy(),
-                label
-                    .as_deref()
-                    .map(|l| format!(" for {l}"))
-                    .unwrap_or_default()
-            ))
-        })?;
+        let child = own_process_group(pipe_stdio(&mut command))
+            .spawn()
+            .map_err(|e| {
+                Error::Io(format!(
+                    "cannot start worker process {}{}: {e}",
+                    command.get_program().to_string_lossy(),
+                    label
+                        .as_deref()
+                        .map(|l| format!(" for {l}"))
+                        .unwrap_or_default()
+                ))
+            })?;
         Self::from_child(child, label)
     }
 
     /// Takes a child whose stdin and stdout (and, if it has one, stderr)
-    /// are pipes.
+    /// are pipes. Start it in a process group of its own (see
+    /// [`spawn`](Spawned::spawn)), or the terminal's Ctrl-C reaches it.
     ///
     /// # Errors
     ///
@@ -207,6 +218,13 @@ pub(crate) fn pipe_stdio(command: &mut Command) -> &mut Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+}
+
+/// Puts `command`'s process in a new process group (its own pid), out of
+/// the terminal's foreground group, so that Ctrl-C and `Ctrl-\` reach this
+/// program only (see [`Spawned::spawn`]).
+pub(crate) fn own_process_group(command: &mut Command) -> &mut Command {
+    std::os::unix::process::CommandExt::process_group(command, 0)
 }
 
 /// The pipe size asked for on Linux, for large arguments.

@@ -15,6 +15,7 @@ use super::ship::{
     content_key, describe, remote_command, LastWords, Program, Progress, SharedStdin, ShipReader,
     Tee,
 };
+use super::spawned::own_process_group;
 use super::{Launcher, Spawned, WorkerProcess, WorkerSpec};
 use crate::Error;
 
@@ -395,9 +396,12 @@ impl Ssh {
     }
 }
 
-/// Runs one host check; `Err` holds ssh's own message.
+/// Runs one host check; `Err` holds ssh's own message. Out of the
+/// terminal's process group, as the clients are: a Ctrl-C that the
+/// program catches must not fail the check and take the host out.
 fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(), String> {
-    cmd.stdin(Stdio::null())
+    own_process_group(&mut cmd)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd

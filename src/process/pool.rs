@@ -255,6 +255,50 @@ impl ProcessPoolExecutor {
         self.shared().shutdown(options, None);
     }
 
+    /// [`shutdown`](ProcessPoolExecutor::shutdown) for async code: it never
+    /// blocks the caller's thread. The pool stops accepting tasks at once;
+    /// a thread named `concurrent-futures-shutdown` waits for the submitted
+    /// tasks and reaps the workers, then completes the returned future.
+    /// `.await` it on any executor (tokio, `futures::executor`, ...), or
+    /// wait on it like any [`Future`].
+    ///
+    /// Idempotent, like `shutdown`: every call's future completes once the
+    /// pool is shut down. Dropping the future does not stop the shutdown,
+    /// and dropping the pool meanwhile does not block (the thread holds
+    /// it). From one of the pool's own threads (a done-callback) it does
+    /// what `shutdown` does there: stops accepting tasks, waits for
+    /// nothing, and returns a future already done. To bound the wait, use
+    /// [`shutdown_timeout`](ProcessPoolExecutor::shutdown_timeout) on a
+    /// blocking thread of your runtime.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with [`Error::Io`] if the thread cannot be
+    /// started; the pool is then shut down without waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{task, Error, ProcessPoolExecutor};
+    ///
+    /// fn slow(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    ///
+    /// fn main() -> Result<(), Error> {
+    ///     concurrent_futures::init();
+    ///     futures::executor::block_on(async {
+    ///         let pool = ProcessPoolExecutor::new(1)?;
+    ///         let fut = pool.submit(task!(slow), 50);
+    ///         pool.shutdown_async().await?;
+    ///         assert!(pool.worker_pids().is_empty());
+    ///         assert_eq!(fut.await?, 50);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
+    pub fn shutdown_async(&self) -> Future<()> {
+        executor::shutdown_async(&self.owner)
+    }
+
     /// Shuts down, waiting at most `timeout` for the submitted tasks to
     /// finish; then cancels the tasks that have not started and kills the
     /// workers, whose running tasks fail with [`Error::BrokenPool`] naming

@@ -314,6 +314,46 @@ impl ThreadPoolExecutor {
         lifecycle::shutdown(&**self.shared(), options, None);
     }
 
+    /// [`shutdown`](ThreadPoolExecutor::shutdown) for async code: it never
+    /// blocks the caller's thread. The pool stops accepting tasks at once;
+    /// a thread named `concurrent-futures-shutdown` waits for the submitted
+    /// tasks and joins the workers, then completes the returned future.
+    /// `.await` it on any executor (tokio, `futures::executor`, ...), or
+    /// wait on it like any [`Future`].
+    ///
+    /// Idempotent, like `shutdown`: every call's future completes once the
+    /// pool is shut down. Dropping the future does not stop the shutdown,
+    /// and dropping the pool meanwhile does not block (the thread holds
+    /// it). From one of the pool's own threads (a task, a done-callback)
+    /// it does what `shutdown` does there: stops accepting tasks, waits
+    /// for nothing, and returns a future already done.
+    ///
+    /// # Errors
+    ///
+    /// The future fails with [`Error::Io`] if the thread cannot be
+    /// started; the pool is then shut down without waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// futures::executor::block_on(async {
+    ///     let pool = ThreadPoolExecutor::new(2)?;
+    ///     let fut = pool.submit(|| { std::thread::sleep(Duration::from_millis(50)); 7 });
+    ///     pool.shutdown_async().await?;
+    ///     assert!(fut.done());
+    ///     assert_eq!(fut.await?, 7);
+    ///     assert_eq!(pool.submit(|| 0).await, Err(Error::Shutdown));
+    ///     Ok::<(), Error>(())
+    /// })?;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn shutdown_async(&self) -> Future<()> {
+        executor::shutdown_async(&self.owner)
+    }
+
     /// The most threads this pool starts.
     ///
     /// # Examples
