@@ -143,13 +143,15 @@ fn map_applies_the_limit_to_each_item() {
     assert_eq!(out.len(), 2, "{out:?}");
     assert!(out[0].is_ok(), "{out:?}");
     assert_eq!(out[1], Err(Error::TimeLimit(LIMIT)));
-    // With a chunk, the limit covers the whole chunk.
+    // In a chunk too: four items of 100 ms each keep to a 300 ms limit,
+    // though together they run 400 ms.
     let chunked: Vec<_> = pool
         .map(task!(sleep_ms), [100, 100, 100, 100])
         .chunksize(4)
         .timeout(LONG)
-        .collect();
-    assert_eq!(chunked, [Err(Error::TimeLimit(LIMIT))]);
+        .collect::<Result<_, _>>()
+        .expect("no item ran past its limit");
+    assert_eq!(chunked.len(), 4);
     common::with_timeout(LONG, move || drop(pool));
 }
 

@@ -266,6 +266,12 @@ fn call(seq: u64, id: u32, chunk: bool, arg: &[u8]) -> Vec<u8> {
     })
 }
 
+fn recall(seq: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = ToWorker::Recall { seq }.encode(&mut buf);
+    buf
+}
+
 fn init(id: u32, arg: &[u8]) -> Vec<u8> {
     to_worker(ToWorker::Init { id, arg })
 }
@@ -307,6 +313,16 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         .concat(),
         [hello(), ok(7, "unknown task")].concat(),
         [hello(), raw(0x82, &[0; 17][..]), raw(0x82, &[9; 17][..])].concat(),
+        // An answer to a recall the pool never sent.
+        [
+            hello(),
+            from_worker(FromWorker::Recalled {
+                seq: 1,
+                given_back: true,
+            }),
+            ok(0, "a"),
+        ]
+        .concat(),
     ];
     let tasks = fuzz_tasks();
     let worker = vec![
@@ -337,6 +353,17 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         .concat(),
         [declare(0, tasks[3]), init(0, &[0])].concat(),
         [raw(1, &[0, 0, 0, 0, 3, b'a', b'b', b'c', 0])].concat(),
+        // Recalls: of a queued call (given back), of one never sent, and
+        // a malformed one.
+        [
+            declare(0, tasks[0]),
+            call(1, 0, false, &wire(&(84u32, 2u32))),
+            call(2, 0, false, &wire(&(8u32, 2u32))),
+            recall(2),
+            recall(9),
+            raw(4, &[1, 2]),
+        ]
+        .concat(),
     ];
     match target {
         "pool_handshake" => pool,
