@@ -294,6 +294,13 @@ impl<T> Future<T> {
     /// already cancelled); false if the task is running or finished. A
     /// successful cancel wakes every waiter and runs the done-callbacks.
     ///
+    /// On a process pool, a task may be pending in a worker that holds it
+    /// behind the task it runs. Only the worker knows whether it has
+    /// started it by now, so `cancel` asks it and waits for its answer (one
+    /// round trip): true if the worker gave the task back (it never runs),
+    /// false if it had started. From a done-callback running on one of the
+    /// pool's own threads it cannot wait, and returns false for such a task.
+    ///
     /// # Examples
     ///
     /// ```

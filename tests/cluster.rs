@@ -234,6 +234,51 @@ fn every_byte_of_a_frame_survives(via: Via) {
     });
 }
 
+/// Sleeps `ms`, returns the worker's pid.
+fn nap(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// After a burst of tiny tasks, [3 s, 4 x 0.75 s] on two workers takes
+/// the long one's 3 s: the short ones run on the other worker, not
+/// stranded behind the long one (4.5 s) in the pipe they were sent to.
+fn burst_then_long_and_short(pool: &concurrent_futures::ProcessPoolExecutor) {
+    let noops: Vec<_> = (0..50u64).map(|x| pool.submit(task!(square), x)).collect();
+    for (x, mut f) in (0..50u64).zip(noops) {
+        assert_eq!(f.result_timeout(LONG), Ok(x * x));
+    }
+    let started = std::time::Instant::now();
+    let mut long = pool.submit(task!(nap), 3000);
+    let shorts: Vec<_> = (0..4).map(|_| pool.submit(task!(nap), 750)).collect();
+    let long_pid = long.result_timeout(LONG).expect("the long task");
+    for mut f in shorts {
+        let pid = f.result_timeout(LONG).expect("a short task");
+        assert_ne!(pid, long_pid, "a short task waited behind the long one");
+    }
+    let makespan = started.elapsed();
+    assert!(makespan < Duration::from_millis(4000), "took {makespan:?}");
+}
+
+fn short_tasks_do_not_wait_behind_a_long_one(via: Via) {
+    over(via, |b| {
+        let pool = b.build().expect("a pool");
+        burst_then_long_and_short(&pool);
+    });
+}
+
+#[test]
+fn short_tasks_do_not_wait_behind_a_long_one_on_a_host_of_two_slots() {
+    cluster_common::over_ssh(|config| {
+        let pool = builder()
+            .max_workers(2)
+            .launcher(cluster_common::ssh(&config, &[("node1", 2)]))
+            .build()
+            .expect("a pool");
+        burst_then_long_and_short(&pool);
+    });
+}
+
 /// One module per launcher, each running every test above under its own
 /// name (`Ssh::submit_returns_the_value`).
 macro_rules! suite {
@@ -267,5 +312,6 @@ suite!(
         every_byte_of_a_frame_survives,
         a_time_limit_ends_the_task_and_its_process,
         shutdown_timeout_leaves_no_worker,
+        short_tasks_do_not_wait_behind_a_long_one,
     ]
 );
