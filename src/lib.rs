@@ -221,6 +221,26 @@ pub mod docs {
 pub mod __loom {
     pub use crate::thread::job::Job;
     pub use crate::thread::queue::{Queue, Seat, Wake};
+
+    /// A worker that holds a task sent ahead (the crate's `Holder`).
+    #[derive(Clone)]
+    pub struct Holder(std::sync::Arc<crate::future::Holder>);
+
+    impl std::fmt::Debug for Holder {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Holder")
+        }
+    }
+
+    /// A holder whose `recall(key, still_held)` runs `f`.
+    pub fn holder(f: impl Fn(usize, &dyn Fn() -> bool) + Send + Sync + 'static) -> Holder {
+        Holder(crate::future::Holder::new(f))
+    }
+
+    /// Marks `promise`'s future held by `holder` (sent ahead to a worker).
+    pub fn hold<T>(promise: &crate::Promise<T>, holder: &Holder) -> bool {
+        promise.hold(&holder.0)
+    }
 }
 
 #[doc(hidden)]

@@ -50,6 +50,67 @@ fn counting_callback<T: 'static>(fut: &Future<T>) -> (Arc<AtomicUsize>, Seen) {
 }
 
 #[test]
+fn cancel_of_a_held_task_races_the_worker_taking_it() {
+    // A process-pool task held by a worker: the worker's task thread takes
+    // it (then the pool marks it running), while a cancel asks the worker
+    // for it back. The worker decides under its inbox lock; the future
+    // must say cancelled exactly when the task never ran.
+    check("held cancel vs the worker starting it", || {
+        use concurrent_futures::__loom::{hold, holder};
+        use loom::sync::Mutex;
+        let (promise, fut) = Promise::<u32>::new();
+        let promise = Arc::new(Mutex::new(promise));
+        // None: queued in the worker; Some(true): taken; Some(false): given back.
+        let inbox = Arc::new(Mutex::new(None::<bool>));
+        let h = {
+            let (promise, inbox) = (Arc::clone(&promise), Arc::clone(&inbox));
+            holder(move |_key, _still_held| {
+                let mut q = inbox.lock().unwrap();
+                let given_back = q.is_none();
+                if given_back {
+                    *q = Some(false);
+                }
+                drop(q);
+                let p = promise.lock().unwrap();
+                if given_back {
+                    p.cancel();
+                } else {
+                    p.set_running();
+                }
+            })
+        };
+        // The pool's writer sends it behind another task (held), racing
+        // the cancel; then the worker's task thread takes it.
+        let worker = {
+            let (promise, inbox) = (Arc::clone(&promise), Arc::clone(&inbox));
+            thread::spawn(move || {
+                if !hold(&promise.lock().unwrap(), &h) {
+                    return false; // cancelled while queued: never sent
+                }
+                let mut q = inbox.lock().unwrap();
+                let ran = q.is_none();
+                if ran {
+                    *q = Some(true);
+                }
+                drop(q);
+                if ran {
+                    let p = promise.lock().unwrap();
+                    p.set_running();
+                    let _ = p.complete(Ok(7));
+                }
+                ran
+            })
+        };
+        let cancelled = fut.cancel();
+        let ran = worker.join().unwrap();
+        assert_ne!(ran, cancelled, "ran: {ran}, cancelled: {cancelled}");
+        assert_eq!(fut.cancelled(), cancelled);
+        let expected = if ran { Ok(7) } else { Err(Error::Cancelled) };
+        assert_eq!(fut.result(), expected);
+    });
+}
+
+#[test]
 fn cancel_races_set_running() {
     check("cancel vs set_running", || {
         let (promise, fut) = Promise::<u32>::new();

@@ -4,15 +4,19 @@
 //! # State machine
 //!
 //! ```text
-//!            cancel()                 (terminal, notifies)
-//!  PENDING ───────────────────────▶ CANCELLED
-//!   │  ▲ │ set_running() / start()       ▲
-//!   │  │ ▼            complete(r)         │ its holder gave it back
-//!   │  │ RUNNING ──────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
-//!   │  │    ▲                                  (cancel() asks the holder
-//!   ▼  │    │ its holder started it              and waits for its answer)
-//!  HELD ────┘──────────────────────────────────┘
-//!   hold() / release()
+//!             cancel()                         (terminal, notifies)
+//!  PENDING ──────────────────────────────────▶ CANCELLED
+//!   │    ▲ │                                        ▲
+//!   │    │ │ set_running() / start()                │ its holder gave it back
+//!   │    │ ▼                 complete(r)            │ (cancel() asks the holder
+//!   │    │ RUNNING ───────▶ FINISHED(r) ──▶ TAKEN   │  and waits for the answer)
+//!   │    │   ▲                                      │
+//!   │    │   │ its holder started it                │
+//!   │    │   │                                      │
+//!   │ release()  (back in the pool's queue)         │
+//!   ▼    │   │                                      │
+//!  HELD ─┴───┴──────────────────────────────────────┘
+//!   ▲ hold(): sent to a worker behind the task it runs
 //! ```
 //!
 //! `HELD` is pending too: a process-pool worker holds the task, sent ahead
@@ -20,11 +24,11 @@
 //! whether it has started it by now, so `cancel()` asks it through the
 //! [`Holder`] and the worker's answer decides (`src/process/inbox.rs`).
 //! A `PENDING` or `HELD` future may also be completed directly (a pool
-//! that fails it before it runs). Every transition happens under the future's mutex; the
-//! listeners (blocked threads, done-callbacks, an async waker,
-//! `as_completed`/`wait` waiters) live in the `PENDING`/`RUNNING` states, are
-//! taken out with the state under the lock and told after it is released,
-//! in the completing thread.
+//! that fails it before it runs). Every transition happens under the
+//! future's mutex; the listeners (blocked threads, done-callbacks, an
+//! async waker, `as_completed`/`wait` waiters) live in the `PENDING`,
+//! `HELD` and `RUNNING` states, are taken out with the state under the lock
+//! and told after it is released, in the completing thread.
 //!
 //! # One allocation per task
 //!

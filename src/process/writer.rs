@@ -105,7 +105,7 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
             shared.reroute(jobs.into_iter());
             continue;
         }
-        for job in jobs {
+        for mut job in jobs {
             // A task sent to an idle worker runs now; one sent behind
             // another is held, and pending until it starts.
             let holder = (!link.idle()).then_some(&worker.holder);
@@ -122,7 +122,6 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
                 arg: &[],
             }
             .encode_call_header(&mut batch.buf, len);
-            let mut job = job;
             if len > BIG_PAYLOAD {
                 batch.big.push((batch.buf.len(), job.payload.share()));
             } else {
