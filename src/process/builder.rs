@@ -332,7 +332,7 @@ impl ProcessPoolBuilder {
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
-        if super::worker::is_worker_process() {
+        if super::child::is_worker_process() {
             return Err(Error::InvalidArgument(
                 "a process pool cannot be created inside a worker process".to_string(),
             ));

@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 
+use super::child::{run_frames, Registry};
 use super::inbox::Inbox;
 use super::job::Completion;
 use super::protocol::{
     build_identity, read_frame, skip_to_magic, FromWorker, ToWorker, PROTOCOL_VERSION,
 };
 use super::reader::handshake;
-use super::worker::{run_frames, Registry};
 use crate::task::{decode, ErasedTask, TaskEntry};
 use crate::{Error, InitResult, Promise};
 

@@ -7,10 +7,13 @@
 //!    (`pool.rs` → `shared.rs`, `Shared::enqueue`), starting a worker if
 //!    the running ones cannot take it (`launcher.rs` → [`crate::launch`]).
 //! 2. A worker's writer thread takes it from the queue when that worker has
-//!    room in its window, records it as held and sends a `Call` frame
-//!    (`writer.rs`, `link.rs`, `protocol.rs`).
-//! 3. The worker process reads frames in order, runs the task and writes
-//!    its `Result` before reading on (`worker.rs`).
+//!    room in its window (`pace.rs`), records it as held and sends a `Call`
+//!    frame (`writer.rs`, `link.rs`, `protocol.rs`). Sent to an idle worker
+//!    it runs; sent behind another it is held, pending, and can be
+//!    recalled until it starts (`worker.rs`).
+//! 3. The worker process reads frames as they arrive and answers recalls
+//!    at once (`inbox.rs`); it runs the calls in order and writes each
+//!    `Result` before it takes the next (`child.rs`).
 //! 4. The worker's reader thread matches the answer to the front of what
 //!    the worker holds, completes the future and opens the window
 //!    (`reader.rs`); a time limit is armed while the task runs
@@ -20,6 +23,7 @@
 //!    the tasks that never started to another worker (`shared.rs`).
 
 mod builder;
+mod child;
 mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
@@ -27,6 +31,7 @@ mod inbox;
 mod job;
 mod launcher;
 mod link;
+mod pace;
 mod pool;
 mod protocol;
 mod reader;
@@ -36,6 +41,6 @@ mod worker;
 mod writer;
 
 pub use builder::ProcessPoolBuilder;
+pub use child::init;
 pub use pool::ProcessPoolExecutor;
 pub(crate) use protocol::WORKER_ENV;
-pub use worker::init;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::launcher::describe_exit;
-use super::link::{mark_io_thread, wait_blocking, Fate, Sent, Stage, Worker};
+use super::link::{Fate, Sent, Stage};
 use super::protocol::{build_identity, read_frame, skip_to_magic, FromWorker, PROTOCOL_VERSION};
 use super::shared::Shared;
+use super::worker::{mark_io_thread, wait_blocking, Worker};
 use super::writer::INIT_HINT;
 use crate::Error;
 

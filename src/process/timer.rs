@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::link::Worker;
+use super::worker::Worker;
 
 /// A running task's deadline: the worker to kill and the limit it had.
 type Entry = (Weak<Worker>, Duration);

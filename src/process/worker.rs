@@ -1,334 +1,285 @@
-//! The child side: what [`init`] runs in a worker process.
+//! One worker process as the pool sees it: its launcher's handle, its
+//! stderr tail, the lock its writer and reader share (`link.rs`), and how
+//! the pool stops it or asks for a task back.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
-use super::inbox::Inbox;
-use super::protocol::{
-    begin_result, build_identity, end_result, read_frame, Frame, FromWorker, ToWorker,
-    PROTOCOL_VERSION, WORKER_ENV,
-};
-use crate::panic::catch;
-use crate::task::{ErasedTask, TASKS};
-use crate::Error;
+use super::launcher::StderrTail;
+use super::link::{Fate, Link, Stage};
+use crate::future::Holder;
+use crate::launch::WorkerProcess;
 
-/// Enters the worker loop if this process was started as a pool worker;
-/// returns at once otherwise.
-///
-/// Call it first thing in `main`: it is Rust's form of Python's
-/// `if __name__ == "__main__":`. A [`ProcessPoolExecutor`] starts its
-/// workers by running the current executable again with a marker in the
-/// environment; in such a process `init()` serves tasks until the pool
-/// closes the pipe and then exits the process, so it never returns.
-///
-/// [`ProcessPoolExecutor`]: crate::ProcessPoolExecutor
-///
-/// # Examples
-///
-/// ```
-/// fn double(x: u64) -> u64 { 2 * x }
-///
-/// fn main() -> Result<(), concurrent_futures::Error> {
-///     concurrent_futures::init();
-///     let pool = concurrent_futures::ProcessPoolExecutor::new(2)?;
-///     let fut = pool.submit(concurrent_futures::task!(double), 21);
-///     assert_eq!(fut.result()?, 42);
-///     Ok(())
-/// }
-/// ```
-pub fn init() {
-    if !is_worker_process() {
-        return;
-    }
-    name_this_process();
-    let code = match serve_on_a_fresh_thread() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("concurrent-futures worker {}: {e}", std::process::id());
-            3
-        }
-    };
-    std::process::exit(code);
+thread_local! {
+    /// True on a pool's writer, reader and timer threads: a cancel there
+    /// cannot wait for a worker's answer, which such a thread delivers.
+    static IO_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The stack of the thread that runs the tasks: a main thread's usual 8 MiB
-/// rather than a spawned thread's 2 MiB, since tasks ran on main before.
-const TASK_STACK: usize = 8 << 20;
-
-/// Runs the worker loop on a new thread and waits for it. The thread that
-/// called [`init`] may have entered an async runtime (`#[tokio::main]`);
-/// tasks run outside it, so a task may build and block on its own runtime
-/// (as blocking HTTP clients do) instead of panicking with "Cannot start a
-/// runtime from within a runtime".
-fn serve_on_a_fresh_thread() -> Result<(), Error> {
-    let server = thread::Builder::new()
-        .name("concurrent-futures-worker".into())
-        .stack_size(TASK_STACK)
-        .spawn(serve)
-        .map_err(|e| Error::Io(format!("cannot start the worker thread: {e}")))?;
-    server
-        .join()
-        .unwrap_or_else(|_| Err(Error::Io("the worker loop panicked".to_string())))
+/// Marks the current thread as one of a pool's I/O threads.
+pub(crate) fn mark_io_thread() {
+    IO_THREAD.with(|t| t.set(true));
 }
 
-/// Renames the process (its `comm`, what `ps` and `top` show) to
-/// `<program>-worker`, so a person can tell a worker from its parent: a
-/// worker started as `/proc/self/exe` would otherwise show up as `exe`.
-/// Best effort, Linux only; `comm` holds 15 bytes.
-fn name_this_process() {
-    let exe = std::env::current_exe().ok();
-    let stem = exe
-        .as_deref()
-        .and_then(std::path::Path::file_stem)
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem: String = stem.chars().filter(char::is_ascii).take(8).collect();
-    let name = if stem.is_empty() {
-        "cf-worker".to_string()
-    } else {
-        format!("{stem}-worker")
-    };
-    // `/proc/self` is the thread group leader: this names the process even
-    // when init() runs on another thread (a test's).
-    let _ = std::fs::write("/proc/self/comm", name);
+/// One worker process, through its launcher.
+pub(crate) struct Worker {
+    /// Its local pid, if it runs on this machine.
+    pub(crate) pid: Option<u32>,
+    /// Where it runs (`None`: here), for error messages.
+    pub(crate) label: Option<String>,
+    pub(crate) link: Mutex<Link>,
+    /// Signalled when the stage changes or room opens.
+    pub(crate) cond: Condvar,
+    pub(crate) process: Mutex<Option<Box<dyn WorkerProcess>>>,
+    pub(crate) tail: Arc<StderrTail>,
+    /// Stage is `Retiring` or `Gone`: readable without the lock, for the
+    /// pool's count of workers that take tasks.
+    leaving: AtomicBool,
+    /// Its writer waits in `Shared::take_jobs` for work (written under the
+    /// pool's lock).
+    pub(crate) waiting: AtomicBool,
+    /// Copies the worker's stderr; joined once the worker is gone.
+    stderr_thread: Mutex<Option<JoinHandle<()>>>,
+    /// What the futures of the tasks it holds ask to be cancelled.
+    pub(crate) holder: Arc<Holder>,
+    /// Wakes its writer when it waits for work in the pool's queue.
+    wake_writer: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// True in a process started by a [`ProcessPoolExecutor`] (and in anything
-/// it starts, since the marker is inherited).
-///
-/// [`ProcessPoolExecutor`]: crate::ProcessPoolExecutor
-pub(crate) fn is_worker_process() -> bool {
-    std::env::var_os(WORKER_ENV).is_some_and(|v| v == "1")
-}
-
-/// Moves the protocol off fds 0 and 1: returns private copies and points
-/// fd 0 at /dev/null and fd 1 at stderr, so tasks cannot touch the pipe.
-fn take_stdio() -> Result<(OwnedFd, OwnedFd), Error> {
-    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
-        rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| Error::Io(format!("dup: {e}")))
-    };
-    let input = dup(std::io::stdin().as_fd())?;
-    let output = dup(std::io::stdout().as_fd())?;
-    let null = File::open("/dev/null")?;
-    rustix::stdio::dup2_stdin(&null).map_err(|e| Error::Io(format!("dup2 stdin: {e}")))?;
-    rustix::stdio::dup2_stdout(std::io::stderr().as_fd())
-        .map_err(|e| Error::Io(format!("dup2 stdout: {e}")))?;
-    Ok((input, output))
-}
-
-/// How often a worker checks that the pool process still lives.
-const PARENT_POLL: Duration = Duration::from_millis(50);
-
-/// A task known under the id the pool gave it.
-type Declared = Result<&'static dyn ErasedTask, Error>;
-
-fn serve() -> Result<(), Error> {
-    let (input, output) = take_stdio()?;
-    let out = Arc::new(Mutex::new(File::from(output)));
-    let mut hello = Vec::new();
-    FromWorker::Hello {
-        version: PROTOCOL_VERSION,
-        pid: std::process::id(),
-        build: build_identity(),
-    }
-    .encode(&mut hello)?;
-    out.lock().write_all(&hello)?;
-    watch_parent(rustix::process::getppid());
-    // A reader thread takes the frames in as they arrive, so that a
-    // `Recall` is answered even while a task runs (`inbox.rs`). This thread
-    // runs them in order and writes each answer before it takes the next
-    // frame. So when this process dies, the pool has every answer it
-    // wrote, and only the first task without an answer can have started:
-    // the pool may send the others to another worker without running
-    // anything twice.
-    let inbox = Arc::new(Inbox::default());
-    let reader = BufReader::with_capacity(256 * 1024, File::from(input));
-    let (feed, feed_out) = (Arc::clone(&inbox), Arc::clone(&out));
-    thread::Builder::new()
-        .name("concurrent-futures-inbox".into())
-        .spawn(move || read_ahead(reader, &feed, &feed_out))
-        .map_err(|e| Error::Io(format!("cannot start the worker's reader: {e}")))?;
-    run_frames(
-        &Registry::load(),
-        || inbox.next(),
-        |frame| out.lock().write_all(frame),
-    )
-}
-
-/// The worker's reader thread: queues the pool's frames and answers its
-/// recalls until the input ends.
-fn read_ahead(mut input: impl BufRead, inbox: &Inbox, out: &Mutex<File>) {
-    let ended = loop {
-        match read_frame(&mut input) {
-            Ok(Some(frame)) => {
-                if let Err(e) = inbox.deliver(frame, |answer| out.lock().write_all(answer)) {
-                    break match e {
-                        Error::Io(_) => Ok(()), // the pool is gone
-                        e => Err(e),
-                    };
+impl Worker {
+    /// A worker; `wake_writer` wakes its writer when it waits for work in
+    /// the pool's queue.
+    pub(crate) fn new(
+        process: Box<dyn WorkerProcess>,
+        label: Option<String>,
+        tail: Arc<StderrTail>,
+        stderr_thread: Option<JoinHandle<()>>,
+        wake_writer: Arc<dyn Fn() + Send + Sync>,
+    ) -> Arc<Worker> {
+        Arc::new_cyclic(|me: &Weak<Worker>| {
+            let me = me.clone();
+            let holder = Holder::new(move |key, still_held| {
+                if let Some(worker) = me.upgrade() {
+                    worker.cancel_held(key, still_held);
                 }
-            }
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
-    inbox.close(ended);
-}
-
-/// Exits the worker at once (even mid-task) when the pool process is gone,
-/// so that a killed pool leaves no orphans. The end of input alone cannot
-/// tell: the pool also closes it on purpose (shutdown, retirement) and then
-/// waits for the results of the tasks already sent. A thread checks every
-/// [`PARENT_POLL`] whether we were re-parented.
-fn watch_parent(parent: Option<rustix::process::Pid>) {
-    let orphaned = move || rustix::process::getppid() != parent;
-    let watch = move || loop {
-        if orphaned() {
-            std::process::exit(1);
-        }
-        thread::sleep(PARENT_POLL);
-    };
-    let spawned = thread::Builder::new()
-        .name("concurrent-futures-watch".into())
-        .spawn(watch);
-    if spawned.is_err() && orphaned() {
-        std::process::exit(1);
-    }
-}
-
-/// Runs the frames `next_frame` gives, in order, until it gives `None`;
-/// hands each answer to `emit` before reading the next frame.
-pub(crate) fn run_frames(
-    registry: &Registry,
-    mut next_frame: impl FnMut() -> Result<Option<Frame>, Error>,
-    mut emit: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> Result<(), Error> {
-    let mut declared: HashMap<u32, Declared> = HashMap::new();
-    let mut out = Vec::with_capacity(64);
-    while let Some(frame) = next_frame()? {
-        out.clear();
-        let mut last = false;
-        match ToWorker::decode(&frame)? {
-            ToWorker::Declare {
-                id,
-                name,
-                signature,
-            } => {
-                declared.insert(id, registry.find(&name, &signature));
-                continue;
-            }
-            ToWorker::Call {
-                seq,
-                id,
-                chunk,
-                arg,
-            } => {
-                let start = begin_result(&mut out, seq);
-                let began = Instant::now();
-                let outcome = match declared.get(&id) {
-                    None => Err(Error::Protocol(format!("a call of undeclared task {id}"))),
-                    Some(Err(e)) => Err(e.clone()),
-                    Some(Ok(task)) => catch(|| {
-                        if chunk {
-                            task.invoke_chunk(arg, &mut out)
-                        } else {
-                            task.invoke(arg, &mut out)
-                        }
-                    })
-                    .and_then(|r| r),
-                };
-                let run_ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                let ended = outcome.and_then(|()| {
-                    end_result(&mut out, start, run_ns, true).map_err(|_| {
-                        Error::Codec("the result exceeds the frame size limit".to_string())
-                    })
-                });
-                if let Err(e) = ended {
-                    // Written afresh: a result that failed to serialize
-                    // may have left `out` empty or cut short.
-                    out.clear();
-                    FromWorker::Result {
-                        seq,
-                        run_ns,
-                        outcome: Err(e),
-                    }
-                    .encode(&mut out)?;
-                }
-            }
-            ToWorker::Recall { seq } => {
-                // Recalls are answered as they arrive (`Inbox::deliver`);
-                // one that reaches the task thread found nothing queued.
-                FromWorker::Recalled {
-                    seq,
-                    given_back: false,
-                }
-                .encode(&mut out)?;
-            }
-            ToWorker::Init { id, arg } => {
-                let mut value = Vec::new();
-                let outcome = match declared.get(&id) {
-                    None => Err(Error::Protocol(format!(
-                        "an initializer of undeclared task {id}"
-                    ))),
-                    Some(Err(e)) => Err(e.clone()),
-                    // The pool decodes the initializer's result and decides.
-                    Some(Ok(task)) => catch(|| task.invoke(arg, &mut value)).and_then(|r| r),
-                };
-                // After a failed initializer the pool is broken; nothing
-                // more will be asked.
-                last = outcome.is_err();
-                FromWorker::InitDone(outcome.map(|()| &value[..])).encode(&mut out)?;
-            }
-        }
-        if emit(&out).is_err() || last {
-            return Ok(()); // the pool is gone, or has nothing more to ask
-        }
-    }
-    Ok(())
-}
-
-/// The tasks a worker knows, by name.
-pub(crate) struct Registry {
-    by_name: HashMap<String, Vec<&'static dyn ErasedTask>>,
-}
-
-impl Registry {
-    /// The tasks this binary registered with `task!`.
-    fn load() -> Self {
-        Self::of(TASKS.iter().copied())
+            });
+            Worker::with_holder(process, label, tail, stderr_thread, holder, wake_writer)
+        })
     }
 
-    /// A registry of `tasks`.
-    pub(crate) fn of(tasks: impl IntoIterator<Item = &'static dyn ErasedTask>) -> Self {
-        let mut by_name: HashMap<String, Vec<&'static dyn ErasedTask>> = HashMap::new();
-        for task in tasks {
-            by_name.entry(task.name()).or_default().push(task);
+    fn with_holder(
+        process: Box<dyn WorkerProcess>,
+        label: Option<String>,
+        tail: Arc<StderrTail>,
+        stderr_thread: Option<JoinHandle<()>>,
+        holder: Arc<Holder>,
+        wake_writer: Arc<dyn Fn() + Send + Sync>,
+    ) -> Worker {
+        Worker {
+            pid: process.pid(),
+            label,
+            link: Mutex::new(Link::new()),
+            cond: Condvar::new(),
+            process: Mutex::new(Some(process)),
+            tail,
+            leaving: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            stderr_thread: Mutex::new(stderr_thread),
+            holder,
+            wake_writer,
         }
-        Registry { by_name }
     }
 
-    fn find(&self, name: &str, signature: &str) -> Declared {
-        let Some(candidates) = self.by_name.get(name) else {
-            return Err(Error::TaskNotFound(format!(
-                "{name} (the worker binary does not name it with task!)"
-            )));
+    /// Cancels the held task of future `key`: asks the worker for it back
+    /// and waits until its answer (or its end) settled the future. On a
+    /// pool's own I/O thread it cannot wait, and leaves the task alone.
+    fn cancel_held(&self, key: usize, still_held: &dyn Fn() -> bool) {
+        if IO_THREAD.with(Cell::get) {
+            return;
+        }
+        if !self.link.lock().recall_to_cancel(key) {
+            return;
+        }
+        self.cond.notify_all();
+        // Its writer may wait in the pool's queue instead (not under the
+        // link's lock: the pool's lock comes first).
+        (self.wake_writer)();
+        let mut link = self.link.lock();
+        while still_held() {
+            self.cond.wait(&mut link);
+        }
+    }
+
+    /// Asks for every task it holds behind the one it runs, to cancel them
+    /// (a shutdown that cancels the futures); false if it holds none. Wait
+    /// for the answers with [`await_cancels`](Self::await_cancels): those
+    /// it had started meanwhile run on.
+    pub(crate) fn ask_to_cancel_held(&self) -> bool {
+        if IO_THREAD.with(Cell::get) {
+            return false;
+        }
+        let mut link = self.link.lock();
+        let mut asked = false;
+        for i in 1..link.held.len() {
+            let key = link.held[i].job.completion.key();
+            asked |= link.recall_to_cancel(key);
+        }
+        if asked {
+            self.cond.notify_all();
+            drop(link);
+            (self.wake_writer)();
+        }
+        asked
+    }
+
+    /// Waits until the worker answered every recall to cancel, or ended
+    /// and the pool settled what it held.
+    pub(crate) fn await_cancels(&self) {
+        let open = |l: &Link| {
+            if l.stage == Stage::Gone {
+                !l.settled
+            } else {
+                l.cancelling > 0 || l.held.iter().any(|s| s.recall.is_some_and(|r| r.cancel))
+            }
         };
-        candidates
-            .iter()
-            .copied()
-            .find(|t| t.signature() == signature)
-            .ok_or_else(|| {
-                Error::TaskNotFound(format!(
-                    "{name} with signature {signature} (the worker has {})",
-                    candidates[0].signature()
-                ))
-            })
+        let mut link = self.link.lock();
+        while open(&link) {
+            self.cond.wait(&mut link);
+        }
+    }
+
+    /// The pool settled what it held at its end: wakes the cancels that
+    /// wait for it.
+    pub(crate) fn settled(&self) {
+        let mut link = self.link.lock();
+        link.settled = true;
+        self.cond.notify_all();
+    }
+
+    /// A task it gave back was cancelled or queued again (`cancel`: it was
+    /// one of those to cancel): wakes whoever waits on its link (its
+    /// writer, cancels waiting for an answer).
+    pub(crate) fn given_back(&self, cancel: bool) {
+        let mut link = self.link.lock();
+        if cancel {
+            link.cancelling = link.cancelling.saturating_sub(1);
+        }
+        self.cond.notify_all();
+    }
+
+    /// "worker process 4242" (its pid here, or as its handshake said),
+    /// with " on node1" for a worker elsewhere.
+    pub(crate) fn name(&self) -> String {
+        let pid = self
+            .pid
+            .or(self.link.lock().hello_pid)
+            .map_or_else(|| "?".to_string(), |p| p.to_string());
+        match &self.label {
+            Some(l) => format!("worker process {pid} on {l}"),
+            None => format!("worker process {pid}"),
+        }
+    }
+
+    /// Moves to `stage` (under the link's lock) and wakes the writer.
+    pub(crate) fn set_stage(&self, link: &mut Link, stage: Stage) {
+        link.stage = stage;
+        if matches!(stage, Stage::Retiring | Stage::Gone) {
+            self.leaving.store(true, Ordering::Release);
+        }
+        self.cond.notify_all();
+    }
+
+    /// True once it takes no more tasks.
+    pub(crate) fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// How many tasks it holds, and whether it is free for a queued task:
+    /// ready and holding nothing (its writer takes work now or in a
+    /// moment), or still starting. Call under the pool's lock.
+    pub(crate) fn load(&self) -> (usize, bool) {
+        let link = self.link.lock();
+        let free = match link.stage {
+            Stage::Starting | Stage::Initializing => true,
+            Stage::Ready => link.idle(),
+            Stage::Retiring | Stage::Gone => false,
+        };
+        (link.held.len(), free)
+    }
+
+    /// Stops the process (`kill`: at once; else SIGTERM or the launcher's
+    /// gentler stop), recording why unless a reason is already recorded.
+    pub(crate) fn stop(&self, fate: Fate, kill: bool) {
+        {
+            let mut link = self.link.lock();
+            if link.stage == Stage::Gone {
+                return;
+            }
+            if link.fate.is_none() {
+                link.fate = Some(fate);
+            }
+        }
+        if let Some(p) = self.process.lock().as_mut() {
+            let _ = if kill { p.kill() } else { p.terminate() };
+        }
+    }
+
+    /// Kills the worker if task `seq` is still the one it runs: the task
+    /// reached its time limit.
+    pub(crate) fn expire(&self, seq: u64, limit: Duration) {
+        let running = {
+            let link = self.link.lock();
+            link.stage != Stage::Gone
+                && link
+                    .held
+                    .front()
+                    .is_some_and(|s| s.seq == seq && s.started_at.is_some() && s.recall.is_none())
+        };
+        if running {
+            self.stop(Fate::TimeLimit { seq, limit }, true);
+        }
+    }
+
+    /// The pool could not start this worker's threads: kill and reap it.
+    pub(crate) fn abandon_start(&self) {
+        {
+            let mut link = self.link.lock();
+            self.set_stage(&mut link, Stage::Gone);
+        }
+        if let Some(mut p) = self.process.lock().take() {
+            let _ = p.kill();
+            wait_blocking(p.as_mut());
+        }
+        self.settle_stderr();
+    }
+
+    /// Lets the stderr forwarder drain (at most 200 ms) and joins it; if
+    /// something still holds the pipe (a grandchild that inherited it), the
+    /// thread is left to end on its own rather than hold up the pool.
+    pub(crate) fn settle_stderr(&self) {
+        let closed = self.tail.wait_closed(Duration::from_millis(200));
+        let handle = self.stderr_thread.lock().take();
+        if let (true, Some(h)) = (closed, handle) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Waits for a killed worker to be reaped.
+pub(crate) fn wait_blocking(process: &mut dyn WorkerProcess) -> Option<std::process::ExitStatus> {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match process.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }

@@ -7,9 +7,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::link::{mark_io_thread, Fate, Stage, Worker};
+use super::link::{Fate, Stage};
 use super::protocol::ToWorker;
 use super::shared::Shared;
+use super::worker::{mark_io_thread, Worker};
 use crate::task::ErasedTask;
 
 /// Arguments larger than this are written straight from where they lie.
