@@ -273,6 +273,7 @@ pub struct Task<A: 'static, R: 'static> {
     entry: &'static dyn ErasedTask,
     f: &'static dyn Call<A, R>,
     limit: Option<std::time::Duration>,
+    retries: Option<u32>,
 }
 
 impl<A: 'static, R: 'static> Clone for Task<A, R> {
@@ -296,6 +297,7 @@ impl<A: 'static, R: 'static> Task<A, R> {
             entry,
             f: Box::leak(Box::new(Wrap(f, PhantomData))),
             limit: None,
+            retries: None,
         }
     }
 
@@ -362,6 +364,52 @@ impl<A: 'static, R: 'static> Task<A, R> {
         self.limit
     }
 
+    /// The same task, run again up to `n` times on a
+    /// [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) when its worker
+    /// process dies under it (a crash, a signal, a lost connection).
+    /// Overrides the pool's
+    /// [`task_retries`](crate::ProcessPoolBuilder::task_retries) (default
+    /// 0, Python's behaviour). A task is never run twice at once: it runs
+    /// again only once the worker that ran it is gone. A task that
+    /// panicked, returned an error or ran past its time limit is never run
+    /// again. After the last try, the future's error names every try. The
+    /// thread pool ignores it (a thread does not die under a task).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{task, ProcessPoolExecutor};
+    ///
+    /// /// Crashes its worker on the first try (marked by a file), then works.
+    /// fn flaky(marker: String) -> u32 {
+    ///     if std::fs::metadata(&marker).is_err() {
+    ///         std::fs::write(&marker, b"").unwrap();
+    ///         std::process::abort();
+    ///     }
+    ///     7
+    /// }
+    ///
+    /// fn main() -> Result<(), concurrent_futures::Error> {
+    ///     concurrent_futures::init();
+    ///     let marker = std::env::temp_dir().join(format!("cf-flaky-{}", std::process::id()));
+    ///     let pool = ProcessPoolExecutor::new(1)?;
+    ///     let fut = pool.submit(task!(flaky).retries(1), marker.display().to_string());
+    ///     assert_eq!(fut.result()?, 7);
+    ///     let _ = std::fs::remove_file(marker);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[must_use]
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = Some(n);
+        self
+    }
+
+    /// The retries set with [`retries`](Task::retries).
+    pub(crate) fn retry_limit(&self) -> Option<u32> {
+        self.retries
+    }
+
     /// The registry entry a worker process finds the task by.
     pub(crate) fn entry(&self) -> &'static dyn ErasedTask {
         self.entry
@@ -374,6 +422,7 @@ impl<A: 'static, R: 'static> fmt::Debug for Task<A, R> {
             .field("name", &self.entry.name())
             .field("signature", &self.entry.signature())
             .field("time_limit", &self.limit)
+            .field("retries", &self.retries)
             .finish()
     }
 }

@@ -24,7 +24,9 @@
 //! whether it has started it by now, so `cancel()` asks it through the
 //! [`Holder`] and the worker's answer decides (`src/process/inbox.rs`).
 //! A `PENDING` or `HELD` future may also be completed directly (a pool
-//! that fails it before it runs). Every transition happens under the
+//! that fails it before it runs). A process-pool task whose worker died
+//! under it goes from `RUNNING` back to `PENDING` when it is to run again
+//! (`Task::retries`). Every transition happens under the
 //! future's mutex; the listeners (blocked threads, done-callbacks, an
 //! async waker, `as_completed`/`wait` waiters) live in the `PENDING`,
 //! `HELD` and `RUNNING` states, are taken out with the state under the lock
@@ -193,12 +195,16 @@ impl<T> Phase<T> {
         true
     }
 
-    /// HELD -> PENDING: the holder gave the task back to the pool's queue.
+    /// HELD or RUNNING -> PENDING: the task is back in the pool's queue
+    /// (its holder gave it back, or its worker died under it and it is to
+    /// run again).
     pub(crate) fn release(&mut self) {
-        if let Phase::Held(h) = self {
-            let l = h.listeners.take();
-            *self = Phase::Pending(l);
-        }
+        let l = match self {
+            Phase::Held(h) => h.listeners.take(),
+            Phase::Running(l) => l.take(),
+            _ => return,
+        };
+        *self = Phase::Pending(l);
     }
 
     /// Adds a listener; a done future has none (its caller checked).
@@ -415,7 +421,7 @@ impl<T> Inner<T> {
         self.state.lock().phase.hold(holder)
     }
 
-    /// HELD -> PENDING.
+    /// HELD or RUNNING -> PENDING.
     pub(crate) fn release(&self) {
         self.state.lock().phase.release();
     }

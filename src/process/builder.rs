@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) restart_workers: bool,
     pub(crate) task_time_limit: Option<Duration>,
+    pub(crate) task_retries: u32,
 }
 
 /// The options of a [`ProcessPoolExecutor`], set by value and checked by
@@ -72,6 +73,7 @@ pub struct ProcessPoolBuilder {
     handshake_timeout: Duration,
     restart_workers: bool,
     task_time_limit: Option<Duration>,
+    task_retries: u32,
     /// Whether `worker_args` was called (even with none).
     args_chosen: bool,
 }
@@ -92,6 +94,7 @@ impl ProcessPoolBuilder {
             handshake_timeout: Duration::from_secs(10),
             restart_workers: false,
             task_time_limit: None,
+            task_retries: 0,
             args_chosen: false,
         }
     }
@@ -279,8 +282,8 @@ impl ProcessPoolBuilder {
     /// another worker, the others are untouched, and the pool is not
     /// broken, under either [`restart_workers`](Self::restart_workers)
     /// policy. In a [`map`](crate::ProcessPoolExecutor::map) the limit
-    /// applies to each chunk (one frame, one task): with chunks of `n`
-    /// items, allow `n` items' time.
+    /// applies to each item: a chunk of `n` items may run `n` times it, and
+    /// one that runs longer fails with [`Error::ChunkTimeLimit`].
     ///
     /// # Examples
     ///
@@ -305,6 +308,28 @@ impl ProcessPoolBuilder {
     /// ```
     pub fn task_time_limit(mut self, limit: Duration) -> Self {
         self.task_time_limit = Some(limit);
+        self
+    }
+
+    /// How many times a task runs again when its worker process dies under
+    /// it, for every task that does not set its own with
+    /// [`Task::retries`] (default 0: Python's behaviour, the future
+    /// fails). The task runs again on another worker, never twice at once,
+    /// and a task with a retry left does not break the pool when its
+    /// worker dies: the worker is replaced, as under
+    /// [`restart_workers`](Self::restart_workers). A task that panicked,
+    /// returned an error or ran past its time limit is never run again.
+    /// After the last try, the future's error names every try.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    /// let pool = ProcessPoolExecutor::builder().task_retries(2).build()?;
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn task_retries(mut self, n: u32) -> Self {
+        self.task_retries = n;
         self
     }
 
@@ -368,6 +393,7 @@ impl ProcessPoolBuilder {
             handshake_timeout: self.handshake_timeout,
             restart_workers: self.restart_workers,
             task_time_limit: self.task_time_limit,
+            task_retries: self.task_retries,
         }))
     }
 }

@@ -114,6 +114,10 @@ pub(crate) struct Job {
     pub(crate) time_limit: Option<Duration>,
     pub(crate) completion: Box<dyn Completion>,
     pub(crate) ticket: Ticket,
+    /// How many more times it may run when its worker dies under it.
+    pub(crate) retries_left: u32,
+    /// Why each earlier try ended (its worker died under it), oldest first.
+    pub(crate) tries: Vec<String>,
 }
 
 impl Job {
@@ -148,6 +152,35 @@ impl Job {
                 limit: limit / n.max(1),
             },
         }
+    }
+
+    /// Its worker died under it (`reason`): if a retry is left, records the
+    /// try and returns the job to run again; else fails its future with an
+    /// error that names every try.
+    pub(crate) fn died(mut self, reason: String) -> Option<Job> {
+        if self.retries_left > 0 {
+            self.retries_left -= 1;
+            self.tries.push(reason);
+            return Some(self);
+        }
+        let error = self.died_error(reason);
+        self.finish(Err(error));
+        None
+    }
+
+    /// The error of a job whose worker died under it on its last try.
+    pub(crate) fn died_error(&self, reason: String) -> Error {
+        if self.tries.is_empty() {
+            return Error::BrokenPool(reason);
+        }
+        let n = self.tries.len() + 1;
+        let mut text = format!("{reason} (try {n} of {n}; before:");
+        for (i, why) in self.tries.iter().enumerate() {
+            text.push_str(&format!(" try {}: {why};", i + 1));
+        }
+        text.pop();
+        text.push(')');
+        Error::BrokenPool(text)
     }
 
     /// Completes its future from the worker's reply (or its failure).

@@ -445,6 +445,8 @@ where
             time_limit: Job::run_limit(task.limit().or(shared.config.task_time_limit), items),
             completion: Box::new(promise) as Box<dyn Completion>,
             ticket: Ticket(Arc::clone(&shared.outstanding)),
+            retries_left: task.retry_limit().unwrap_or(shared.config.task_retries),
+            tries: Vec::new(),
         },
         wake,
     );

@@ -361,18 +361,28 @@ impl Shared {
             return fail_all(jobs(held), &Error::BrokenPool(reason));
         }
         let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
-        if time_limit || (self.config.restart_workers && became_ready) {
-            // Only the task that ran fails; the others never started.
-            if let Some(front) = held.pop_front() {
-                let error = match fate {
-                    Some(Fate::TimeLimit { limit, .. }) if ran_past_limit => {
-                        front.job.limit_error(limit)
-                    }
-                    _ => Error::BrokenPool(reason),
-                };
-                front.job.finish(Err(error));
-            }
-            return self.reroute(jobs(held));
+        // A ready worker died on its own under a task with a retry left:
+        // the task runs again elsewhere, so the pool goes on.
+        let retry =
+            fate.is_none() && became_ready && held.front().is_some_and(|s| s.job.retries_left > 0);
+        if time_limit || retry || (self.config.restart_workers && became_ready) {
+            // Only the task that ran fails (or runs again); the others
+            // never started.
+            let again = match (held.pop_front(), fate) {
+                (Some(front), Some(Fate::TimeLimit { limit, .. })) if ran_past_limit => {
+                    let error = front.job.limit_error(limit);
+                    front.job.finish(Err(error));
+                    None
+                }
+                (Some(front), None) => front.job.died(reason),
+                (Some(front), _) => {
+                    let error = front.job.died_error(reason);
+                    front.job.finish(Err(error));
+                    None
+                }
+                (None, _) => None,
+            };
+            return self.reroute(again.into_iter().chain(jobs(held)));
         }
         if self.config.restart_workers && self.backs_off(&reason) {
             // Never ready, but other workers live (another host may be
@@ -383,6 +393,10 @@ impl Shared {
         // either policy: its replacement would fail the same way, and
         // restarting would start processes without end.
         self.break_pool(reason.clone());
+        if let Some(front) = held.pop_front() {
+            let error = front.job.died_error(reason.clone());
+            front.job.finish(Err(error));
+        }
         fail_all(jobs(held), &Error::BrokenPool(reason));
     }
 
