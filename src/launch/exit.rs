@@ -60,7 +60,10 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn codes_and_signals_read_the_same_everywhere() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(7 << 8)), "exited with code 7");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(7 << 8)),
+            "exited with code 7"
+        );
         assert_eq!(
             describe_exit(ExitStatus::from_raw(9)),
             "was killed by signal SIGKILL (9)"

@@ -99,7 +99,10 @@ impl HostTable {
                 .enumerate()
                 .filter(|(i, h)| h.health == Health::Up && h.live < slots[*i].1)
                 .max_by_key(|(i, h)| {
-                    (slots[*i].1.saturating_sub(h.live), std::cmp::Reverse(h.live))
+                    (
+                        slots[*i].1.saturating_sub(h.live),
+                        std::cmp::Reverse(h.live),
+                    )
                 })
                 .map(|(i, _)| i);
             if let Some(i) = best {

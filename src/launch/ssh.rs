@@ -271,8 +271,7 @@ impl Ssh {
     /// The `argv[0]` of a worker that is this executable, as for local
     /// workers; `None` for another program (it keeps its own).
     fn worker_arg0(&self) -> Option<OsString> {
-        (self.program.is_none() && self.remote_program.is_none())
-            .then(super::local::worker_arg0)
+        (self.program.is_none() && self.remote_program.is_none()).then(super::local::worker_arg0)
     }
 
     /// An `ssh` command for `host` with our options and the user's.
@@ -410,8 +409,11 @@ impl Launcher for Ssh {
             Arc::clone(&progress),
         );
         let stderr = stderr.map(|inner| {
-            Box::new(RemoteStderr::new(inner, Arc::clone(&words), Arc::clone(&end)))
-                as Box<dyn io::Read + Send>
+            Box::new(RemoteStderr::new(
+                inner,
+                Arc::clone(&words),
+                Arc::clone(&end),
+            )) as Box<dyn io::Read + Send>
         });
         Ok(Spawned {
             stdin: Box::new(stdin),
