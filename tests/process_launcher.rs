@@ -122,8 +122,9 @@ fn workers_come_from_the_launcher_with_its_environment_and_slots() {
         pool.submit(task!(place), ()).result_timeout(LONG),
         Ok("far-away".into())
     );
-    // No local pid is known, yet the pool works.
-    assert!(pool.worker_pids().is_empty());
+    // No local pid is known, yet the pool works, and lists the worker by
+    // the pid its handshake gave (issue 14).
+    assert_eq!(pool.worker_pids().len(), 1);
     assert_eq!(counts.launches.load(Ordering::SeqCst), 1);
     common::with_timeout(LONG, move || drop(pool));
     assert_eq!(

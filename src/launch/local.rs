@@ -65,6 +65,10 @@ impl Launcher for Local {
         command.args(spec.args()).envs(spec.env());
         Spawned::spawn(command, None)
     }
+
+    fn reruns_this_executable(&self) -> bool {
+        self.program.is_none()
+    }
 }
 
 /// This process's executable. On Linux `/proc/self/exe` names the very file
@@ -88,7 +92,7 @@ pub(crate) fn current_executable() -> Result<OsString, Error> {
 /// The `argv[0]` of a worker that re-runs this executable: this process's
 /// own, marked, so that `ps` tells the worker from its parent (the program
 /// itself is `/proc/self/exe`, which `ps` would show).
-fn worker_arg0() -> OsString {
+pub(crate) fn worker_arg0() -> OsString {
     let mut arg0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("concurrent-futures"));

@@ -45,17 +45,22 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+mod backoff;
 mod client;
+mod exit;
+mod hosts;
 mod local;
+mod remote_stderr;
 mod ship;
 mod slurm;
 mod spawned;
 mod ssh;
+mod ssh_process;
 
 pub use local::Local;
 pub use slurm::Slurm;
 pub use spawned::{ChildProcess, Spawned, WorkerProcess};
-pub use ssh::Ssh;
+pub use ssh::{Ssh, FORWARDED_ENV};
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -104,6 +109,26 @@ pub trait Launcher: Send + Sync + fmt::Debug + 'static {
     /// (the default) means the number of CPUs here.
     fn default_workers(&self) -> Option<usize> {
         None
+    }
+
+    /// Whether the workers are this executable run again (here or
+    /// elsewhere). The pool then passes a test binary's worker entry
+    /// ([`test_worker!`](crate::test_worker!)) as the workers' arguments
+    /// when none were chosen, or refuses to build in a `#[test]` without
+    /// one, so that a worker never runs the whole test suite. The default
+    /// is `false`: the launcher runs a program of its own choosing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::launch::{Launcher, Local, Slurm, Ssh};
+    /// assert!(Local::new().reruns_this_executable());
+    /// assert!(!Local::program("/usr/local/bin/my-worker").reruns_this_executable());
+    /// assert!(Ssh::new().host("node1", 4).reruns_this_executable());
+    /// assert!(!Slurm::new().program("/shared/bin/w").reruns_this_executable());
+    /// ```
+    fn reruns_this_executable(&self) -> bool {
+        false
     }
 }
 

@@ -5,20 +5,32 @@
 //! The remote side runs one `sh` script (see [`remote_command`]). It
 //! answers on stdout with one status line:
 //!
-//! - `CFSHIP-have`: the binary is in place; the script `exec`s it at once.
+//! - `CFSHIP-have`: the binary is in place; the script runs it at once.
 //! - `CFSHIP-need`: send exactly the binary's size in bytes on stdin; the
-//!   script stores them in a temporary file next to the cache path, checks
-//!   the size, `fsync`s, renames it into place (atomic: two pools shipping
-//!   at once each rename a complete copy) and `exec`s it.
+//!   script stores them in a temporary file (mode 0600) next to the cache
+//!   path, checks the size, `fsync`s, renames it into place (atomic: two
+//!   pools shipping at once each rename a complete copy), removes the
+//!   builds nobody used for [`PRUNE_DAYS`] days, and runs it.
 //! - `CFSHIP-missing`: shipping is off and the program is not there.
+//! - `CFSHIP-unsafe <why>`: the cache directory or the cached program is
+//!   not the user's own, or others may write to it; nothing runs.
 //!
-//! The worker is `exec`ed, not forked, so its parent is the remote session
-//! (sshd's session process): when the connection drops, that process ends,
-//! the worker is re-parented and its watcher ends it, even mid-task.
+//! The cache directory is created 0700; a cached program or directory
+//! that is not owned by the user, or is group- or world-writable, is
+//! refused (anyone who can write there could run code as the user).
+//!
+//! Where util-linux `setpriv` is there, the script runs under `setpriv
+//! --pdeathsig KILL` and runs the worker as its child: when the connection
+//! drops, the remote session (sshd's session process) ends, the kernel
+//! kills the script, the worker is re-parented and its watcher ends it,
+//! even mid-task. The script waits for the worker and writes its real
+//! status on stderr (`CFSHIP-end exit N`, `CFSHIP-end signal N`; see
+//! `src/launch/remote_stderr.rs`). Without `setpriv` the worker is
+//! `exec`ed, as its parent must then be the session itself, and its
+//! status is lost.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::hash::Hasher;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,10 +61,12 @@ const STATUS: &[u8] = b"CFSHIP-";
 /// shell); beyond it the connection is given up.
 const MAX_NOISE: usize = 64 * 1024;
 
-/// Reads `path` once: its size and a 64-bit content hash (SipHash-1-3, the
-/// standard library's), as lowercase hex. Two builds of a program differ
-/// in their bytes, so they get different cache paths.
+/// Reads `path` once: its size and the SHA-256 of its bytes, as lowercase
+/// hex. Two builds of a program differ in their bytes, so they get
+/// different cache paths; nobody can make a program that takes another's
+/// place in the cache.
 pub(crate) fn content_key(path: &OsStr) -> Result<(u64, String), Error> {
+    use sha2::{Digest, Sha256};
     let cannot = |e: io::Error| {
         Error::Io(format!(
             "cannot read the worker program {} to ship it: {e}",
@@ -60,8 +74,7 @@ pub(crate) fn content_key(path: &OsStr) -> Result<(u64, String), Error> {
         ))
     };
     let mut file = File::open(path).map_err(cannot)?;
-    // A fixed-key SipHash: the same bytes give the same key in every run.
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
@@ -69,11 +82,15 @@ pub(crate) fn content_key(path: &OsStr) -> Result<(u64, String), Error> {
         if n == 0 {
             break;
         }
-        hasher.write(&buf[..n]);
+        hasher.update(&buf[..n]);
         size += n as u64;
     }
-    hasher.write_u64(size);
-    Ok((size, format!("{:016x}", hasher.finish())))
+    let key = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    Ok((size, key))
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -91,57 +108,99 @@ pub(crate) fn quote(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The script the remote shell runs. `$1` is the program path (empty: the
-/// default cache path for key `$3`), `$2` its size (`-`: do not ship); then
-/// come `NAME=value` words for the environment, `--`, and the worker's
-/// arguments.
-const SCRIPT: &str = r#"b=$1; n=$2; k=$3; shift 3
-case $b in
-  "") b="${XDG_CACHE_HOME:-$HOME/.cache}/concurrent-futures/worker-$k" ;;
-  "~/"*) b="$HOME/${b#"~/"}" ;;
-esac
-if [ -x "$b" ]; then
-  echo CFSHIP-have
-elif [ "$n" = - ]; then
-  echo CFSHIP-missing; exit 127
+/// How many days a cached build may go unused before a later shipment
+/// removes it. A build's file is touched at most once a day when it runs.
+pub(crate) const PRUNE_DAYS: u32 = 30;
+
+/// The first script: runs [`SCRIPT`] (its `$0`) under `setpriv --pdeathsig
+/// KILL` when the host has it (`wait`: the worker runs as its child and
+/// its status is reported), else as is (`exec`: the worker replaces it).
+const OUTER: &str = r#"if command -v setpriv >/dev/null 2>&1; then
+  exec setpriv --pdeathsig KILL -- sh -c "$0" concurrent-futures-worker wait "$@"
+fi
+exec sh -c "$0" concurrent-futures-worker exec "$@""#;
+
+/// The script that ships and runs the worker. `$1`: `wait` or `exec` (see
+/// [`OUTER`]); `$2`: `ship` (then `$3` is the cache directory, empty for
+/// the default, `$4` the key, `$5` the size) or `run` (`$3` is the
+/// program); `$6`: the worker's `argv[0]`, or empty; then `NAME=value`
+/// words for the environment, `--`, and the worker's arguments.
+///
+/// While it waits for the worker, the script's own stderr is `/dev/null`
+/// (a shell reports a child killed by a signal with a "Killed" line of its
+/// own); the worker gets the real one through fd 3, which it closes.
+const SCRIPT: &str = r#"w=$1; m=$2; p=$3; k=$4; n=$5; a=$6; shift 6
+u=$(id -u)
+mine() { [ -n "$(find -H "$1" -prune -user "$u" ! -perm -020 ! -perm -002 2>/dev/null)" ]; }
+refuse() { echo "$*" >&2; echo "CFSHIP-unsafe $*"; exit 1; }
+case $p in "~/"*) p="$HOME/${p#"~/"}" ;; esac
+if [ "$m" = ship ]; then
+  [ -n "$p" ] || p="${XDG_CACHE_HOME:-$HOME/.cache}/concurrent-futures"
+  [ -d "$p" ] || mkdir -p -m 700 "$p" || refuse "cannot create the cache directory $p"
+  mine "$p" || refuse "the cache directory $p is not owned by $(id -un) or others may write to it: refusing to run programs from it"
+  b="$p/worker-$k"
+  if [ -e "$b" ]; then
+    mine "$b" || refuse "the cached program $b is not owned by $(id -un) or others may write to it: refusing to run it"
+    [ -z "$(find "$b" -prune -mtime +0 2>/dev/null)" ] || touch "$b" 2>/dev/null
+    echo CFSHIP-have
+  else
+    t="$b.tmp.$$"
+    echo CFSHIP-need
+    (umask 077 && head -c "$n" > "$t") && [ "$(wc -c < "$t")" -eq "$n" ] && chmod 700 "$t" &&
+      { sync "$t" 2>/dev/null; mv -f "$t" "$b"; } ||
+      { rm -f "$t"; echo "cannot store the worker program at $b" >&2; exit 1; }
+    find "$p/." ! -name . -prune -type f \( -name 'worker-*.tmp.*' -mtime +0 -o \
+      -name 'worker-*' ! -name "worker-$k" -mtime +PRUNE_DAYS \) -exec rm -f {} + 2>/dev/null
+  fi
 else
-  mkdir -p "$(dirname "$b")" || exit 1
-  t="$b.tmp.$$"
-  echo CFSHIP-need
-  head -c "$n" > "$t" && [ "$(wc -c < "$t")" -eq "$n" ] && chmod 700 "$t" &&
-    { sync "$t" 2>/dev/null; mv -f "$t" "$b"; } ||
-    { rm -f "$t"; echo "cannot store the worker program at $b" >&2; exit 1; }
+  b=$p
+  if [ -x "$b" ]; then echo CFSHIP-have; else echo CFSHIP-missing; exit 127; fi
 fi
 while [ "$1" != -- ]; do export "$1"; shift; done; shift
-exec "$b" "$@""#;
+echo CFSHIP-start >&2
+if [ -n "$a" ] && command -v bash >/dev/null 2>&1; then
+  set -- bash -c 'exec 2>&3 3>&-; exec -a "$0" "$@"' "$a" "$b" "$@"
+else set -- sh -c 'exec 2>&3 3>&-; exec "$@"' sh "$b" "$@"; fi
+if [ "$w" = exec ]; then exec 3>&2; exec "$@"; fi
+exec 3>&2 2>/dev/null
+"$@"
+s=$?
+if [ "$s" -gt 128 ] && [ "$s" -lt 160 ]; then echo "CFSHIP-end signal $((s - 128))" >&3
+else echo "CFSHIP-end exit $s" >&3; fi
+exit "$s""#;
 
 /// The remote command line (one string for the remote login shell): runs
-/// [`SCRIPT`] for `program` with the worker's environment and arguments.
+/// [`SCRIPT`] for `program` with the worker's `argv[0]` (if given),
+/// environment and arguments.
 pub(crate) fn remote_command<'a>(
     program: &Program,
+    arg0: Option<&OsStr>,
     env: impl Iterator<Item = (&'a OsStr, &'a OsStr)>,
     args: impl Iterator<Item = &'a OsStr>,
 ) -> OsString {
     let mut cmd = b"exec sh -c ".to_vec();
-    cmd.extend(quote(SCRIPT.as_bytes()));
-    cmd.extend_from_slice(b" concurrent-futures-worker");
-    let (path, size, key) = match program {
-        Program::Ship { size, key, dir, .. } => (
-            dir.as_ref()
-                .map(|d| format!("{}/worker-{key}", d.trim_end_matches('/')))
-                .unwrap_or_default(),
-            size.to_string(),
-            key.clone(),
-        ),
-        Program::Remote(path) => (path.clone(), "-".to_string(), String::new()),
-    };
+    cmd.extend(quote(OUTER.as_bytes()));
+    let script = SCRIPT.replace("PRUNE_DAYS", &PRUNE_DAYS.to_string());
     let mut word = |w: &[u8]| {
         cmd.push(b' ');
         cmd.extend(quote(w));
     };
-    word(path.as_bytes());
-    word(size.as_bytes());
-    word(key.as_bytes());
+    word(script.as_bytes());
+    match program {
+        Program::Ship { size, key, dir, .. } => {
+            word(b"ship");
+            word(dir.as_deref().unwrap_or_default().as_bytes());
+            word(key.as_bytes());
+            word(size.to_string().as_bytes());
+        }
+        Program::Remote(path) => {
+            word(b"run");
+            word(path.as_bytes());
+            word(b"");
+            word(b"");
+        }
+    }
+    word(arg0.map(OsStr::as_bytes).unwrap_or_default());
     for (k, v) in env {
         let mut pair = k.as_bytes().to_vec();
         pair.push(b'=');
@@ -257,6 +316,13 @@ impl<R: Read> ShipReader<R> {
                 )));
             }
         };
+        if let Some(why) = status.strip_prefix(b"unsafe ") {
+            return Err(io::Error::other(format!(
+                "{} refused to run the worker: {}",
+                ex.host,
+                String::from_utf8_lossy(why)
+            )));
+        }
         match (status.as_slice(), &ex.program) {
             (b"have", _) => {}
             (b"need", Program::Ship { local, size, .. }) => ship(&ex, local, *size)?,
@@ -302,56 +368,5 @@ impl<R: Read> Read for ShipReader<R> {
             self.exchange(ex)?;
         }
         self.inner.read(buf)
-    }
-}
-
-/// Keeps the last lines a client wrote to stderr (ssh's own messages).
-#[derive(Debug, Default)]
-pub(crate) struct LastWords(Mutex<Vec<u8>>);
-
-impl LastWords {
-    const KEEP: usize = 4096;
-
-    fn push(&self, bytes: &[u8]) {
-        let mut kept = self.0.lock();
-        kept.extend_from_slice(bytes);
-        if kept.len() > Self::KEEP {
-            let cut = kept.len() - Self::KEEP;
-            kept.drain(..cut);
-        }
-    }
-
-    /// The last non-empty line, if any.
-    pub(crate) fn last_line(&self) -> Option<String> {
-        let kept = self.0.lock();
-        String::from_utf8_lossy(&kept)
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .map(str::to_string)
-    }
-}
-
-/// A stderr stream that also feeds a [`LastWords`].
-pub(crate) struct Tee<R> {
-    pub(crate) inner: R,
-    pub(crate) words: Arc<LastWords>,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.words.push(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// "exited with code 255", "was killed by signal 9".
-pub(crate) fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        (None, None) => format!("ended with {status}"),
     }
 }

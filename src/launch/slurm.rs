@@ -1,11 +1,12 @@
 //! [`Slurm`]: workers as Slurm job steps (or jobs), through `srun`.
 
 use std::ffi::OsString;
-use std::process::Command;
+use std::io;
+use std::process::{Command, ExitStatus};
 
 use super::client::spawn_client;
 use super::local::current_executable;
-use super::{Launcher, Spawned, WorkerSpec};
+use super::{Launcher, Spawned, WorkerProcess, WorkerSpec};
 use crate::Error;
 
 /// Runs each worker with the system's `srun`: inside an allocation
@@ -186,7 +187,13 @@ impl Launcher for Slurm {
                 self.srun.to_string_lossy()
             ))
         })?;
-        Spawned::from_child(child, Some(label))
+        let mut spawned = Spawned::from_child(child, Some(label))?;
+        spawned.process = Box::new(Step(spawned.process));
+        Ok(spawned)
+    }
+
+    fn reruns_this_executable(&self) -> bool {
+        self.program.is_none()
     }
 
     /// `SLURM_NTASKS` inside an allocation.
@@ -198,6 +205,25 @@ impl Launcher for Slurm {
             .ok()
             .and_then(|n| n.parse().ok())
             .filter(|&n| n > 0)
+    }
+}
+
+/// A worker run by `srun`: controlled through its `srun`, whose pid is not
+/// the worker's (the pool learns that from the handshake).
+#[derive(Debug)]
+struct Step(Box<dyn WorkerProcess>);
+
+impl WorkerProcess for Step {
+    fn kill(&mut self) -> io::Result<()> {
+        self.0.kill()
+    }
+
+    fn terminate(&mut self) -> io::Result<()> {
+        self.0.terminate()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.0.try_wait()
     }
 }
 

@@ -67,6 +67,28 @@ pub trait WorkerProcess: Send + fmt::Debug {
     fn pid(&self) -> Option<u32> {
         None
     }
+
+    /// How the worker ended, for error messages, given the status
+    /// [`try_wait`](WorkerProcess::try_wait) returned: "exited with code
+    /// 3", "was killed by signal SIGKILL (9)" (the default). A launcher
+    /// whose status is its client's rather than the worker's says what it
+    /// knows instead, for example that the connection was lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use std::process::{Command, ExitStatus, Stdio};
+    /// use concurrent_futures::launch::{ChildProcess, WorkerProcess};
+    ///
+    /// let child = Command::new("true").stdin(Stdio::null()).spawn()?;
+    /// let process = ChildProcess::new(child);
+    /// assert_eq!(process.describe_exit(ExitStatus::from_raw(7 << 8)), "exited with code 7");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn describe_exit(&self, status: ExitStatus) -> String {
+        super::exit::describe_exit(status)
+    }
 }
 
 /// A [`WorkerProcess`] that is a child process of this one: the worker

@@ -3,21 +3,30 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::client::spawn_client;
-use super::ship::{
-    content_key, describe, remote_command, LastWords, Program, Progress, SharedStdin, ShipReader,
-    Tee,
-};
-use super::spawned::own_process_group;
-use super::{Launcher, Spawned, WorkerProcess, WorkerSpec};
+use super::hosts::{check, HostTable};
+use super::remote_stderr::{LastWords, RemoteEnd, RemoteStderr};
+use super::ship::{content_key, remote_command, Program, Progress, SharedStdin, ShipReader};
+use super::ssh_process::SshProcess;
+use super::{Launcher, Spawned, WorkerSpec};
 use crate::Error;
+
+/// The variables of this process that reach ssh workers unless
+/// [`forward_env`](Ssh::forward_env) adds more: panics keep their
+/// backtraces and logs their filter, as in local workers.
+///
+/// # Examples
+///
+/// ```
+/// assert!(concurrent_futures::launch::FORWARDED_ENV.contains(&"RUST_BACKTRACE"));
+/// ```
+pub const FORWARDED_ENV: [&str; 2] = ["RUST_BACKTRACE", "RUST_LOG"];
 
 /// Runs workers on other machines through the system's `ssh` client, so
 /// `~/.ssh/config`, agents, `ProxyJump` and `ControlMaster` all apply.
@@ -75,53 +84,16 @@ pub struct Ssh {
     remote_program: Option<String>,
     cache_dir: Option<String>,
     check_timeout: Duration,
+    forward: Vec<OsString>,
     state: Arc<State>,
 }
 
 /// What the launcher learns at run time, shared by its clones.
 #[derive(Default)]
 struct State {
-    hosts: Mutex<Vec<HostState>>,
-    changed: Condvar,
+    hosts: Arc<HostTable>,
     /// The local program to ship: path, size, content key.
     shipment: OnceLock<Result<(OsString, u64, String), Error>>,
-}
-
-/// One host as the launcher knows it.
-#[derive(Debug, Default, Clone)]
-struct HostState {
-    /// Workers started there and not yet dropped by the pool.
-    live: usize,
-    health: Health,
-    /// Failures in a row (the backoff's exponent).
-    failures: u32,
-    /// The last failure, for error messages.
-    error: Option<String>,
-}
-
-/// Whether a host can take workers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    /// Never checked, or due for another check.
-    #[default]
-    Unknown,
-    /// `ssh host exit 0` is running.
-    Checking,
-    /// The last check or worker start succeeded.
-    Up,
-    /// Failed; left alone until then.
-    Down(Instant),
-}
-
-/// The first pause after a failure; it doubles with each failure in a row.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-/// The longest pause.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// How long a host that failed `failures` times in a row is left alone.
-fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    (BACKOFF_FIRST * 2u32.pow(doublings)).min(BACKOFF_MAX)
 }
 
 impl Ssh {
@@ -135,6 +107,7 @@ impl Ssh {
             remote_program: None,
             cache_dir: None,
             check_timeout: Duration::from_secs(30),
+            forward: FORWARDED_ENV.iter().map(OsString::from).collect(),
             state: Arc::new(State::default()),
         }
     }
@@ -151,7 +124,10 @@ impl Ssh {
     #[must_use]
     pub fn host(mut self, host: impl Into<String>, slots: usize) -> Self {
         self.hosts.push((host.into(), slots));
-        self.state = Arc::new(State::for_hosts(self.hosts.len()));
+        self.state = Arc::new(State {
+            hosts: Arc::new(HostTable::new(self.hosts.len())),
+            shipment: OnceLock::new(),
+        });
         self
     }
 
@@ -258,6 +234,46 @@ impl Ssh {
         self
     }
 
+    /// Also passes these variables of this process, when set, to the
+    /// workers (after [`FORWARDED_ENV`], which always travel). A value
+    /// given with the pool builder's `env` wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::launch::Ssh;
+    /// let ssh = Ssh::new().host("node1", 8).forward_env(["MY_APP_CONFIG", "TZ"]);
+    /// # let _ = ssh;
+    /// ```
+    #[must_use]
+    pub fn forward_env<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.forward.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// The worker's environment: the forwarded variables of this process
+    /// that are set, then the spec's (which win).
+    fn worker_env<'a>(&'a self, spec: &'a WorkerSpec) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = self
+            .forward
+            .iter()
+            .filter(|name| !spec.env().any(|(k, _)| k == name.as_os_str()))
+            .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
+            .collect();
+        env.extend(spec.env().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        env
+    }
+
+    /// The `argv[0]` of a worker that is this executable, as for local
+    /// workers; `None` for another program (it keeps its own).
+    fn worker_arg0(&self) -> Option<OsString> {
+        (self.program.is_none() && self.remote_program.is_none()).then(super::local::worker_arg0)
+    }
+
     /// An `ssh` command for `host` with our options and the user's.
     fn command(&self, host: &str) -> Command {
         let mut cmd = Command::new(&self.ssh);
@@ -305,194 +321,21 @@ impl Ssh {
         Ok(())
     }
 
-    /// Picks a host for one more worker and counts it there; checks hosts
-    /// that are due, waiting only when no host is known to be up.
-    fn choose(&self) -> Result<usize, Error> {
-        let deadline = Instant::now() + self.check_timeout + Duration::from_secs(1);
-        let mut table = self.state.hosts.lock();
-        loop {
-            let now = Instant::now();
-            for (i, h) in table.iter_mut().enumerate() {
-                if matches!(h.health, Health::Down(until) if now >= until) {
-                    h.health = Health::Unknown;
-                }
-                if h.health == Health::Unknown {
-                    h.health = match self.spawn_check(i) {
-                        Ok(()) => Health::Checking,
-                        Err(e) => {
-                            h.failures += 1;
-                            h.error = Some(e);
-                            Health::Down(now + backoff(h.failures))
-                        }
-                    };
-                }
-            }
-            // The up host with the most free slots (then the fewest live);
-            // never one whose slots are all taken, even while others are
-            // still being checked.
-            let best = table
-                .iter()
-                .enumerate()
-                .filter(|(i, h)| h.health == Health::Up && h.live < self.hosts[*i].1)
-                .max_by_key(|(i, h)| {
-                    let slots = self.hosts[*i].1;
-                    (slots.saturating_sub(h.live), std::cmp::Reverse(h.live))
-                })
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                table[i].live += 1;
-                return Ok(i);
-            }
-            let checking = table.iter().any(|h| h.health == Health::Checking);
-            if !checking
-                || self
-                    .state
-                    .changed
-                    .wait_until(&mut table, deadline)
-                    .timed_out()
-            {
-                if checking {
-                    continue; // one last look; the checks time out on their own
-                }
-                return Err(Error::Io(self.all_down(&table)));
-            }
-        }
-    }
-
-    /// "no ssh host can take a worker: down: ssh: connect to host ...".
-    fn all_down(&self, table: &[HostState]) -> String {
-        let now = Instant::now();
-        let mut out = String::from("no ssh host can take a worker");
-        for ((host, _), h) in self.hosts.iter().zip(table) {
-            out.push_str(&format!(
-                "; {host}: {}",
-                h.error.as_deref().unwrap_or("unreachable")
-            ));
-            if let Health::Down(until) = h.health {
-                out.push_str(&format!(
-                    " (next try in {:.1}s)",
-                    until.saturating_duration_since(now).as_secs_f64()
-                ));
-            }
-        }
-        out
-    }
-
     /// Checks host `i` with `ssh host exit 0` in a thread of its own.
     fn spawn_check(&self, i: usize) -> Result<(), String> {
         let mut cmd = self.command(&self.hosts[i].0);
         cmd.arg("exit 0");
-        let state = Arc::clone(&self.state);
+        let table = Arc::clone(&self.state.hosts);
         let host = self.hosts[i].0.clone();
         let timeout = self.check_timeout;
         std::thread::Builder::new()
             .name("concurrent-futures-ssh-check".to_string())
             .spawn(move || {
                 let verdict = check(cmd, &host, timeout);
-                state.record(i, verdict.map(|()| false));
+                table.record(i, verdict.map(|()| false));
             })
             .map(drop)
             .map_err(|e| format!("cannot start a thread to check the host: {e}"))
-    }
-}
-
-/// Runs one host check; `Err` holds ssh's own message. Out of the
-/// terminal's process group, as the clients are: a Ctrl-C that the
-/// program catches must not fail the check and take the host out.
-fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(), String> {
-    own_process_group(&mut cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", cmd.get_program().to_string_lossy()))?;
-    let words = Arc::new(LastWords::default());
-    let reader = child.stderr.take().map(|stderr| {
-        let words = Arc::clone(&words);
-        std::thread::spawn(move || {
-            let mut tee = Tee {
-                inner: stderr,
-                words,
-            };
-            let _ = io::copy(&mut tee, &mut io::sink());
-        })
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    if let Some(r) = reader {
-        let _ = r.join();
-    }
-    match status {
-        Some(s) if s.success() => Ok(()),
-        Some(s) => Err(format!(
-            "{} (ssh {})",
-            words
-                .last_line()
-                .unwrap_or_else(|| format!("cannot reach {host}")),
-            describe(s)
-        )),
-        None => Err(format!("no answer from {host} within {timeout:?}")),
-    }
-}
-
-impl State {
-    /// A fresh table, one entry per host (in the launcher's order).
-    fn for_hosts(n: usize) -> Self {
-        State {
-            hosts: Mutex::new(vec![HostState::default(); n]),
-            ..State::default()
-        }
-    }
-
-    /// Records a check or a worker start: `Ok(true)` up, `Err` down.
-    fn record(&self, i: usize, outcome: Result<bool, String>) {
-        let mut table = self.hosts.lock();
-        if let Some(h) = table.get_mut(i) {
-            match outcome {
-                Ok(started) => {
-                    h.health = Health::Up;
-                    if started {
-                        h.failures = 0;
-                    }
-                }
-                Err(e) => {
-                    h.failures += 1;
-                    h.health = Health::Down(Instant::now() + backoff(h.failures));
-                    h.error = Some(e);
-                }
-            }
-        }
-        drop(table);
-        self.changed.notify_all();
-    }
-
-    /// A worker's connection ended with ssh's own error (code 255) after
-    /// it started: check the host again before the next worker goes there.
-    fn suspect(&self, i: usize) {
-        let mut table = self.hosts.lock();
-        if let Some(h) = table.get_mut(i) {
-            if h.health == Health::Up {
-                h.health = Health::Unknown;
-            }
-        }
-    }
-
-    fn release(&self, i: usize) {
-        let mut table = self.hosts.lock();
-        if let Some(h) = table.get_mut(i) {
-            h.live = h.live.saturating_sub(1);
-        }
     }
 }
 
@@ -511,6 +354,7 @@ impl fmt::Debug for Ssh {
             .field("program", &self.program)
             .field("remote_program", &self.remote_program)
             .field("cache_dir", &self.cache_dir)
+            .field("forward_env", &self.forward)
             .finish_non_exhaustive()
     }
 }
@@ -520,13 +364,21 @@ impl Launcher for Ssh {
         // Before program_for, which reads the whole program to hash it.
         self.check_hosts()?;
         let program = self.program_for()?;
-        let i = self.choose()?;
+        let table = &self.state.hosts;
+        let wait = self.check_timeout + Duration::from_secs(1);
+        let i = table.choose(&self.hosts, wait, &|i| self.spawn_check(i))?;
         let host = self.hosts[i].0.clone();
+        let env = self.worker_env(spec);
         let mut cmd = self.command(&host);
-        cmd.arg(remote_command(&program, spec.env(), spec.args()));
+        cmd.arg(remote_command(
+            &program,
+            self.worker_arg0().as_deref(),
+            env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())),
+            spec.args(),
+        ));
         let fail = |e: Error| {
-            self.state.release(i);
-            self.state.record(i, Err(e.to_string()));
+            table.release(i);
+            table.record(i, Err(e.to_string()));
             e
         };
         let child = spawn_client(cmd)
@@ -548,23 +400,35 @@ impl Launcher for Ssh {
         let stdin = SharedStdin(Arc::new(Mutex::new(Some(stdin))));
         let progress = Arc::new(Progress::default());
         let words = Arc::new(LastWords::default());
-        let stdout = ShipReader::new(stdout, program, host, stdin.clone(), Arc::clone(&progress));
+        let end = Arc::new(RemoteEnd::default());
+        let stdout = ShipReader::new(
+            stdout,
+            program,
+            host.clone(),
+            stdin.clone(),
+            Arc::clone(&progress),
+        );
+        let stderr = stderr.map(|inner| {
+            Box::new(RemoteStderr::new(
+                inner,
+                Arc::clone(&words),
+                Arc::clone(&end),
+            )) as Box<dyn io::Read + Send>
+        });
         Ok(Spawned {
             stdin: Box::new(stdin),
             stdout: Box::new(stdout),
-            stderr: stderr.map(|inner| {
-                Box::new(Tee {
-                    inner,
-                    words: Arc::clone(&words),
-                }) as Box<dyn io::Read + Send>
-            }),
+            stderr,
             process: Box::new(SshProcess {
                 client: process,
                 host: i,
-                state: Arc::clone(&self.state),
+                host_name: host,
+                table: Arc::clone(table),
                 progress,
                 words,
+                end,
                 killed: false,
+                exited: None,
                 ended: false,
             }),
             label,
@@ -575,88 +439,16 @@ impl Launcher for Ssh {
         let slots: usize = self.hosts.iter().map(|(_, s)| s).sum();
         (slots > 0).then_some(slots)
     }
-}
 
-/// One worker's ssh client; tells the launcher how the host fared.
-struct SshProcess {
-    client: Box<dyn WorkerProcess>,
-    host: usize,
-    state: Arc<State>,
-    progress: Arc<Progress>,
-    words: Arc<LastWords>,
-    /// Ended on purpose (kill, terminate): not the host's fault.
-    killed: bool,
-    /// Its exit was already recorded.
-    ended: bool,
-}
-
-impl fmt::Debug for SshProcess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SshProcess")
-            .field("client", &self.client)
-            .field("host", &self.host)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SshProcess {
-    fn ended(&mut self, status: ExitStatus) {
-        if std::mem::replace(&mut self.ended, true) || self.killed {
-            return;
-        }
-        let started = self.progress.started.load(Ordering::Acquire);
-        if !started {
-            let words = self.words.last_line().unwrap_or_default();
-            self.state.record(
-                self.host,
-                Err(format!("{words} (ssh {})", describe(status))),
-            );
-        } else if status.code() == Some(255) {
-            self.state.suspect(self.host);
-        } else {
-            self.state.record(self.host, Ok(true));
-        }
-    }
-}
-
-impl WorkerProcess for SshProcess {
-    fn kill(&mut self) -> io::Result<()> {
-        self.killed = true;
-        self.client.kill()
-    }
-
-    fn terminate(&mut self) -> io::Result<()> {
-        self.killed = true;
-        self.client.terminate()
-    }
-
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        let status = self.client.try_wait()?;
-        if let Some(s) = status {
-            self.ended(s);
-        }
-        Ok(status)
-    }
-}
-
-impl Drop for SshProcess {
-    fn drop(&mut self) {
-        self.state.release(self.host);
+    fn reruns_this_executable(&self) -> bool {
+        self.program.is_none() && self.remote_program.is_none()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_minute() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(4), Duration::from_secs(8));
-        assert_eq!(backoff(7), Duration::from_secs(60));
-        assert_eq!(backoff(u32::MAX), Duration::from_secs(60));
-    }
+    use std::time::Instant;
 
     #[test]
     fn slots_add_up() {
@@ -688,7 +480,8 @@ mod tests {
             err.contains("nowhere: ssh: connect to host nowhere: Connection refused"),
             "{err}"
         );
-        assert!(err.contains("next try in"), "{err}");
+        assert!(err.contains("a submit after that checks it again"), "{err}");
+        assert!(!err.contains("next try"), "{err}");
         // Within the backoff the host is not tried again.
         let started = Instant::now();
         let again = ssh.launch(&WorkerSpec::new()).unwrap_err().to_string();

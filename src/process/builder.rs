@@ -362,9 +362,10 @@ impl ProcessPoolBuilder {
                 "a process pool cannot be created inside a worker process".to_string(),
             ));
         }
-        // This executable run again: in a test binary, only its entry test.
-        let rerun_here = self.launcher.is_none();
         let launcher = self.launcher.unwrap_or_else(|| Arc::new(Local::new()));
+        // This executable run again, here or elsewhere: in a test binary,
+        // only its entry test.
+        let rerun_here = launcher.reruns_this_executable();
         let max_workers = self
             .max_workers
             .or_else(|| launcher.default_workers())

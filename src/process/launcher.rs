@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -163,57 +162,6 @@ fn spawn_stderr_forwarder(
             }
         })
         .map_err(|e| Error::Io(format!("cannot start a stderr thread: {e}")))
-}
-
-/// Says how a worker ended: `exit code 3`, `signal SIGKILL`, ...
-pub(crate) fn describe_exit(status: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            let core = if status.core_dumped() {
-                ", core dumped"
-            } else {
-                ""
-            };
-            return format!("was killed by signal {} ({sig}{core})", signal_name(sig));
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exited with code {code}"),
-        None => format!("ended with {status}"),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn signal_name(_sig: i32) -> &'static str {
-    "signal"
-}
-
-/// Linux's numbering.
-#[cfg(target_os = "linux")]
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        31 => "SIGSYS",
-        _ => "unknown signal",
-    }
 }
 
 #[cfg(test)]

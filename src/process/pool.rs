@@ -396,7 +396,9 @@ impl ProcessPoolExecutor {
         self.shared().config.max_workers
     }
 
-    /// The process ids of the live workers.
+    /// The process ids of the live workers. A worker on another machine
+    /// (`Ssh`, `Slurm`) is listed by the pid its handshake gave, which is a
+    /// pid on its own host, once it has answered.
     ///
     /// # Examples
     ///
@@ -412,7 +414,8 @@ impl ProcessPoolExecutor {
             .lock()
             .workers
             .iter()
-            .filter_map(|w| w.pid)
+            // The pool's lock comes before a link's.
+            .filter_map(|w| w.pid.or_else(|| w.link.lock().hello_pid))
             .collect()
     }
 }

@@ -9,7 +9,6 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::launcher::describe_exit;
 use super::link::{Fate, Sent, Stage};
 use super::protocol::{build_identity, read_frame, skip_to_magic, FromWorker, PROTOCOL_VERSION};
 use super::shared::Shared;
@@ -195,7 +194,7 @@ fn settle(worker: &Worker) -> Exit {
         worker.set_stage(&mut link, Stage::Gone);
         (std::mem::take(&mut link.held), link.fate.take(), was)
     };
-    let (status, lingered) = reap(worker);
+    let (status, how, lingered) = reap(worker);
     worker.settle_stderr();
     let fate = match fate {
         None if lingered => Some(Fate::Failed(format!(
@@ -210,7 +209,7 @@ fn settle(worker: &Worker) -> Exit {
     } else {
         ""
     };
-    let how = status.map_or_else(|| "ended".to_string(), describe_exit);
+    let how = how.unwrap_or_else(|| "ended".to_string());
     let mut reason = format!("{stage}{} {how}", worker.name());
     match &fate {
         Some(Fate::Stopped(why) | Fate::Failed(why)) => {
@@ -236,30 +235,32 @@ fn settle(worker: &Worker) -> Exit {
 
 /// Waits for the worker process to exit; one that closed its output but
 /// lingers is killed after a grace period (then the flag is true). No
-/// zombie is left behind.
-fn reap(worker: &Worker) -> (Option<ExitStatus>, bool) {
+/// zombie is left behind. Also says how it ended (its launcher's words).
+fn reap(worker: &Worker) -> (Option<ExitStatus>, Option<String>, bool) {
     let deadline = Instant::now() + REAP_GRACE;
     let mut pause = Duration::from_micros(100);
     loop {
         let mut guard = worker.process.lock();
         let Some(process) = guard.as_mut() else {
-            return (None, false);
+            return (None, None, false);
         };
         match process.try_wait() {
             Ok(Some(status)) => {
+                let how = process.describe_exit(status);
                 *guard = None;
-                return (Some(status), false);
+                return (Some(status), Some(how), false);
             }
             Ok(None) if Instant::now() < deadline => {}
             Ok(None) => {
                 let _ = process.kill();
                 let status = wait_blocking(process.as_mut());
+                let how = status.map(|s| process.describe_exit(s));
                 *guard = None;
-                return (status, true);
+                return (status, how, true);
             }
             Err(_) => {
                 *guard = None;
-                return (None, false);
+                return (None, None, false);
             }
         }
         drop(guard);

@@ -178,7 +178,7 @@ impl Worker {
         let pid = self
             .pid
             .or(self.link.lock().hello_pid)
-            .map_or_else(|| "?".to_string(), |p| p.to_string());
+            .map_or_else(|| "(before its handshake)".to_string(), |p| p.to_string());
         match &self.label {
             Some(l) => format!("worker process {pid} on {l}"),
             None => format!("worker process {pid}"),

@@ -1,0 +1,234 @@
+//! The ssh launcher's host table: which hosts are up, how many workers each
+//! runs, when a failed host is checked again, and the check itself
+//! (`ssh host exit 0`).
+
+use std::io;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::backoff::Backoff;
+use super::exit::describe_exit;
+use super::remote_stderr::LastWords;
+use super::spawned::own_process_group;
+use crate::Error;
+
+/// How long a host that failed is left alone: 1 s, doubling to 60 s.
+pub(crate) const HOST_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+
+/// One host as the launcher knows it.
+#[derive(Debug, Default, Clone)]
+struct HostState {
+    /// Workers started there and not yet dropped by the pool.
+    live: usize,
+    health: Health,
+    /// Failures in a row (the backoff's exponent).
+    failures: u32,
+    /// The last failure, for error messages.
+    error: Option<String>,
+}
+
+/// Whether a host can take workers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// Never checked, or due for another check.
+    #[default]
+    Unknown,
+    /// `ssh host exit 0` is running.
+    Checking,
+    /// The last check or worker start succeeded.
+    Up,
+    /// Failed; left alone until then.
+    Down(Instant),
+}
+
+/// The hosts' states, in the launcher's order; shared by its clones and
+/// by the handles of the workers it started.
+#[derive(Debug, Default)]
+pub(crate) struct HostTable {
+    hosts: Mutex<Vec<HostState>>,
+    changed: Condvar,
+}
+
+impl HostTable {
+    /// A fresh table, one entry per host.
+    pub(crate) fn new(n: usize) -> Self {
+        HostTable {
+            hosts: Mutex::new(vec![HostState::default(); n]),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Picks a host of `slots` (name, slots) for one more worker and
+    /// counts it there; starts the checks that are due with `check` (which
+    /// reports through [`record`](Self::record)), waiting only when no
+    /// host is known to be up, at most `wait`.
+    pub(crate) fn choose(
+        &self,
+        slots: &[(String, usize)],
+        wait: Duration,
+        check: &dyn Fn(usize) -> Result<(), String>,
+    ) -> Result<usize, Error> {
+        let deadline = Instant::now() + wait;
+        let mut table = self.hosts.lock();
+        loop {
+            let now = Instant::now();
+            for (i, h) in table.iter_mut().enumerate() {
+                if matches!(h.health, Health::Down(until) if now >= until) {
+                    h.health = Health::Unknown;
+                }
+                if h.health == Health::Unknown {
+                    h.health = match check(i) {
+                        Ok(()) => Health::Checking,
+                        Err(e) => {
+                            h.failures += 1;
+                            h.error = Some(e);
+                            Health::Down(now + HOST_BACKOFF.after(h.failures))
+                        }
+                    };
+                }
+            }
+            // The up host with the most free slots (then the fewest live);
+            // never one whose slots are all taken, even while others are
+            // still being checked.
+            let best = table
+                .iter()
+                .enumerate()
+                .filter(|(i, h)| h.health == Health::Up && h.live < slots[*i].1)
+                .max_by_key(|(i, h)| {
+                    (
+                        slots[*i].1.saturating_sub(h.live),
+                        std::cmp::Reverse(h.live),
+                    )
+                })
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                table[i].live += 1;
+                return Ok(i);
+            }
+            let checking = table.iter().any(|h| h.health == Health::Checking);
+            if !checking || self.changed.wait_until(&mut table, deadline).timed_out() {
+                if checking {
+                    continue; // one last look; the checks time out on their own
+                }
+                return Err(Error::Io(all_down(slots, &table)));
+            }
+        }
+    }
+
+    /// Records a check or a worker start: `Ok(true)` a worker started,
+    /// `Ok(false)` a check passed, `Err` the host failed.
+    pub(crate) fn record(&self, i: usize, outcome: Result<bool, String>) {
+        let mut table = self.hosts.lock();
+        if let Some(h) = table.get_mut(i) {
+            match outcome {
+                Ok(started) => {
+                    h.health = Health::Up;
+                    if started {
+                        h.failures = 0;
+                    }
+                }
+                Err(e) => {
+                    h.failures += 1;
+                    h.health = Health::Down(Instant::now() + HOST_BACKOFF.after(h.failures));
+                    h.error = Some(e);
+                }
+            }
+        }
+        drop(table);
+        self.changed.notify_all();
+    }
+
+    /// A worker's connection was lost after it started: check the host
+    /// again before the next worker goes there.
+    pub(crate) fn suspect(&self, i: usize) {
+        let mut table = self.hosts.lock();
+        if let Some(h) = table.get_mut(i) {
+            if h.health == Health::Up {
+                h.health = Health::Unknown;
+            }
+        }
+    }
+
+    /// A worker on host `i` is gone: its slot is free.
+    pub(crate) fn release(&self, i: usize) {
+        let mut table = self.hosts.lock();
+        if let Some(h) = table.get_mut(i) {
+            h.live = h.live.saturating_sub(1);
+        }
+    }
+}
+
+/// Why no host can take a worker, and what happens next: nothing retries
+/// by itself; a later launch (the next submit) checks a host again once
+/// its pause is over.
+fn all_down(slots: &[(String, usize)], table: &[HostState]) -> String {
+    let now = Instant::now();
+    let mut out = String::from("no ssh host can take a worker");
+    for ((host, _), h) in slots.iter().zip(table) {
+        out.push_str(&format!(
+            "; {host}: {}",
+            h.error.as_deref().unwrap_or("unreachable")
+        ));
+        if let Health::Down(until) = h.health {
+            let left = until.saturating_duration_since(now).as_secs_f64();
+            out.push_str(&format!(
+                " (not tried again for {left:.1}s: a submit after that checks it again)"
+            ));
+        }
+    }
+    out.push_str("; the tasks waiting for a worker fail now");
+    out
+}
+
+/// Runs one host check; `Err` holds ssh's own message. Out of the
+/// terminal's process group, as the clients are: a Ctrl-C that the
+/// program catches must not fail the check and take the host out.
+pub(crate) fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(), String> {
+    own_process_group(&mut cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", cmd.get_program().to_string_lossy()))?;
+    let words = Arc::new(LastWords::default());
+    let reader = child.stderr.take().map(|mut stderr| {
+        let words = Arc::clone(&words);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = io::Read::read(&mut stderr, &mut buf) {
+                words.push(&buf[..n]);
+            }
+        })
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(format!(
+            "{} (ssh {})",
+            words
+                .last_line()
+                .unwrap_or_else(|| format!("cannot reach {host}")),
+            describe_exit(s)
+        )),
+        None => Err(format!("no answer from {host} within {timeout:?}")),
+    }
+}

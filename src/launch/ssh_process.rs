@@ -1,0 +1,131 @@
+//! The handle of one worker started by [`Ssh`](super::Ssh): its ssh client,
+//! what the remote script said about the worker, and what the launcher's
+//! host table learns from its end.
+
+use std::fmt;
+use std::io;
+use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::exit::describe_exit;
+use super::hosts::HostTable;
+use super::remote_stderr::{LastWords, RemoteEnd};
+use super::ship::Progress;
+use super::WorkerProcess;
+
+/// How long after its client exits the worker's stderr may take to end
+/// (it carries the worker's own status).
+const STDERR_GRACE: Duration = Duration::from_millis(500);
+
+/// One worker's ssh client; tells the launcher's host table how the host
+/// fared, and the pool how the worker ended.
+pub(crate) struct SshProcess {
+    pub(crate) client: Box<dyn WorkerProcess>,
+    /// The host's index and name.
+    pub(crate) host: usize,
+    pub(crate) host_name: String,
+    pub(crate) table: Arc<HostTable>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) words: Arc<LastWords>,
+    pub(crate) end: Arc<RemoteEnd>,
+    /// Ended on purpose (kill, terminate): not the host's fault.
+    pub(crate) killed: bool,
+    /// The client's status and when it came, while its stderr drains.
+    pub(crate) exited: Option<(ExitStatus, Instant)>,
+    /// Its end was already recorded.
+    pub(crate) ended: bool,
+}
+
+impl fmt::Debug for SshProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshProcess")
+            .field("client", &self.client)
+            .field("host", &self.host_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshProcess {
+    /// The client exited with `client` and the stream said all it will:
+    /// records the host's fate once, and returns the status to report.
+    fn ended(&mut self, client: ExitStatus) -> ExitStatus {
+        let remote = self.end.status();
+        if !std::mem::replace(&mut self.ended, true) && !self.killed {
+            let started = self.progress.started.load(Ordering::Acquire);
+            if !started {
+                let words = self.words.last_line().unwrap_or_default();
+                self.table.record(
+                    self.host,
+                    Err(format!("{words} (ssh {})", describe_exit(client))),
+                );
+            } else if remote.is_none() {
+                // The worker's end never came: the connection was lost.
+                self.table.suspect(self.host);
+            } else {
+                self.table.record(self.host, Ok(true));
+            }
+        }
+        remote.unwrap_or(client)
+    }
+}
+
+impl WorkerProcess for SshProcess {
+    fn kill(&mut self) -> io::Result<()> {
+        self.killed = true;
+        self.client.kill()
+    }
+
+    fn terminate(&mut self) -> io::Result<()> {
+        self.killed = true;
+        self.client.terminate()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            if let Some(status) = self.client.try_wait()? {
+                self.exited = Some((status, Instant::now()));
+            }
+        }
+        let Some((status, at)) = self.exited else {
+            return Ok(None);
+        };
+        // The worker's own status travels on stderr: wait (a little) for
+        // the rest of it before saying how the worker ended.
+        if self.end.status().is_none() && !self.end.closed() && at.elapsed() < STDERR_GRACE {
+            return Ok(None);
+        }
+        Ok(Some(self.ended(status)))
+    }
+
+    fn describe_exit(&self, status: ExitStatus) -> String {
+        if self.end.status().is_some() {
+            return describe_exit(status);
+        }
+        // No word from the remote script: the worker's status is unknown,
+        // and the client's is about the connection, not the worker.
+        if self.killed {
+            return format!(
+                "was stopped: the pool closed its connection to {}",
+                self.host_name
+            );
+        }
+        let words = self
+            .words
+            .last_line()
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
+        format!(
+            "lost its connection to {} (its ssh client {}{words})",
+            self.host_name,
+            describe_exit(status)
+        )
+    }
+}
+
+impl Drop for SshProcess {
+    fn drop(&mut self) {
+        self.table.release(self.host);
+    }
+}
