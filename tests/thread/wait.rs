@@ -1,11 +1,9 @@
 //! `wait`: partitioning futures into done and not done (CONFORMANCE.md W1-W7).
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{recv, with_timeout, Gate, LONG};
+use crate::common::{recv, with_timeout, Gate, LONG};
 use concurrent_futures::{wait, Error, Future, Promise, ReturnWhen, ThreadPoolExecutor};
 use crossbeam_channel::{unbounded, TryRecvError};
 

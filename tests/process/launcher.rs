@@ -2,23 +2,16 @@
 //! only through `Launcher` and `WorkerProcess`, so a worker need not be a
 //! local process it knows the pid of.
 
-mod common;
-mod process_common;
-
 use std::io;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common;
+use crate::process_common::*;
 use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerProcess, WorkerSpec};
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
-use process_common::*;
-
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// Counts what the pool asks of it.
 #[derive(Debug, Default)]

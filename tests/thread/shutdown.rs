@@ -2,8 +2,6 @@
 //! result is dropped exactly once, and cancel() agrees with the outcome under
 //! a race (CONFORMANCE.md S1-S7 on the thread pool).
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +9,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{blocked_tasks, eventually, pool, recv, with_timeout, DropCounter, Gate, Token, LONG};
+use crate::common::{
+    blocked_tasks, eventually, pool, recv, with_timeout, DropCounter, Gate, Token, LONG,
+};
 use concurrent_futures::{
     as_completed, wait, Error, Future, ReturnWhen, Shutdown, ThreadPoolExecutor,
 };

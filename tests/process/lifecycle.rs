@@ -7,22 +7,13 @@
 //! `process_common`); the parent of P16 is this binary run again as
 //! `parent_entry`. Processes are counted by pid and checked in `/proc`.
 
-mod process_common;
-
 use std::fmt::Debug;
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
+use crate::process_common::*;
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
-use process_common::*;
-
-/// The worker side: `init()` serves tasks when this binary runs as a worker
-/// and returns at once in a normal test run.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// The message of an `Err(Error::BrokenPool)`; fails the test otherwise.
 #[track_caller]
@@ -65,7 +56,10 @@ fn parent_entry() {
 // P16
 #[test]
 fn killing_the_parent_ends_every_worker_within_a_second() {
-    let mut parent = ChildRun::start("parent_entry", &[(P16_PARENT, "1")]);
+    let mut parent = ChildRun::start(
+        &test_path(module_path!(), "parent_entry"),
+        &[(P16_PARENT, "1")],
+    );
     let pids = parse_pids(&parent.line_after("PIDS "));
     assert_eq!(pids.len(), 2, "{pids:?}");
     assert!(pids.iter().all(|&p| alive(p)), "workers not running");
@@ -113,7 +107,12 @@ fn main_without_init() {
     }
     let built = ProcessPoolExecutor::builder()
         .max_workers(1)
-        .worker_args(["main_without_init", "--exact", "--nocapture", "--quiet"])
+        .worker_args([
+            &*test_path(module_path!(), "main_without_init"),
+            "--exact",
+            "--nocapture",
+            "--quiet",
+        ])
         .build();
     match built {
         Ok(pool) => {
@@ -132,7 +131,12 @@ fn main_without_init() {
 fn main_without_init_fails_with_an_error_naming_init_and_no_runaway() {
     let pool = ProcessPoolExecutor::builder()
         .max_workers(1)
-        .worker_args(["main_without_init", "--exact", "--nocapture", "--quiet"])
+        .worker_args([
+            &*test_path(module_path!(), "main_without_init"),
+            "--exact",
+            "--nocapture",
+            "--quiet",
+        ])
         .env(P17_MAIN, "1")
         .build()
         .unwrap();

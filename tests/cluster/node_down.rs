@@ -4,27 +4,19 @@
 //!
 //! Setting the only node of the test Slurm DOWN revokes every allocation
 //! on it, including the `salloc` the rest of the suite runs in. So this
-//! binary runs on its own, outside any allocation, after the suite:
-//! `scripts/test` does that with `CF_NODE_DOWN=1`. Inside an allocation,
-//! or without that variable, its test says so and returns.
-
-mod cluster_common;
-mod common;
-mod process_common;
+//! test runs on its own, outside any allocation, after the suite:
+//! `scripts/test` does that with `CF_NODE_DOWN=1` (`cargo test --test
+//! cluster -- --exact node_down::a_node_set_down_fails_its_task_and_the_pool_goes_on_once_it_is_back`).
+//! Inside an allocation, or without that variable, it says so and returns.
 
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_common::{assert_fails_naming, busy_worker};
-use common::with_timeout;
+use crate::cluster_common::{assert_fails_naming, busy_worker};
+use crate::common::with_timeout;
+use crate::process_common::*;
 use concurrent_futures::launch::Slurm;
 use concurrent_futures::task;
-use process_common::*;
-
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// The node of the test Slurm (`NodeName=$(hostname -s)`).
 fn node() -> String {
@@ -88,7 +80,7 @@ fn a_node_set_down_fails_its_task_and_the_pool_goes_on_once_it_is_back() {
     }
     if std::env::var_os("SLURM_CONF").is_none() {
         // Fails under CI=true, else says what to install.
-        let _ = cluster_common::slurm();
+        let _ = crate::cluster_common::slurm();
         return;
     }
     // Under the binary's 120 s watchdog, so that a hang fails this test by name.

@@ -16,17 +16,9 @@
 //! happen inside the worker at a moment the test chose; SIGKILL is sent by
 //! the test itself where it can be.
 
-mod faults_common;
-
+use crate::faults_common::*;
 use concurrent_futures::{task, ProcessPoolExecutor};
-use faults_common::*;
 use serde_bytes::ByteBuf;
-
-/// The worker side: serves tasks when this binary runs as a worker.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// What the pool does when a worker dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +229,7 @@ fn initializer_crashing_in_every_worker_breaks_the_pool_despite_restart() {
 /// is killed, or continued with its death commanded (its armed thread
 /// obeys within a millisecond, long before it could read 100 MB).
 fn big_argument(death: Death, policy: Policy) {
+    let _apart = memory_rows();
     let s = Scratch::new("big");
     let pool = pool(1, policy);
     let p = value(&mut pool.submit(task!(arm), s.dir()));
@@ -284,6 +277,7 @@ fn big_argument(death: Death, policy: Policy) {
 /// thread), so the result cannot drain and the worker's write is surely in
 /// progress when the command arrives.
 fn writing_result(death: Death, policy: Policy) {
+    let _apart = memory_rows();
     let gate = Scratch::new("result-gate");
     let s = Scratch::new("result");
     let pool = pool(1, policy);

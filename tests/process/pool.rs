@@ -8,9 +8,6 @@
 //! Workers are this test binary run again as `worker_entry` (see
 //! `process_common`). Processes are counted by pid and checked in `/proc`.
 
-mod common;
-mod process_common;
-
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::io::Write;
@@ -18,16 +15,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use crate::common::with_timeout;
+use crate::process_common::*;
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
-use process_common::*;
-
-/// The worker side: `init()` serves tasks when this binary runs as a worker
-/// and returns at once in a normal test run.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// The message of an `Err(Error::BrokenPool)`; fails the test otherwise.
 #[track_caller]
@@ -463,7 +453,7 @@ fn argument_that_fails_to_serialize_fails_only_its_future() {
         // "Serde Serialization Error".
         Err(Error::Codec(msg)) => assert_eq!(
             msg,
-            "cannot serialize process_pool::process_common::Picky: picky refuses to be serialized"
+            "cannot serialize process::process_common::Picky: picky refuses to be serialized"
         ),
         other => panic!("expected Err(Codec), got {other:?}"),
     }

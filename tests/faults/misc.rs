@@ -10,22 +10,14 @@
 //!   stderr are counted here instead of filling the test log.
 //! - A task reads stdin: it gets EOF at once, and the pool goes on.
 
-mod faults_common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::faults_common::*;
 use concurrent_futures::task;
-use faults_common::*;
 use serde_bytes::ByteBuf;
-
-/// The worker side: serves tasks when this binary runs as a worker.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// Set for the child that plays the parent.
 const PARENT_ENV: &str = "CF_FAULTS_PARENT";
@@ -103,7 +95,11 @@ fn parent_entry() {
 
 #[test]
 fn parent_sigkilled_while_workers_are_busy_leaves_no_worker_after_1_s() {
-    let mut parent = child("parent_entry", PARENT_ENV, Stdio::inherit());
+    let mut parent = child(
+        &test_path(module_path!(), "parent_entry"),
+        PARENT_ENV,
+        Stdio::inherit(),
+    );
     let lines = lines_of(parent.stdout.take().expect("piped stdout"));
     let dir = line_after(&lines, "DIR ");
     let pids: Vec<u32> = line_after(&lines, "PIDS ")
@@ -133,7 +129,7 @@ const FLOOD: usize = 10 << 20;
 
 /// Task: writes `FLOOD` bytes of lines to stdout and as many to stderr,
 /// then returns a 1 MiB value with a recognizable pattern.
-pub fn flood() -> ByteBuf {
+fn flood() -> ByteBuf {
     let line = |tag: &str, i: usize| format!("{tag} {i:>10} {}\n", "x".repeat(80));
     let chunk =
         |tag: &str| -> Vec<u8> { (0..680).flat_map(|i| line(tag, i).into_bytes()).collect() };
@@ -186,7 +182,11 @@ fn flood_entry() {
 
 #[test]
 fn task_flooding_stdout_and_stderr_returns_its_value_and_the_pool_goes_on() {
-    let mut run = child("flood_entry", FLOOD_ENV, Stdio::piped());
+    let mut run = child(
+        &test_path(module_path!(), "flood_entry"),
+        FLOOD_ENV,
+        Stdio::piped(),
+    );
     let lines = lines_of(run.stdout.take().expect("piped stdout"));
     let mut stderr = run.stderr.take().expect("piped stderr");
     let counter = thread::spawn(move || {
@@ -216,7 +216,7 @@ fn task_flooding_stdout_and_stderr_returns_its_value_and_the_pool_goes_on() {
 // stdin.
 
 /// Task: reads stdin to its end; returns how many bytes it got.
-pub fn read_stdin() -> usize {
+fn read_stdin() -> usize {
     let mut buf = Vec::new();
     std::io::stdin().read_to_end(&mut buf).expect("read stdin");
     let mut line = String::new();

@@ -1,14 +1,12 @@
 //! `Future<T>` and `Promise<T>`: states, cancellation, callbacks, blocking
 //! waits and `.await` (CONFORMANCE.md F1-F11).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{recv, with_timeout, Gate, LONG};
+use crate::common::{recv, with_timeout, Gate, LONG};
 use concurrent_futures::{Error, Future, Promise, ThreadPoolExecutor};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 
@@ -212,7 +210,7 @@ fn panicking_callback_child() {
 fn panicking_callback_is_reported_on_stderr() {
     // F3: the report. The child is this test binary running the test above.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "panicking_callback_child", "--nocapture"])
+        .args(["--exact", "future::panicking_callback_child", "--nocapture"])
         .env("CF_PANICKING_CALLBACK_CHILD", "1")
         .output()
         .unwrap();
@@ -418,7 +416,7 @@ fn exception_is_none_on_success_and_the_error_on_failure() {
             message, location, ..
         })) => {
             assert_eq!(message, "exceptional");
-            assert!(location.unwrap().starts_with("tests/future.rs:"));
+            assert!(location.unwrap().starts_with("tests/thread/future.rs:"));
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -1,8 +1,6 @@
 //! `ThreadPoolExecutor`: submit, its threads and initializers
 //! (CONFORMANCE.md E1, T1-T7 and I1-I2 on the thread pool).
 
-mod common;
-
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{blocked_tasks, pool, recv, with_timeout, DropCounter, Gate, Ran, LONG};
+use crate::common::{blocked_tasks, pool, recv, with_timeout, DropCounter, Gate, Ran, LONG};
 use concurrent_futures::{task, wait, Error, Executor, ReturnWhen, ThreadPoolExecutor};
 use crossbeam_channel::unbounded;
 
@@ -244,7 +242,7 @@ fn task_panic_becomes_panicked_and_the_pool_keeps_working() {
         .unwrap_err();
     assert!(err
         .to_string()
-        .starts_with("task panicked at tests/thread_pool.rs:"));
+        .starts_with("task panicked at tests/thread/pool.rs:"));
     assert!(err.to_string().ends_with(": shown"));
 }
 

@@ -3,27 +3,17 @@
 //! foreign worker program, and the shipped program's cache. Against the
 //! real sshds of `scripts/test-cluster` (see `cluster_common`).
 
-mod cluster_common;
-mod common;
-mod process_common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster_common::{
+use crate::cluster_common::{
     assert_fails_naming, busy_worker, cluster_dir, over_slurm, over_ssh, ssh, ssh_config,
 };
+use crate::process_common::*;
 use concurrent_futures::task;
-use process_common::*;
-
-/// The worker side: `init()` serves tasks when this binary runs as a worker.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// The processes whose parent is `parent` and whose name is `comm`.
 fn children(parent: u32, comm: &str) -> Vec<u32> {
@@ -452,7 +442,10 @@ fn child_pool_over_ssh() {
 #[test]
 fn killed_pool_leaves_no_remote_worker() {
     over_ssh(|_config| {
-        let mut child = ChildRun::start("child_pool_over_ssh", &[("CF_CHILD_POOL", "1")]);
+        let mut child = ChildRun::start(
+            &test_path(module_path!(), "child_pool_over_ssh"),
+            &[("CF_CHILD_POOL", "1")],
+        );
         let pids = parse_pids(&child.line_after("PIDS"));
         assert_eq!(pids.len(), 2, "two workers, one on each host");
         assert!(pids.iter().all(|&p| alive(p)));
@@ -526,7 +519,10 @@ fn child_pool_over_slurm() {
 #[test]
 fn killed_pool_leaves_no_slurm_step() {
     over_slurm(|| {
-        let mut child = ChildRun::start("child_pool_over_slurm", &[("CF_CHILD_SLURM", "1")]);
+        let mut child = ChildRun::start(
+            &test_path(module_path!(), "child_pool_over_slurm"),
+            &[("CF_CHILD_SLURM", "1")],
+        );
         let pids = parse_pids(&child.line_after("PIDS"));
         assert_eq!(pids.len(), 1);
         send_signal(child.child.id(), libc::SIGKILL);

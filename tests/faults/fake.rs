@@ -11,13 +11,11 @@
 //! this process never allocated anything near a bogus frame length (its
 //! peak resident set stays far below the 4 GiB a length prefix can claim).
 
-mod faults_common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use crate::faults_common::*;
 use concurrent_futures::{task, ProcessPoolExecutor};
-use faults_common::*;
 
 /// `"\0CFWRK1\0"`: precedes the worker's first frame.
 const MAGIC: [u8; 8] = [0x00, 0x43, 0x46, 0x57, 0x52, 0x4B, 0x31, 0x00];
@@ -206,7 +204,12 @@ fn fake_pool(row: &Row) -> ProcessPoolExecutor {
     let mut b = ProcessPoolExecutor::builder()
         .max_workers(1)
         .worker_command(exe)
-        .worker_args(["fake_entry", "--exact", "--nocapture", "--quiet"])
+        .worker_args([
+            &*test_path(module_path!(), "fake_entry"),
+            "--exact",
+            "--nocapture",
+            "--quiet",
+        ])
         .env("FAKE", row.mode)
         .restart_workers(row.restart);
     if let Some(t) = row.handshake_timeout {
@@ -216,6 +219,9 @@ fn fake_pool(row: &Row) -> ProcessPoolExecutor {
 }
 
 fn run(row: Row) {
+    // The peak checked at the end is this row's (see `memory_rows`).
+    let _apart = memory_rows();
+    reset_peak_rss();
     let started = Instant::now();
     let pool = fake_pool(&row);
     let mut futs = vec![pool.submit(task!(square), 0)];

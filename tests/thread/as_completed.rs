@@ -1,12 +1,10 @@
 //! `as_completed`: completion order, de-duplication, timeouts, no leaks,
 //! and its `Stream` side (CONFORMANCE.md A1-A5, F11).
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{eventually, recv, with_timeout, DropCounter, Gate, Token, LONG};
+use crate::common::{eventually, recv, with_timeout, DropCounter, Gate, Token, LONG};
 use concurrent_futures::{as_completed, Error, Future, Promise, ThreadPoolExecutor};
 use crossbeam_channel::unbounded;
 

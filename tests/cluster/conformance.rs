@@ -6,21 +6,11 @@
 //! The daemons come from `scripts/test-cluster`; see `cluster_common`.
 //! Time limits and `shutdown_timeout` end the remote process too.
 
-mod cluster_common;
-mod common;
-mod process_common;
-
 use std::time::Duration;
 
-use cluster_common::{over, Via};
+use crate::cluster_common::{over, Via};
+use crate::process_common::*;
 use concurrent_futures::{task, Error};
-use process_common::*;
-
-/// The worker side: `init()` serves tasks when this binary runs as a worker.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 fn echo(bytes: Vec<u8>) -> Vec<u8> {
     bytes

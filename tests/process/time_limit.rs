@@ -2,18 +2,11 @@
 //! and `shutdown_timeout`: a stuck task costs only itself, and can never
 //! hang the caller's exit.
 
-mod common;
-mod process_common;
-
 use std::time::{Duration, Instant};
 
+use crate::common;
+use crate::process_common::*;
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
-use process_common::*;
-
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 const LIMIT: Duration = Duration::from_millis(300);
 

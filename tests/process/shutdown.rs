@@ -5,27 +5,17 @@
 //! `process_common`); whole programs (S2, S5) are this binary run again as
 //! `child_entry`. Processes are counted by pid and checked in `/proc`.
 
-mod common;
-mod process_common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use crate::common::with_timeout;
+use crate::process_common::*;
 use concurrent_futures::{
     as_completed, task, wait, Error, Executor, ProcessPoolExecutor, ReturnWhen, Shutdown,
 };
-use process_common::*;
-
-/// The worker side: `init()` serves tasks when this binary runs as a worker
-/// and returns at once in a normal test run.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// The message of an `Err(Error::BrokenPool)`; fails the test otherwise.
 #[track_caller]
@@ -137,7 +127,10 @@ fn child_entry() {
 fn program_ending_without_shutdown_completes_the_submitted_work() {
     let scratch = Scratch::new("s2");
     let dir = scratch.dir();
-    let mut child = ChildRun::start("child_entry", &[(CHILD_MODE, "drop"), (CHILD_DIR, &dir)]);
+    let mut child = ChildRun::start(
+        &test_path(module_path!(), "child_entry"),
+        &[(CHILD_MODE, "drop"), (CHILD_DIR, &dir)],
+    );
     assert!(child.wait_exit().success());
     let ran: Vec<u32> = (0..4).filter(|&id| scratch.ran(id)).collect();
     assert_eq!(ran, [0, 1, 2, 3]);
@@ -208,7 +201,10 @@ fn shutdown_without_wait_returns_at_once_and_the_task_still_finishes() {
 #[test]
 fn program_can_exit_after_shutdown_without_wait() {
     for mode in ["nowait", "nowait_exit"] {
-        let mut child = ChildRun::start("child_entry", &[(CHILD_MODE, mode)]);
+        let mut child = ChildRun::start(
+            &test_path(module_path!(), "child_entry"),
+            &[(CHILD_MODE, mode)],
+        );
         let returned: u64 = child.line_after("RETURNED_MS ").parse().unwrap();
         assert!(returned < 250, "shutdown(wait: false) took {returned} ms");
         let pids = parse_pids(&child.line_after("PIDS "));

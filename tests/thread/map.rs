@@ -1,14 +1,12 @@
 //! `ThreadPoolExecutor::map`: order, laziness, the in-flight window,
 //! timeouts, failures and drops (CONFORMANCE.md E2-E13 on the thread pool).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{counted, pool, recv, with_timeout, DropCounter, Gate, Ran, Waiter, LONG};
+use crate::common::{counted, pool, recv, with_timeout, DropCounter, Gate, Ran, Waiter, LONG};
 use concurrent_futures::{Error, ThreadPoolExecutor};
 use crossbeam_channel::unbounded;
 

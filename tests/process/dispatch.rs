@@ -3,22 +3,15 @@
 //! short ones never wait behind a long one; a crash costs only the task
 //! that ran, and no task runs twice.
 
-mod common;
-mod process_common;
-
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common;
+use crate::process_common::*;
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
-use process_common::*;
-
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// Task: marks `{dir}/here-{pid}`, then waits (at most [`LONG`]) until `n`
 /// such marks exist; returns its pid, or 0 if the others never came. Two

@@ -6,24 +6,14 @@
 //! Workers are this test binary run again as `worker_entry` (see
 //! `process_common`).
 
-mod common;
-mod process_common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use crate::common::with_timeout;
+use crate::process_common::*;
 use concurrent_futures::{task, Error, Executor, ProcessPoolExecutor};
-use process_common::*;
-
-/// The worker side: `init()` serves tasks when this binary runs as a worker
-/// and returns at once in a normal test run.
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 // --- Tasks of this file ---------------------------------------------------
 
