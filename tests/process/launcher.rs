@@ -6,6 +6,7 @@ use std::io;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use crate::common;
@@ -250,4 +251,39 @@ fn worker_command_is_a_local_launcher() {
     let exe_of_worker = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its exe");
     assert_eq!(exe_of_worker, exe);
     common::with_timeout(LONG, move || drop(pool));
+}
+
+/// Under `restart_workers` a worker that never started made the pool back
+/// off because another worker lived; that one was retiring, and when it
+/// exited during the backoff nothing launched a worker for the queued task
+/// again: its future never completed, and `shutdown` returned with it
+/// pending.
+#[test]
+fn a_backoff_never_leaves_queued_work_without_a_worker() {
+    common::with_timeout(LONG, || {
+        let scratch = Scratch::new("backoff");
+        let launches = Arc::new(AtomicUsize::new(0));
+        let pool = ProcessPoolExecutor::builder()
+            .launcher(OneGoodHost {
+                launches: Arc::clone(&launches),
+            })
+            .max_workers(2)
+            .restart_workers(true)
+            .max_tasks_per_child(1)
+            .build()
+            .expect("build the pool");
+        let mut first = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        // The good worker retires after this task: the queued one needs a
+        // new worker, which fails; the pool backs off.
+        let mut queued = pool.submit(task!(square), 5);
+        eventually("the second launch", || launches.load(Ordering::SeqCst) >= 2);
+        thread::sleep(Duration::from_millis(20));
+        scratch.open();
+        assert!(first.result_timeout(LONG).is_ok());
+        assert!(matches!(
+            queued.result_timeout(LONG),
+            Err(Error::BrokenPool(m)) if m.contains("on down")
+        ));
+    });
 }

@@ -210,3 +210,16 @@ fn worker_command_runs_a_separate_worker_binary() {
     assert!(within(LONG, || reaped(pids[0])));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `handshake_timeout(Duration::MAX)` means "no limit"; adding it to an
+/// instant used to panic the pool's writer thread.
+#[test]
+fn an_unrepresentable_handshake_timeout_waits_without_limit() {
+    let pool = builder()
+        .max_workers(1)
+        .handshake_timeout(Duration::MAX)
+        .build()
+        .expect("build the pool");
+    let mut fut = pool.submit(task!(square), 7);
+    assert_eq!(fut.result_timeout(LONG), Ok(49));
+}

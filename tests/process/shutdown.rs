@@ -6,13 +6,14 @@
 //! `child_entry`. Processes are counted by pid and checked in `/proc`.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::with_timeout;
+use crate::common::{self, with_timeout};
 use crate::process_common::*;
+use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerSpec};
 use concurrent_futures::{
     as_completed, task, wait, Error, Executor, ProcessPoolExecutor, ReturnWhen, Shutdown,
 };
@@ -391,4 +392,132 @@ fn initializer_returning_err_breaks_the_pool() {
         .build()
         .unwrap();
     check_broken_by_initializer(pool, "no database");
+}
+
+/// Blocks every launch until it is let go; counts them.
+#[derive(Debug, Default)]
+struct HeldLaunch {
+    entered: Arc<AtomicUsize>,
+    go: Arc<AtomicBool>,
+}
+
+impl Launcher for HeldLaunch {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        while !self.go.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(2));
+        }
+        Local::new().launch(&spec.clone().with_args(WORKER_ARGS))
+    }
+}
+
+/// A submit accepted just before `shutdown` still had its worker being
+/// launched; `shutdown()` found no thread to join and returned at once,
+/// with the task not even started.
+#[test]
+fn shutdown_waits_for_a_worker_being_launched() {
+    common::with_timeout(LONG, || {
+        let (entered, go) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let pool = Arc::new(
+            ProcessPoolExecutor::builder()
+                .launcher(HeldLaunch {
+                    entered: Arc::clone(&entered),
+                    go: Arc::clone(&go),
+                })
+                .max_workers(1)
+                .build()
+                .expect("build the pool"),
+        );
+        let p = Arc::clone(&pool);
+        let submitter = thread::spawn(move || p.submit(task!(sleep_ms), 100));
+        eventually("the launch began", || entered.load(Ordering::SeqCst) == 1);
+        let g = Arc::clone(&go);
+        let opener = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            g.store(true, Ordering::SeqCst);
+        });
+        pool.shutdown();
+        assert!(
+            go.load(Ordering::SeqCst),
+            "shutdown returned before the launch it had to wait for ended"
+        );
+        let mut fut = submitter.join().expect("the submit");
+        assert!(fut.done(), "shutdown returned before the task ran");
+        assert!(fut.result_timeout(LONG).is_ok());
+        opener.join().expect("the opener");
+    });
+}
+
+/// A done-callback runs on the pool's reader thread; dropping the last pool
+/// handle there used to join that worker's writer, which waited for the
+/// reader: a deadlock. Now the pool finishes every task.
+#[test]
+fn dropping_the_pool_in_a_done_callback_does_not_deadlock() {
+    let pool = pool(1);
+    let futures: Vec<_> = (0..3u64).map(|i| pool.submit(task!(square), i)).collect();
+    let (tx, rx) = mpsc::channel();
+    let holder = std::sync::Arc::new(std::sync::Mutex::new(Some(pool)));
+    let h = holder.clone();
+    futures[0].add_done_callback(move |_| {
+        let dropped = h.lock().unwrap().take();
+        drop(dropped);
+        let _ = tx.send(());
+    });
+    assert_eq!(rx.recv_timeout(LONG), Ok(()), "the callback returned");
+    let mut values = Vec::new();
+    for mut f in futures {
+        values.push(f.result_timeout(LONG));
+    }
+    assert_eq!(values, vec![Ok(0), Ok(1), Ok(4)]);
+}
+
+/// Starts `sleep 30` with the worker's stdio (so it inherits the stderr
+/// pipe) and returns its pid.
+fn spawn_grandchild() -> u32 {
+    std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .map(|c| c.id())
+        .unwrap_or(0)
+}
+
+/// A grandchild that inherited the worker's stderr keeps that pipe open;
+/// shutdown used to wait for it (30 s here). Now it waits at most a moment.
+#[test]
+fn shutdown_does_not_wait_for_a_grandchild_holding_stderr() {
+    let pool = pool(1);
+    let mut fut = pool.submit(task!(spawn_grandchild), ());
+    let grandchild = fut.result_timeout(LONG).expect("the task ran");
+    assert_ne!(grandchild, 0, "sleep started");
+    let start = Instant::now();
+    let took = common::with_timeout(4 * LONG, move || {
+        pool.shutdown();
+        start.elapsed()
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &grandchild.to_string()])
+        .status();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}
+
+/// Two threads calling `shutdown()` at once: both return only once the
+/// submitted work is done (the second used to return at once).
+#[test]
+fn concurrent_shutdowns_both_wait_for_the_work() {
+    common::with_timeout(LONG, || {
+        let pool = std::sync::Arc::new(pool(1));
+        let fut = pool.submit(task!(sleep_ms), 300);
+        let other = pool.clone();
+        let first = thread::spawn(move || other.shutdown());
+        thread::sleep(Duration::from_millis(50));
+        pool.shutdown();
+        assert!(
+            fut.done(),
+            "the second shutdown returned before the work was done"
+        );
+        first.join().expect("the first shutdown");
+    });
 }

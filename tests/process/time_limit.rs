@@ -2,10 +2,15 @@
 //! and `shutdown_timeout`: a stuck task costs only itself, and can never
 //! hang the caller's exit.
 
+use std::io;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common;
 use crate::process_common::*;
+use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerProcess, WorkerSpec};
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
 
 const LIMIT: Duration = Duration::from_millis(300);
@@ -242,4 +247,133 @@ fn a_task_killed_at_its_limit_never_runs_again() {
     assert_eq!(pool.submit(task!(square), 2).result_timeout(LONG), Ok(4));
     assert!(!s.ran(1), "the killed task ran again");
     common::with_timeout(LONG, move || drop(pool));
+}
+
+/// Kills through the inner process only after `delay`: a kill that lands
+/// late, as one through `ssh` or `srun` may (or a local one racing the
+/// task's answer).
+#[derive(Debug)]
+struct SlowKill {
+    inner: Box<dyn WorkerProcess>,
+    delay: Duration,
+}
+
+impl WorkerProcess for SlowKill {
+    fn kill(&mut self) -> io::Result<()> {
+        thread::sleep(self.delay);
+        self.inner.kill()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.inner.try_wait()
+    }
+}
+
+#[derive(Debug)]
+struct SlowKillLauncher {
+    delay: Duration,
+}
+
+impl Launcher for SlowKillLauncher {
+    fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        let mut spawned = Local::new().launch(&spec.clone().with_args(WORKER_ARGS))?;
+        spawned.process = Box::new(SlowKill {
+            inner: spawned.process,
+            delay: self.delay,
+        });
+        Ok(spawned)
+    }
+}
+
+/// The time limit fired while the task was still running, but the task
+/// answered before the kill landed. The pool took the kill for a crash and
+/// broke (default policy). A time limit never breaks the pool.
+#[test]
+fn a_time_limit_kill_that_lands_after_the_answer_does_not_break_the_pool() {
+    common::with_timeout(LONG, || {
+        let pool = ProcessPoolExecutor::builder()
+            .launcher(SlowKillLauncher {
+                delay: Duration::from_millis(400),
+            })
+            .max_workers(1)
+            .build()
+            .expect("build the pool");
+        // Warm: the worker is up, so the limit counts from the send.
+        assert_eq!(pool.submit(task!(square), 3).result_timeout(LONG), Ok(9));
+        let mut late = pool.submit(task!(sleep_ms).time_limit(Duration::from_millis(100)), 200);
+        let worker = late
+            .result_timeout(LONG)
+            .expect("it answered before the kill");
+        eventually("the worker killed and reaped", || reaped(worker));
+        let mut after = pool.submit(task!(square), 4);
+        assert_eq!(after.result_timeout(LONG), Ok(16));
+    });
+}
+
+/// Counts the threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+/// The child side of the test below: runs when `CF_TIMER_CHILD` is set.
+#[test]
+fn timer_child() {
+    if std::env::var("CF_TIMER_CHILD").is_err() {
+        return;
+    }
+    let before = threads();
+    let pool = pool(1);
+    let fut = pool.submit(task!(square).time_limit(LONG), 3);
+    let holder = Arc::new(std::sync::Mutex::new(Some(pool)));
+    let h = Arc::clone(&holder);
+    let (tx, rx) = std::sync::mpsc::channel();
+    fut.add_done_callback(move |_| {
+        drop(h.lock().unwrap().take());
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LONG).expect("the callback ran");
+    let settled = within(Duration::from_secs(3), || threads() == before);
+    println!("threads-settled {settled} {} {before}", threads());
+}
+
+/// A pool whose last handle is dropped in a done-callback (on its own
+/// reader thread) cannot join its threads; they end on their own, but the
+/// time-limit thread waited for deadlines forever.
+#[test]
+fn the_time_limit_thread_ends_with_a_pool_dropped_on_its_own_thread() {
+    let mut child = ChildRun::start(
+        &test_path(module_path!(), "timer_child"),
+        &[("CF_TIMER_CHILD", "1")],
+    );
+    let line = child.line_after("threads-settled");
+    assert!(line.starts_with("true"), "threads left behind: {line}");
+    assert!(child.wait_exit().success());
+}
+
+/// `shutdown_timeout` cancels the queued futures when its deadline passes;
+/// their done-callbacks run on the calling thread, which held the lock
+/// that concurrent shutdowns wait on. A callback that shut the pool down
+/// (or dropped its last handle) waited for that lock: a self-deadlock.
+#[test]
+fn a_callback_that_shuts_down_during_shutdown_timeout_does_not_deadlock() {
+    common::with_timeout(LONG, || {
+        let scratch = Scratch::new("cancel-callback");
+        let pool = Arc::new(pool(1));
+        let mut stuck = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let queued = pool.submit(task!(square), 2);
+        let p = Arc::clone(&pool);
+        let (tx, rx) = std::sync::mpsc::channel();
+        queued.add_done_callback(move |_| {
+            p.shutdown();
+            let _ = tx.send(());
+        });
+        assert!(!pool.shutdown_timeout(Duration::from_millis(100)));
+        assert_eq!(rx.recv_timeout(LONG), Ok(()), "the callback returned");
+        assert!(queued.cancelled());
+        assert!(matches!(
+            stuck.result_timeout(LONG),
+            Err(Error::BrokenPool(m)) if m.contains("shutdown_timeout")
+        ));
+    });
 }
