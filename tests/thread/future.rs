@@ -1,13 +1,15 @@
 //! `Future<T>` and `Promise<T>`: states, cancellation, callbacks, blocking
 //! waits and `.await` (CONFORMANCE.md F1-F11).
 
+use std::future::Future as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{recv, with_timeout, Gate, LONG};
-use concurrent_futures::{Error, Future, Promise, ThreadPoolExecutor};
+use concurrent_futures::{as_completed, Error, Future, Promise, ThreadPoolExecutor};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 
 /// What a done-callback saw.
@@ -653,4 +655,54 @@ fn a_future_polled_by_two_tasks_in_turn_wakes_the_last_one() {
     let out = with_timeout(LONG, move || futures::executor::block_on(fut));
     assert_eq!(out, Ok(11));
     completer.join().unwrap();
+}
+
+struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("waker boom");
+    }
+}
+
+/// A waker that panics when woken is reported; the done-callbacks and
+/// `as_completed` waiters registered after it are still told.
+#[test]
+fn a_panicking_waker_does_not_stop_the_other_listeners() {
+    let (promise, mut fut) = Promise::<u8>::new();
+    let waker = Waker::from(Arc::new(PanickingWaker));
+    let mut cx = Context::from_waker(&waker);
+    assert!(matches!(
+        std::pin::Pin::new(&mut fut).poll(&mut cx),
+        Poll::Pending
+    ));
+    let (tx, rx) = mpsc::channel();
+    fut.add_done_callback(move |f| {
+        let _ = tx.send(f.exception());
+    });
+    let completer = thread::spawn(move || promise.complete(Ok(5)).is_ok());
+    {
+        let mut done = as_completed([&fut]).timeout(LONG);
+        assert!(matches!(done.next(), Some(Ok(_))));
+    }
+    assert_eq!(rx.recv_timeout(LONG), Ok(None));
+    assert!(completer.join().unwrap());
+    assert_eq!(fut.result_timeout(LONG), Ok(5));
+}
+
+/// A promise dropped without completing fails its future, and that
+/// future's done-callbacks run, even if the future itself was dropped first.
+#[test]
+fn dropping_a_promise_after_its_future_still_runs_the_callbacks() {
+    let (promise, fut) = Promise::<u8>::new();
+    let (tx, rx) = mpsc::channel();
+    fut.add_done_callback(move |f| {
+        let _ = tx.send(f.exception());
+    });
+    drop(fut);
+    drop(promise);
+    assert!(matches!(
+        rx.recv_timeout(LONG),
+        Ok(Some(Error::BrokenPool(_)))
+    ));
 }

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -387,4 +387,34 @@ fn pool_dropped_by_its_own_task_does_not_deadlock() {
     recv(&rx);
     let mut inner = inner;
     assert_eq!(inner.result_timeout(LONG), Ok(7));
+}
+
+/// While a worker runs a done-callback it must not count as idle: a task
+/// submitted meanwhile (here by a caller woken by the same result) gets a
+/// thread of its own, so a callback that waits for it does not deadlock.
+/// Before the fix the second task was stuck behind the callback in most
+/// runs.
+#[test]
+fn a_callback_waiting_for_a_new_task_does_not_block_it() {
+    // The pools are dropped (joined) inside: a hang there fails the test.
+    with_timeout(6 * LONG, callback_waiting_for_a_new_task);
+}
+
+fn callback_waiting_for_a_new_task() {
+    for _ in 0..200 {
+        let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+        let (go, go_rx) = mpsc::channel::<()>();
+        let first = pool.submit(move || go_rx.recv_timeout(LONG).is_ok());
+        let (b_tx, b_rx) = mpsc::channel::<bool>();
+        let (cb_tx, cb_rx) = mpsc::channel();
+        first.add_done_callback(move |_| {
+            // Waits for the task the main thread submits once `first` is done.
+            let _ = cb_tx.send(b_rx.recv_timeout(LONG));
+        });
+        go.send(()).unwrap();
+        assert!(first.wait_timeout(LONG));
+        let mut second = pool.submit(move || b_tx.send(true).is_ok());
+        assert_eq!(second.result_timeout(LONG), Ok(true));
+        assert_eq!(cb_rx.recv_timeout(LONG), Ok(Ok(true)));
+    }
 }

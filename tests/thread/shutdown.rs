@@ -392,3 +392,22 @@ fn submit_and_cancel_race_agrees_with_the_outcomes() {
     with_timeout(LONG, move || pool.shutdown());
     assert_eq!(executed.load(Ordering::SeqCst), ok);
 }
+
+/// Two threads calling `shutdown()` at once both return only once the
+/// submitted work is done (the second used to return at once).
+#[test]
+fn concurrent_shutdowns_both_wait_for_the_work() {
+    with_timeout(LONG, || {
+        let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+        let fut = pool.submit(|| thread::sleep(Duration::from_millis(300)));
+        let other = Arc::clone(&pool);
+        let first = thread::spawn(move || other.shutdown());
+        thread::sleep(Duration::from_millis(50));
+        pool.shutdown();
+        assert!(
+            fut.done(),
+            "the second shutdown returned before the work was done"
+        );
+        first.join().unwrap();
+    });
+}
