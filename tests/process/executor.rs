@@ -1,7 +1,7 @@
-//! The executor lines CONFORMANCE.md asks of both pools (E1-E13), run
+//! The executor lines docs/conformance.md asks of both pools (E1-E13), run
 //! against the process pool: submit, map and its options, cancellation of
 //! what has not started, and what the pool keeps alive. Shutdown and the
-//! initializer are in `process_shutdown.rs`.
+//! initializer are in `shutdown.rs`.
 //!
 //! Workers are this test binary run again as `worker_entry` (see
 //! `process_common`).

@@ -1,5 +1,5 @@
 //! Process pool conformance for the ends of a worker's life
-//! (CONFORMANCE.md P16, P17): workers exit when their parent is killed, and
+//! (docs/conformance.md P16, P17): workers exit when their parent is killed, and
 //! a worker that never calls `init()` fails with an error naming it and
 //! leaves no process behind.
 //!

@@ -1,9 +1,9 @@
-//! Process pool conformance (CONFORMANCE.md P1-P15): dead workers and the
+//! Process pool conformance (docs/conformance.md P1-P15): dead workers and the
 //! restart policy, chunked maps, panics across processes, how many
 //! processes run and when they are replaced, terminate/kill, codec
 //! failures, large arguments and stdout inside tasks. The parent's death
 //! and a worker that never calls `init()` (P16, P17) are in
-//! `process_lifecycle.rs`.
+//! `lifecycle.rs`.
 //!
 //! Workers are this test binary run again as `worker_entry` (see
 //! `process_common`). Processes are counted by pid and checked in `/proc`.

@@ -1,4 +1,4 @@
-//! The shutdown (S1-S7) and initializer (I1-I2) lines CONFORMANCE.md asks
+//! The shutdown (S1-S7) and initializer (I1-I2) lines docs/conformance.md asks
 //! of both pools, run against the process pool.
 //!
 //! Workers are this test binary run again as `worker_entry` (see

@@ -1,5 +1,5 @@
 //! `as_completed`: completion order, de-duplication, timeouts, no leaks,
-//! and its `Stream` side (CONFORMANCE.md A1-A5, F11).
+//! and its `Stream` side (docs/conformance.md A1-A5, F11).
 
 use std::thread;
 use std::time::{Duration, Instant};

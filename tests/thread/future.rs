@@ -1,5 +1,5 @@
 //! `Future<T>` and `Promise<T>`: states, cancellation, callbacks, blocking
-//! waits and `.await` (CONFORMANCE.md F1-F11).
+//! waits and `.await` (docs/conformance.md F1-F11).
 
 use std::future::Future as _;
 use std::sync::atomic::{AtomicUsize, Ordering};

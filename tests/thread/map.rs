@@ -1,5 +1,5 @@
 //! `ThreadPoolExecutor::map`: order, laziness, the in-flight window,
-//! timeouts, failures and drops (CONFORMANCE.md E2-E13 on the thread pool).
+//! timeouts, failures and drops (docs/conformance.md E2-E13 on the thread pool).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

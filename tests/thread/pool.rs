@@ -1,5 +1,5 @@
 //! `ThreadPoolExecutor`: submit, its threads and initializers
-//! (CONFORMANCE.md E1, T1-T7 and I1-I2 on the thread pool).
+//! (docs/conformance.md E1, T1-T7 and I1-I2 on the thread pool).
 
 use std::cell::Cell;
 use std::collections::BTreeSet;

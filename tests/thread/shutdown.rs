@@ -1,6 +1,6 @@
 //! `ThreadPoolExecutor` shutdown, cancellation and drops: every closure and
 //! result is dropped exactly once, and cancel() agrees with the outcome under
-//! a race (CONFORMANCE.md S1-S7 on the thread pool).
+//! a race (docs/conformance.md S1-S7 on the thread pool).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;

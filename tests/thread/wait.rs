@@ -1,4 +1,4 @@
-//! `wait`: partitioning futures into done and not done (CONFORMANCE.md W1-W7).
+//! `wait`: partitioning futures into done and not done (docs/conformance.md W1-W7).
 
 use std::thread;
 use std::time::{Duration, Instant};
