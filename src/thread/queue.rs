@@ -32,6 +32,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::Error;
 
@@ -72,18 +74,15 @@ struct State<J> {
     started: usize,
 }
 
-/// An atomic alone on its cache line (two lines: adjacent-line prefetch).
-#[repr(align(128))]
-struct Padded(AtomicUsize);
-
 /// The queue and the workers' states; see the module docs.
 pub struct Queue<J> {
     state: Mutex<State<J>>,
     /// Sleeping workers wait here.
     wake: Condvar,
     /// The number of queued jobs, for spinning workers to read without the
-    /// lock (on its own cache line, away from the lock's).
-    queued: Padded,
+    /// lock (on its own cache line, away from the lock's; `CachePadded`
+    /// takes two lines where the CPU prefetches the adjacent one).
+    queued: CachePadded<AtomicUsize>,
     max_workers: usize,
 }
 
@@ -101,7 +100,7 @@ impl<J> Queue<J> {
                 started: 0,
             }),
             wake: Condvar::new(),
-            queued: Padded(AtomicUsize::new(0)),
+            queued: CachePadded::new(AtomicUsize::new(0)),
             max_workers,
         }
     }
@@ -118,7 +117,7 @@ impl<J> Queue<J> {
             return Err((job, Error::Shutdown));
         }
         st.jobs.push_back(job);
-        self.queued.0.store(st.jobs.len(), Ordering::Relaxed);
+        self.queued.store(st.jobs.len(), Ordering::Relaxed);
         if st.jobs.len() <= st.searching {
             return Ok(Wake::Nobody);
         }
@@ -182,12 +181,12 @@ impl<J> Queue<J> {
     /// The first queued job, keeping `queued` in step.
     fn pop(&self, st: &mut State<J>) -> Option<J> {
         let job = st.jobs.pop_front()?;
-        self.queued.0.store(st.jobs.len(), Ordering::Relaxed);
+        self.queued.store(st.jobs.len(), Ordering::Relaxed);
         Some(job)
     }
 
     fn take_all(&self, st: &mut State<J>) -> Vec<J> {
-        self.queued.0.store(0, Ordering::Relaxed);
+        self.queued.store(0, Ordering::Relaxed);
         st.jobs.drain(..).collect()
     }
 
@@ -211,7 +210,7 @@ impl<J> Queue<J> {
             } else {
                 std::thread::yield_now();
             }
-            if self.queued.0.load(Ordering::Relaxed) > 0 {
+            if self.queued.load(Ordering::Relaxed) > 0 {
                 return;
             }
         }

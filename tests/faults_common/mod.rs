@@ -31,7 +31,7 @@ mod process_common;
 // Each fault file uses some of them.
 #[allow(unused_imports)]
 pub use process_common::{
-    builder, pid, proc_state, reaped, send_signal, square, within, Scratch, WORKER_ARGS,
+    builder, pid, proc_state, reaped, send_signal, square, test_path, within, Scratch, WORKER_ARGS,
 };
 
 // ---------------------------------------------------------------------------
@@ -300,6 +300,22 @@ pub fn assert_reaped(pids: &[u32]) {
 #[track_caller]
 pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
     assert!(within(LONG, cond), "never happened within {LONG:?}: {what}");
+}
+
+/// Holds the rows that use much memory (a death row's 100 MB argument or
+/// result) apart from the fake rows, whose check of this process's peak
+/// resident set ([`peak_rss`], after [`reset_peak_rss`]) must count only
+/// their own allocations: all the fault rows share one test binary.
+pub fn memory_rows() -> std::sync::MutexGuard<'static, ()> {
+    static ROWS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ROWS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sets this process's peak resident set (`VmHWM`) back to its current
+/// resident set (Linux: `5` written to `/proc/self/clear_refs`).
+pub fn reset_peak_rss() {
+    fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM through /proc/self/clear_refs");
 }
 
 /// This process's peak resident set (`VmHWM`), in bytes.

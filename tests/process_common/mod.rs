@@ -29,6 +29,17 @@ pub const LONG: Duration = Duration::from_secs(10);
 /// which calls `concurrent_futures::init()` and so becomes the worker.
 pub const WORKER_ARGS: [&str; 4] = ["worker_entry", "--exact", "--nocapture", "--quiet"];
 
+/// libtest's name of the test `name` declared in module `module` (pass
+/// `module_path!()`): the module path without the crate's name. Each test
+/// family is one crate (`tests/process/main.rs` is the crate `process`), so
+/// `child_entry` in `tests/process/shutdown.rs` is `shutdown::child_entry`.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, rest)) => format!("{rest}::{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// A pool builder whose workers are this test binary.
 pub fn builder() -> ProcessPoolBuilder {
     ProcessPoolExecutor::builder().worker_args(WORKER_ARGS)
