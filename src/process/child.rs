@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::thread;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::inbox::Inbox;
+use super::frame::frame_buffered;
 use super::protocol::{
     begin_result, build_identity, end_result, read_frame, Frame, FromWorker, ToWorker,
     PROTOCOL_VERSION, WORKER_ENV,
@@ -163,20 +164,29 @@ fn serve() -> Result<(), Error> {
 }
 
 /// The worker's reader thread: queues the pool's frames and answers its
-/// recalls until the input ends.
-fn read_ahead(mut input: impl BufRead, inbox: &Inbox, out: &Mutex<File>) {
+/// recalls until the input ends. It hands over every frame that one read
+/// brought in at once, so that a burst of calls wakes the task thread once.
+fn read_ahead(mut input: BufReader<File>, inbox: &Inbox, out: &Mutex<File>) {
     let ended = loop {
-        match read_frame(&mut input) {
-            Ok(Some(frame)) => {
-                if let Err(e) = inbox.deliver(frame, |answer| out.lock().write_all(answer)) {
-                    break match e {
-                        Error::Io(_) => Ok(()), // the pool is gone
-                        e => Err(e),
-                    };
-                }
+        let mut batch = Vec::new();
+        let end = loop {
+            match read_frame(&mut input) {
+                Ok(Some(frame)) => batch.push(frame),
+                Ok(None) => break Some(Ok(())),
+                Err(e) => break Some(Err(e)),
             }
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
+            if !frame_buffered(input.buffer()) {
+                break None;
+            }
+        };
+        if let Err(e) = inbox.deliver(batch, |answer| out.lock().write_all(answer)) {
+            break match e {
+                Error::Io(_) => Ok(()), // the pool is gone
+                e => Err(e),
+            };
+        }
+        if let Some(end) = end {
+            break end;
         }
     };
     inbox.close(ended);

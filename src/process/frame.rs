@@ -106,6 +106,17 @@ pub(crate) fn read_frame(r: &mut impl BufRead) -> Result<Option<Frame>, Error> {
     }))
 }
 
+/// True if `buffered` (what a reader holds, not yet consumed) starts with
+/// a whole frame, or with a header that [`read_frame`] refuses at once:
+/// reading it will not block.
+pub(crate) fn frame_buffered(buffered: &[u8]) -> bool {
+    let Some(&[a, b, c, d]) = buffered.get(..4) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([a, b, c, d]) as usize;
+    len == 0 || len > MAX_FRAME || buffered.len() >= 4 + len
+}
+
 fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {

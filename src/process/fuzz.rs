@@ -134,7 +134,7 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
         if let Ok(ToWorker::Call { seq, .. }) = ToWorker::decode(&frame) {
             calls.push(seq);
         }
-        let answered = inbox.deliver(frame, |answer| {
+        let answered = inbox.deliver([frame], |answer| {
             written.extend_from_slice(answer);
             Ok(())
         });

@@ -33,35 +33,56 @@ struct Queued {
 }
 
 impl Inbox {
-    /// Takes in a frame the pool sent. Queues it for the task thread, or,
-    /// for a `Recall`, takes the recalled call out if it is still queued
-    /// and hands the answer (a `Recalled` frame) to `answer`. The answer
-    /// is written before the task thread can take another frame: a task
-    /// given back must be answered before any task after it.
+    /// Takes in frames the pool sent, in order. Queues each for the task
+    /// thread, or, for a `Recall`, takes the recalled call out if it is
+    /// still queued and hands the answer (a `Recalled` frame) to `answer`.
+    /// The answer is written before the task thread can take another
+    /// frame: a task given back must be answered before any task after it.
+    /// The task thread is woken once per batch, not once per frame.
     ///
     /// # Errors
     ///
-    /// [`Error::Protocol`] for a malformed `Recall`; [`Error::Io`] if the
-    /// answer cannot be written (the pool is gone).
+    /// [`Error::Protocol`] for a malformed `Recall`; [`Error::Io`] if an
+    /// answer cannot be written (the pool is gone). The frames before it
+    /// are delivered.
     pub(crate) fn deliver(
         &self,
-        frame: Frame,
-        answer: impl FnOnce(&[u8]) -> std::io::Result<()>,
+        frames: impl IntoIterator<Item = Frame>,
+        mut answer: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<(), Error> {
-        let Some(seq) = recall_seq(&frame)? else {
-            let mut q = self.state.lock();
-            q.frames.push_back(frame);
-            if q.frames.len() == 1 {
-                self.arrived.notify_one();
-            }
-            return Ok(());
-        };
         let mut q = self.state.lock();
-        let at = q.frames.iter().position(|f| call_seq(f) == Some(seq));
-        let given_back = at.and_then(|i| q.frames.remove(i)).is_some();
-        let mut bytes = Vec::with_capacity(16);
-        FromWorker::Recalled { seq, given_back }.encode(&mut bytes)?;
-        answer(&bytes).map_err(|e| Error::Io(format!("cannot answer a recall: {e}")))
+        let was_empty = q.frames.is_empty();
+        let mut outcome = Ok(());
+        for frame in frames {
+            let seq = match recall_seq(&frame) {
+                Ok(None) => {
+                    q.frames.push_back(frame);
+                    continue;
+                }
+                Ok(Some(seq)) => seq,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            let at = q.frames.iter().position(|f| call_seq(f) == Some(seq));
+            let given_back = at.and_then(|i| q.frames.remove(i)).is_some();
+            let mut bytes = Vec::with_capacity(16);
+            let answered = FromWorker::Recalled { seq, given_back }
+                .encode(&mut bytes)
+                .and_then(|()| {
+                    answer(&bytes)
+                        .map_err(|e| Error::Io(format!("cannot answer a recall: {e}")))
+                });
+            if let Err(e) = answered {
+                outcome = Err(e);
+                break;
+            }
+        }
+        if was_empty && !q.frames.is_empty() {
+            self.arrived.notify_one();
+        }
+        outcome
     }
 
     /// The input ended (`Ok`: the pool closed it; `Err`: a broken frame).
@@ -117,7 +138,7 @@ mod tests {
     fn deliver(inbox: &Inbox, f: Frame) -> Vec<u8> {
         let mut out = Vec::new();
         inbox
-            .deliver(f, |b| {
+            .deliver([f], |b| {
                 out.extend_from_slice(b);
                 Ok(())
             })
@@ -164,7 +185,7 @@ mod tests {
             kind: 4,
             body: vec![1, 2],
         };
-        let delivered = Inbox::default().deliver(bad, |_| Ok(()));
+        let delivered = Inbox::default().deliver([bad], |_| Ok(()));
         assert!(matches!(delivered, Err(Error::Protocol(_))));
     }
 }
