@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::inbox::Inbox;
-use super::frame::frame_buffered;
 use super::protocol::{
-    begin_result, build_identity, end_result, read_frame, Frame, FromWorker, ToWorker,
-    PROTOCOL_VERSION, WORKER_ENV,
+    begin_result, build_identity, end_result, Frame, FromWorker, ToWorker, PROTOCOL_VERSION,
+    WORKER_ENV,
 };
 use crate::panic::catch;
 use crate::task::{ErasedTask, TASKS};
@@ -142,54 +141,24 @@ fn serve() -> Result<(), Error> {
     .encode(&mut hello)?;
     out.lock().write_all(&hello)?;
     watch_parent(rustix::process::getppid());
-    // A reader thread takes the frames in as they arrive, so that a
-    // `Recall` is answered even while a task runs (`inbox.rs`). This thread
-    // runs them in order and writes each answer before it takes the next
-    // frame. So when this process dies, the pool has every answer it
-    // wrote, and only the first task without an answer can have started:
-    // the pool may send the others to another worker without running
-    // anything twice.
-    let inbox = Arc::new(Inbox::default());
-    let reader = BufReader::with_capacity(256 * 1024, File::from(input));
-    let (feed, feed_out) = (Arc::clone(&inbox), Arc::clone(&out));
+    // The task thread runs the frames in order, and writes each answer
+    // before it takes the next frame. So when this process dies, the pool
+    // has every answer it wrote, and only the first task without an answer
+    // can have started: the pool may send the others to another worker
+    // without running anything twice. While a task runs, a second thread
+    // reads on, so that a `Recall` is answered mid-task (`inbox.rs`).
+    let input = BufReader::with_capacity(256 * 1024, File::from(input));
+    let inbox = Arc::new(Inbox::new(Some(input)));
+    let (watcher, watch_out) = (Arc::clone(&inbox), Arc::clone(&out));
     thread::Builder::new()
         .name("concurrent-futures-inbox".into())
-        .spawn(move || read_ahead(reader, &feed, &feed_out))
+        .spawn(move || watcher.watch(&mut |answer| watch_out.lock().write_all(answer)))
         .map_err(|e| Error::Io(format!("cannot start the worker's reader: {e}")))?;
     run_frames(
         &Registry::load(),
-        || inbox.next(),
+        || inbox.next(&mut |answer| out.lock().write_all(answer)),
         |frame| out.lock().write_all(frame),
     )
-}
-
-/// The worker's reader thread: queues the pool's frames and answers its
-/// recalls until the input ends. It hands over every frame that one read
-/// brought in at once, so that a burst of calls wakes the task thread once.
-fn read_ahead(mut input: BufReader<File>, inbox: &Inbox, out: &Mutex<File>) {
-    let ended = loop {
-        let mut batch = Vec::new();
-        let end = loop {
-            match read_frame(&mut input) {
-                Ok(Some(frame)) => batch.push(frame),
-                Ok(None) => break Some(Ok(())),
-                Err(e) => break Some(Err(e)),
-            }
-            if !frame_buffered(input.buffer()) {
-                break None;
-            }
-        };
-        if let Err(e) = inbox.deliver(batch, |answer| out.lock().write_all(answer)) {
-            break match e {
-                Error::Io(_) => Ok(()), // the pool is gone
-                e => Err(e),
-            };
-        }
-        if let Some(end) = end {
-            break end;
-        }
-    };
-    inbox.close(ended);
 }
 
 /// Exits the worker at once (even mid-task) when the pool process is gone,

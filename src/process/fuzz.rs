@@ -121,7 +121,7 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
 pub fn worker_side(data: &[u8]) -> Result<usize, String> {
     // The frames go through the worker's inbox, as its reader thread
     // hands them over: recalls are answered there, the rest queued.
-    let inbox = Inbox::default();
+    let inbox = Inbox::<std::io::Empty>::new(None);
     let mut calls = Vec::new();
     let mut written: Vec<u8> = Vec::new();
     let mut r = data;
@@ -134,7 +134,7 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
         if let Ok(ToWorker::Call { seq, .. }) = ToWorker::decode(&frame) {
             calls.push(seq);
         }
-        let answered = inbox.deliver([frame], |answer| {
+        let answered = inbox.deliver([frame], &mut |answer: &[u8]| {
             written.extend_from_slice(answer);
             Ok(())
         });
@@ -146,7 +146,7 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
     // An error only means the input broke the protocol: the worker exits.
     let _ = run_frames(
         &registry,
-        || inbox.next(),
+        || inbox.next(&mut |_: &[u8]| Ok(())),
         |frame| {
             written.extend_from_slice(frame);
             Ok(())
