@@ -10,7 +10,7 @@
 //! submitted, then the results); map of 100,000 no-ops; heavy_compute(1e7)
 //! x8 speedup over serial. A launcher whose daemons are not there (no
 //! `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note. The Python
-//! peer (dask.distributed) is `/work/shared/bench/dask_peer.py`; run it with
+//! peer (dask.distributed) is `benches/peers/dask_peer.py`; run it with
 //! `BENCH_DASK_PYTHON=path/to/venv/bin/python`.
 
 use std::hint::black_box;
@@ -156,8 +156,7 @@ fn dask() {
         println!("(dask: set BENCH_DASK_PYTHON to a python with dask[distributed])");
         return;
     };
-    let peer =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/dask_peer.py");
+    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/dask_peer.py");
     let peer = std::env::var_os("BENCH_DASK_PEER").map_or(peer, Into::into);
     match std::process::Command::new(python).arg(&peer).output() {
         Ok(out) => {

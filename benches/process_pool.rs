@@ -2,12 +2,12 @@
 //!
 //! One run prints one table: this crate's process pool, procspawn's `Pool`
 //! (fed in windows of 256, since it opens channels per task) and CPython's
-//! `ProcessPoolExecutor` (`shared/bench/python_peer.py process`, plus an
+//! `ProcessPoolExecutor` (`benches/peers/python_peer.py process`, plus an
 //! inline script for the 100 MB row), with 2 workers each. Rust rows are
 //! medians of `BENCH_REPS` runs (default 7).
 //!
 //! A second table compares scheduling on uneven work (`support/sched.rs`)
-//! with CPython, loky and dask.distributed (`shared/bench/sched_peer.py`,
+//! with CPython, loky and dask.distributed (`benches/peers/sched_peer.py`,
 //! run by `SCHED_PYTHON`, default `PYTHON`: a virtualenv with loky and
 //! dask installed).
 //!
@@ -305,11 +305,7 @@ fn megabytes_row(name: &'static str, seconds: f64) -> Row {
 fn add_cpython(rows: &mut [Row]) {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let peer = std::env::var("PYTHON_PEER").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/bench/python_peer.py"
-        )
-        .into()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/python_peer.py").into()
     });
     let out = Command::new(&python)
         .arg(&peer)

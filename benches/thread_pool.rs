@@ -3,7 +3,7 @@
 //! One run prints one table: the crate's thread pool, rayon, the `threadpool`
 //! crate, `futures`' `ThreadPool`, a `std::thread::spawn` per task, and
 //! CPython's `concurrent.futures` (run as a subprocess from
-//! `shared/bench/python_peer.py`), all on the same scenarios and worker
+//! `benches/peers/python_peer.py`), all on the same scenarios and worker
 //! counts. Each Rust scenario is repeated and the median is printed; the
 //! implementations take turns inside each repetition so that a noisy machine
 //! hurts them alike.

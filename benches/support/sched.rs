@@ -1,5 +1,5 @@
 //! Scheduling quality on uneven work: the scenarios of
-//! `shared/bench/sched_peer.py`, ours beside CPython, loky and dask.
+//! `benches/peers/sched_peer.py`, ours beside CPython, loky and dask.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ pub(crate) fn rows(rounds: usize) -> Vec<Row> {
 /// and puts their figures beside ours.
 pub(crate) fn add_peers(rows: &mut [Row], python: &str) {
     let peer = std::env::var("SCHED_PEER").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/sched_peer.py").into()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/sched_peer.py").into()
     });
     let text = match Command::new(python).arg(&peer).output() {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -49,7 +49,7 @@ fn python_peer_path() -> std::path::PathBuf {
     match std::env::var_os("PYTHON_PEER") {
         Some(p) => p.into(),
         None => {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/python_peer.py")
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/python_peer.py")
         }
     }
 }
