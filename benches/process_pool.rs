@@ -6,8 +6,11 @@
 //! inline script for the 100 MB row), with 2 workers each. Rust rows are
 //! medians of `BENCH_REPS` runs (default 7).
 //!
-//! A second table compares scheduling on uneven work (`support/sched.rs`)
-//! with CPython, loky and dask.distributed (`benches/peers/sched_peer.py`,
+//! A second table compares scheduling on uneven work (`support/sched.rs`:
+//! mixed sleeps, short tasks behind a long one, fresh pools, and a burst of
+//! no-ops followed by one long and four shorter tasks; the worst and the
+//! median of 3 rounds, 5 for fresh pools) with CPython, loky and
+//! dask.distributed (`benches/peers/sched_peer.py`,
 //! run by `SCHED_PYTHON`, default `PYTHON`: a virtualenv with loky and
 //! dask installed).
 //!

@@ -11,6 +11,15 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
+fn noop(x: u64) -> u64 {
+    x
+}
+
+/// The burst scenario's tasks, after 50 no-ops on 2 workers: ideal 4 s (the
+/// four 1 s tasks run on the other worker), 6 s if they wait behind the 4 s
+/// one in the pipe of the worker that runs it.
+const BURST: [u64; 5] = [4000, 1000, 1000, 1000, 1000];
+
 /// The uneven task list of the peer script: 1-40 ms, every 25th 400 ms.
 fn uneven() -> Vec<u64> {
     (0..200u64)
@@ -90,6 +99,26 @@ pub(crate) fn rows(rounds: usize) -> Vec<Row> {
         .collect();
     drop(p);
 
+    let p = ProcessPoolExecutor::new(2).expect("pool");
+    warm(&p, 4);
+    let burst_rounds = (0..rounds.max(3))
+        .map(|_| {
+            let noops: Vec<Future<u64>> = (0..50).map(|i| p.submit(task!(noop), i)).collect();
+            for f in noops {
+                f.result().expect("noop");
+            }
+            let t = Instant::now();
+            let fs: Vec<Future<u64>> = BURST
+                .iter()
+                .map(|&ms| p.submit(task!(sleep_ms), ms))
+                .collect();
+            let sum: u64 = fs.into_iter().map(|f| f.result().expect("sleep")).sum();
+            assert_eq!(sum, BURST.iter().sum::<u64>());
+            t.elapsed().as_secs_f64() * 1e3 / BURST[0] as f64
+        })
+        .collect();
+    drop(p);
+
     let fresh = |workers: usize, ms: u64| -> Vec<f64> {
         (0..rounds.max(5))
             .map(|_| {
@@ -138,6 +167,11 @@ pub(crate) fn rows(rounds: usize) -> Vec<Row> {
             fresh(4, 1000),
             "~1 (Python)",
         ),
+        row(
+            "burst: 50 no-ops, then 4 s + 4 x 1 s, 2 workers, / 4 s",
+            burst_rounds,
+            "<= 1.05 (4.2 s)",
+        ),
     ]
 }
 
@@ -169,12 +203,16 @@ pub(crate) fn add_peers(rows: &mut [Row], python: &str) {
             eprintln!("note: {who} is not installed for {python}; its column is empty");
         }
     }
+    // The peer script's line for each row, in the order of `rows`.
     let keys = [
-        "uneven submit worst",
-        "shorts behind long",
-        "two long on two fresh workers",
+        Some("uneven submit worst"),
+        Some("shorts behind long"),
+        Some("two long on two fresh workers"),
+        None,
+        Some("burst then long"),
     ];
     for (row, key) in rows.iter_mut().zip(keys) {
+        let Some(key) = key else { continue };
         row.peers = ["cpython", "loky", "dask"]
             .into_iter()
             .map(|who| (who, figure(who, key)))
