@@ -16,7 +16,7 @@ use crate::{CancelHandle, Error};
 mod state;
 
 use state::{Guard, Listener, Phase};
-pub(crate) use state::{Holder, Inner, Outcome};
+pub(crate) use state::{HeldBy, Holder, Inner, Outcome};
 
 /// The handle to the result of a task.
 ///
@@ -479,7 +479,7 @@ fn take_phase<T>(phase: &mut Phase<T>) -> Result<T, Error> {
         }
         Phase::Taken => Err(Error::AlreadyTaken),
         // Not reached: callers take only from a done future.
-        pending @ (Phase::Pending(_) | Phase::Held(..) | Phase::Running(_)) => {
+        pending @ (Phase::Pending(_) | Phase::Running(_)) => {
             *phase = pending;
             Err(Error::timeout())
         }
@@ -497,7 +497,7 @@ fn phase_error<T>(phase: &Phase<T>) -> Option<Error> {
 impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.inner.state.lock().phase {
-            Phase::Pending(_) | Phase::Held(..) => "pending",
+            Phase::Pending(_) => "pending",
             Phase::Running(_) => "running",
             Phase::Cancelled => "cancelled",
             Phase::Finished(Ok(_)) | Phase::Taken => "finished",

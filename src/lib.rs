@@ -237,6 +237,11 @@ pub mod __loom {
         Holder(crate::future::Holder::new(f))
     }
 
+    /// A promise whose future a worker may hold, as a process pool's.
+    pub fn holdable_promise<T>() -> (crate::Promise<T>, crate::Future<T>) {
+        crate::Promise::holdable()
+    }
+
     /// Marks `promise`'s future held by `holder` (sent ahead to a worker).
     pub fn hold<T>(promise: &crate::Promise<T>, holder: &Holder) -> bool {
         promise.hold(&holder.0)

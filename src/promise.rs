@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::future::{Holder, Inner};
+use crate::future::{HeldBy, Holder, Inner};
 use crate::{Error, Future};
 
 /// Cancels a [`Future`] from another thread; see [`Future::cancel_handle`].
@@ -109,7 +109,16 @@ impl<T> Promise<T> {
     /// ```
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> (Promise<T>, Future<T>) {
-        let inner: Arc<Inner<T>> = Arc::new(Inner::with_job(()));
+        Self::with_inner(Arc::new(Inner::with_job(())))
+    }
+
+    /// A promise whose future a worker may hold before it starts the task
+    /// (see [`hold`](Self::hold)): a process pool's.
+    pub(crate) fn holdable() -> (Promise<T>, Future<T>) {
+        Self::with_inner(Arc::new(Inner::with_job(HeldBy::default())))
+    }
+
+    fn with_inner(inner: Arc<Inner<T>>) -> (Promise<T>, Future<T>) {
         (
             Promise {
                 inner: Arc::clone(&inner),
@@ -190,7 +199,7 @@ impl<T> Promise<T> {
         self.inner.hold(holder)
     }
 
-    /// A held future is pending again.
+    /// Back in the pool's queue: no longer held, pending again.
     pub(crate) fn release(&self) {
         self.inner.release();
     }

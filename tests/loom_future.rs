@@ -56,9 +56,9 @@ fn cancel_of_a_held_task_races_the_worker_taking_it() {
     // for it back. The worker decides under its inbox lock; the future
     // must say cancelled exactly when the task never ran.
     check("held cancel vs the worker starting it", || {
-        use concurrent_futures::__loom::{hold, holder};
+        use concurrent_futures::__loom::{hold, holdable_promise, holder};
         use loom::sync::Mutex;
-        let (promise, fut) = Promise::<u32>::new();
+        let (promise, fut) = holdable_promise::<u32>();
         let promise = Arc::new(Mutex::new(promise));
         // None: queued in the worker; Some(true): taken; Some(false): given back.
         let inbox = Arc::new(Mutex::new(None::<bool>));

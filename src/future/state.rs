@@ -4,33 +4,26 @@
 //! # State machine
 //!
 //! ```text
-//!             cancel()                         (terminal, notifies)
-//!  PENDING ──────────────────────────────────▶ CANCELLED
-//!   │    ▲ │                                        ▲
-//!   │    │ │ set_running() / start()                │ its holder gave it back
-//!   │    │ ▼                 complete(r)            │ (cancel() asks the holder
-//!   │    │ RUNNING ───────▶ FINISHED(r) ──▶ TAKEN   │  and waits for the answer)
-//!   │    │   ▲                                      │
-//!   │    │   │ its holder started it                │
-//!   │    │   │                                      │
-//!   │ release()  (back in the pool's queue)         │
-//!   ▼    │   │                                      │
-//!  HELD ─┴───┴──────────────────────────────────────┘
-//!   ▲ hold(): sent to a worker behind the task it runs
+//!            cancel()                 (terminal, notifies)
+//!  PENDING ───────────────────────▶ CANCELLED
+//!     │ ▲ set_running() / start()
+//!     ▼ │ release()   complete(r)
+//!  RUNNING ───────────────────────▶ FINISHED(r) ──result()──▶ TAKEN
 //! ```
 //!
-//! `HELD` is pending too: a process-pool worker holds the task, sent ahead
-//! of the one it runs, and has not started it. Only the worker knows
-//! whether it has started it by now, so `cancel()` asks it through the
-//! [`Holder`] and the worker's answer decides (`src/process/inbox.rs`).
-//! A `PENDING` or `HELD` future may also be completed directly (a pool
-//! that fails it before it runs). A process-pool task whose worker died
-//! under it goes from `RUNNING` back to `PENDING` when it is to run again
-//! (`Task::retries`). Every transition happens under the
-//! future's mutex; the listeners (blocked threads, done-callbacks, an
-//! async waker, `as_completed`/`wait` waiters) live in the `PENDING`,
-//! `HELD` and `RUNNING` states, are taken out with the state under the lock
-//! and told after it is released, in the completing thread.
+//! A process-pool task may be `PENDING` in a worker that holds it behind
+//! the task it runs: its job slot names that [`Holder`] (`hold()`). Only
+//! the worker knows whether it has started the task by now, so `cancel()`
+//! asks it and the worker's answer decides (`src/process/inbox.rs`): the
+//! future is cancelled, or running. A `PENDING` future may also be
+//! completed directly (a pool that fails it before it runs), and a
+//! process-pool task whose worker died under it goes from `RUNNING` back
+//! to `PENDING` when it is to run again (`release()`, `Task::retries`).
+//! Every transition happens under the future's mutex; the listeners
+//! (blocked threads, done-callbacks, an async waker, `as_completed`/`wait`
+//! waiters) live in the `PENDING` and `RUNNING` states, are taken out with
+//! the state under the lock and told after it is released, in the
+//! completing thread.
 //!
 //! # One allocation per task
 //!
@@ -53,10 +46,41 @@ use crate::wait::Waiter;
 use crate::{Error, Future};
 
 /// The type-erased job at the end of a future's shared state: what the
-/// future's handle knows of it (nothing but that it can be sent along).
-pub(crate) trait Slot: Send {}
+/// future's handle knows of it. A process-pool task's slot names the
+/// worker that holds it, if one does; the others hold none.
+pub(crate) trait Slot: Send {
+    /// The worker holding the task, sent ahead and not started.
+    fn holder(&self) -> Option<&Arc<Holder>> {
+        None
+    }
 
-impl<J: Send> Slot for J {}
+    /// Records (or, with `None`, clears) the worker holding the task;
+    /// false if this kind of task cannot be held.
+    fn set_holder(&mut self, _holder: Option<Arc<Holder>>) -> bool {
+        false
+    }
+}
+
+/// A thread-pool task: the closure, until a worker takes it out.
+impl<F: Send> Slot for Option<F> {}
+
+/// A [`Promise`](crate::Promise)'s future: no job.
+impl Slot for () {}
+
+/// A process-pool task's slot: the worker that holds it, if any.
+#[derive(Default)]
+pub(crate) struct HeldBy(Option<Arc<Holder>>);
+
+impl Slot for HeldBy {
+    fn holder(&self) -> Option<&Arc<Holder>> {
+        self.0.as_ref()
+    }
+
+    fn set_holder(&mut self, holder: Option<Arc<Holder>>) -> bool {
+        self.0 = holder;
+        true
+    }
+}
 
 /// Listeners, newest first: one word inline, so a future nobody listens to
 /// stays small.
@@ -86,20 +110,11 @@ impl Holder {
     }
 }
 
-/// A held future's listeners and holder.
-pub(crate) struct HeldBy<T> {
-    listeners: List<T>,
-    holder: Arc<Holder>,
-}
-
 /// Where a future is in its life.
 pub(crate) enum Phase<T> {
-    /// Queued; may still be cancelled.
+    /// Queued, or held by a worker that has not started it (its slot says
+    /// which); may still be cancelled.
     Pending(List<T>),
-    /// Pending in a worker that holds it behind the task it runs; a cancel
-    /// asks the holder. Boxed: a phase stays two words, so a thread-pool
-    /// future stays one 56-byte allocation.
-    Held(Box<HeldBy<T>>),
     /// A worker has started it; it can no longer be cancelled.
     Running(List<T>),
     /// Cancelled before it started. Terminal.
@@ -164,47 +179,28 @@ impl<T> Phase<T> {
     pub(crate) fn listeners(&mut self) -> Option<&mut List<T>> {
         match self {
             Phase::Pending(l) | Phase::Running(l) => Some(l),
-            Phase::Held(h) => Some(&mut h.listeners),
             _ => None,
         }
     }
 
-    /// PENDING or HELD -> RUNNING, keeping the listeners; false if the
-    /// future is no longer pending.
+    /// PENDING -> RUNNING, keeping the listeners; false if the future is
+    /// no longer pending.
     pub(crate) fn start(&mut self) -> bool {
-        let l = match self {
-            Phase::Pending(l) => l.take(),
-            Phase::Held(h) => h.listeners.take(),
-            _ => return false,
+        let Phase::Pending(l) = self else {
+            return false;
         };
+        let l = l.take();
         *self = Phase::Running(l);
         true
     }
 
-    /// PENDING -> HELD by `holder`; false if the future is no longer
-    /// pending (cancelled: do not send the task).
-    pub(crate) fn hold(&mut self, holder: &Arc<Holder>) -> bool {
-        let Phase::Pending(l) = self else {
-            return matches!(self, Phase::Held(..));
-        };
-        let l = l.take();
-        *self = Phase::Held(Box::new(HeldBy {
-            listeners: l,
-            holder: Arc::clone(holder),
-        }));
-        true
-    }
-
-    /// HELD or RUNNING -> PENDING: the task is back in the pool's queue
-    /// (its holder gave it back, or its worker died under it and it is to
-    /// run again).
+    /// RUNNING -> PENDING: its task is back in the pool's queue, to run
+    /// again (its worker died under it).
     pub(crate) fn release(&mut self) {
-        let l = match self {
-            Phase::Held(h) => h.listeners.take(),
-            Phase::Running(l) => l.take(),
-            _ => return,
-        };
-        *self = Phase::Pending(l);
+        if let Phase::Running(l) = self {
+            let l = l.take();
+            *self = Phase::Pending(l);
+        }
     }
 
     /// Adds a listener; a done future has none (its caller checked).
@@ -254,7 +250,6 @@ impl<T, J: ?Sized> State<T, J> {
     fn settle(&mut self, phase: Phase<T>) -> List<T> {
         match std::mem::replace(&mut self.phase, phase) {
             Phase::Pending(l) | Phase::Running(l) => l,
-            Phase::Held(h) => h.listeners,
             _ => None,
         }
     }
@@ -329,11 +324,6 @@ impl<T> Inner<T> {
         }
     }
 
-    /// PENDING -> RUNNING; false if the future is no longer pending.
-    pub(crate) fn set_running(&self) -> bool {
-        self.state.lock().phase.start()
-    }
-
     /// Stores `result` unless the future is done (then hands it back),
     /// wakes the waiters and runs the listeners. `before_publish` runs while
     /// the result is stored but nobody can see it yet, told whether any
@@ -372,24 +362,25 @@ impl<T> Inner<T> {
         loop {
             let holder = {
                 let st = self.state.lock();
-                match &st.phase {
-                    Phase::Held(h) => Arc::clone(&h.holder),
+                match (&st.phase, st.job.holder()) {
+                    (Phase::Pending(_), Some(h)) => Arc::clone(h),
                     // Under the same lock: a pending future may be sent
                     // to a worker (held) the moment the lock is released.
                     _ => return self.cancel_locked(st),
                 }
             };
-            let still_held = || match &self.state.lock().phase {
-                Phase::Held(h) => Arc::ptr_eq(&h.holder, &holder),
-                _ => false,
+            let held_by = |st: &Guard<'_, T>| {
+                matches!(st.phase, Phase::Pending(_))
+                    && st.job.holder().is_some_and(|h| Arc::ptr_eq(h, &holder))
             };
+            let still_held = || held_by(&self.state.lock());
             (holder.recall)(self.key(), &still_held);
-            match &self.state.lock().phase {
+            let st = self.state.lock();
+            match st.phase {
                 Phase::Cancelled => return true,
                 // Given back to the pool's queue meanwhile, or sent to
                 // another worker: ask again.
-                Phase::Pending(_) => {}
-                Phase::Held(h) if !Arc::ptr_eq(&h.holder, &holder) => {}
+                Phase::Pending(_) if !held_by(&st) => {}
                 _ => return false,
             }
         }
@@ -404,7 +395,8 @@ impl<T> Inner<T> {
     /// [`cancel_now`](Self::cancel_now) under a lock already taken.
     fn cancel_locked(self: &Arc<Self>, mut st: Guard<'_, T>) -> bool {
         match st.phase {
-            Phase::Pending(_) | Phase::Held(..) => {
+            Phase::Pending(_) => {
+                st.job.set_holder(None);
                 let listeners = st.settle(Phase::Cancelled);
                 let outcome = st.phase.outcome();
                 drop(st);
@@ -416,14 +408,27 @@ impl<T> Inner<T> {
         }
     }
 
-    /// PENDING -> HELD; false if the future is no longer pending.
+    /// Marks a pending future held by `holder` (sent to a worker behind
+    /// the task it runs); false if it is no longer pending, or cannot be
+    /// held.
     pub(crate) fn hold(&self, holder: &Arc<Holder>) -> bool {
-        self.state.lock().phase.hold(holder)
+        let mut st = self.state.lock();
+        matches!(st.phase, Phase::Pending(_)) && st.job.set_holder(Some(Arc::clone(holder)))
     }
 
-    /// HELD or RUNNING -> PENDING.
+    /// PENDING -> RUNNING, and no longer held.
+    pub(crate) fn set_running(&self) -> bool {
+        let mut st = self.state.lock();
+        st.job.set_holder(None);
+        st.phase.start()
+    }
+
+    /// Back in the pool's queue: no longer held, and pending again if it
+    /// had started (its worker died under it).
     pub(crate) fn release(&self) {
-        self.state.lock().phase.release();
+        let mut st = self.state.lock();
+        st.job.set_holder(None);
+        st.phase.release();
     }
 }
 

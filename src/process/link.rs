@@ -21,8 +21,9 @@
 //! The worker runs its frames in order and writes each answer before it
 //! takes the next frame, so `held` is in the worker's order and only its
 //! front can have started. The rest never ran: when the worker dies they
-//! can go to another worker. Their futures are pending (`Held`), not
-//! running: only the front's future runs.
+//! can go to another worker. Their futures are pending (their job slot
+//! names the worker that holds them), not running: only the front's
+//! future runs.
 //!
 //! # Recalls
 //!

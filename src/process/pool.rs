@@ -432,7 +432,7 @@ fn submit_encoded<A, R, V>(
 where
     V: DeserializeOwned + Send + 'static,
 {
-    let (promise, future) = Promise::<V>::new();
+    let (promise, future) = Promise::<V>::holdable();
     let mut payload = Vec::new();
     if let Err(e) = encode(&mut payload).and_then(|()| fits_a_frame(payload.len())) {
         let _ = promise.complete(Err(e));
