@@ -1,7 +1,6 @@
 //! [`ProcessPoolExecutor`]: registered tasks in worker processes.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,13 +8,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::builder::{Config, ProcessPoolBuilder};
-use super::job::{Completion, Job, Payload, Ticket};
+use super::job::{Completion, Job, Payload, Place, Ticket};
 use super::link::Fate;
+use super::link::Stage;
 use super::protocol::MAX_FRAME;
-use super::shared::Shared;
+use super::shared::{Shared, LOCALHOST};
 use crate::executor;
 use crate::lifecycle::Deadline;
 use crate::map::{self, Source, Submitted, MAP_WINDOW_PER_WORKER};
+use crate::stats::{Ended, HostStats, PoolStats};
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
@@ -164,7 +165,11 @@ impl ProcessPoolExecutor {
         A: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        submit_encoded(&self.owner, task, None, true, |buf| encode_into(&arg, buf))
+        // Numbered where it is queued, under the pool's lock.
+        let place = Place::Submit(0);
+        submit_encoded(&self.owner, task, (None, place), true, |buf| {
+            encode_into(&arg, buf)
+        })
     }
 
     /// Runs `task` on every item in worker processes, yielding the results
@@ -214,6 +219,7 @@ impl ProcessPoolExecutor {
             owner: Arc::clone(&self.owner),
             auto_chunk,
             unwoken: 0,
+            pulled: 0,
         };
         Map::new(Box::new(source), map::default_window(workers, 0))
     }
@@ -396,6 +402,67 @@ impl ProcessPoolExecutor {
         self.shared().config.max_workers
     }
 
+    /// A snapshot of the pool: workers, tasks, restarts and hosts; see
+    /// [`PoolStats`]. Cheap: the pool's counters and one look at its
+    /// workers under its lock.
+    ///
+    /// `hosts` is what the launcher reports
+    /// ([`Launcher::hosts`](crate::launch::Launcher::hosts): `Ssh` lists
+    /// its hosts); a launcher that lists none (`Local`, the default) is one
+    /// entry named `localhost` holding every worker, down while launches
+    /// fail, with the last launch error or worker death as its error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{task, ProcessPoolExecutor};
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// fn main() -> Result<(), concurrent_futures::Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::new(2)?;
+    ///     for x in 0..5 {
+    ///         assert_eq!(pool.submit(task!(square), x).result()?, x * x);
+    ///     }
+    ///     let s = pool.stats();
+    ///     assert_eq!((s.completed, s.failed, s.queued, s.running), (5, 0, 0, 0));
+    ///     assert_eq!(s.hosts.len(), 1);
+    ///     assert_eq!(s.hosts[0].name, "localhost");
+    ///     assert!(s.hosts[0].up && s.workers >= 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        let shared = self.shared();
+        let mut s = PoolStats::default();
+        let (launch_failed, last_error) = {
+            let st = shared.state.lock();
+            s.workers = st.workers.len() + st.starting;
+            s.starting = st.starting;
+            for w in &st.workers {
+                let link = w.link.lock();
+                match link.stage {
+                    Stage::Starting | Stage::Initializing => s.starting += 1,
+                    Stage::Ready if link.held.is_empty() => s.idle += 1,
+                    _ => {}
+                }
+            }
+            (st.launch_failed, st.last_error.clone())
+        };
+        shared.counters.fill(&mut s);
+        s.hosts = shared.config.launcher.hosts();
+        if s.hosts.is_empty() {
+            s.hosts = vec![HostStats::new(
+                LOCALHOST,
+                s.workers,
+                !launch_failed || s.workers > 0,
+                last_error,
+            )];
+        }
+        s
+    }
+
     /// The process ids of the live workers. A worker on another machine
     /// (`Ssh`, `Slurm`) is listed by the pid its handshake gave, which is a
     /// pid on its own host, once it has answered.
@@ -425,7 +492,7 @@ impl ProcessPoolExecutor {
 fn submit_encoded<A, R, V>(
     owner: &Arc<Owner>,
     task: Task<A, R>,
-    items: Option<u32>,
+    (items, place): (Option<u32>, Place),
     wake: bool,
     encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
 ) -> Future<V>
@@ -434,12 +501,12 @@ where
 {
     let (promise, future) = Promise::<V>::new();
     let mut payload = Vec::new();
+    let shared = &owner.shared;
     if let Err(e) = encode(&mut payload).and_then(|()| fits_a_frame(payload.len())) {
-        let _ = promise.complete(Err(e));
+        let counters = &shared.counters;
+        let _ = promise.complete_then(Err(e), |_| counters.ended(Ended::Error));
         return future;
     }
-    let shared = &owner.shared;
-    shared.outstanding.fetch_add(1, Ordering::AcqRel);
     shared.enqueue(
         Job {
             entry: task.entry(),
@@ -447,9 +514,10 @@ where
             payload: Payload::Inline(payload),
             time_limit: Job::run_limit(task.limit().or(shared.config.task_time_limit), items),
             completion: Box::new(promise) as Box<dyn Completion>,
-            ticket: Ticket(Arc::clone(&shared.outstanding)),
+            ticket: Ticket::new(&shared.counters),
             retries_left: task.retry_limit().unwrap_or(shared.config.task_retries),
             tries: Vec::new(),
+            place,
         },
         wake,
     );
@@ -475,6 +543,8 @@ struct TaskSource<I, A: 'static, R: 'static> {
     auto_chunk: usize,
     /// Tasks queued since the writers were last woken (see `flush`).
     unwoken: usize,
+    /// Items pulled so far: the index of the next one.
+    pulled: u64,
 }
 
 impl<I, A, R> Source<R> for TaskSource<I, A, R>
@@ -484,20 +554,32 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<R>> {
-        let (owner, task) = (&self.owner, self.task);
+        let (owner, task, first) = (&self.owner, self.task, self.pulled);
         // Queued without waking a writer; `flush` wakes them once.
         let submitted = map::submit_next(
             &mut self.items,
             chunksize,
-            |item| submit_encoded(owner, task, None, false, |b| encode_into(&item, b)),
+            |item| {
+                let place = Place::Items { first, len: 1 };
+                submit_encoded(owner, task, (None, place), false, |b| encode_into(&item, b))
+            },
             |chunk| {
                 let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-                submit_encoded(owner, task, Some(n), false, |b| encode_into(&chunk, b))
+                let place = Place::Items {
+                    first,
+                    len: chunk.len() as u64,
+                };
+                submit_encoded(owner, task, (Some(n), place), false, |b| {
+                    encode_into(&chunk, b)
+                })
             },
         );
-        if submitted.is_some() {
-            self.unwoken += 1;
+        match &submitted {
+            Some(Submitted::One(_)) => self.pulled += 1,
+            Some(Submitted::Chunk(_, n)) => self.pulled += *n as u64,
+            None => return None,
         }
+        self.unwoken += 1;
         submitted
     }
 
