@@ -20,6 +20,18 @@ fn abort_now() -> u32 {
     std::process::abort()
 }
 
+/// Task: aborts its worker on its first try (counted in `{dir}/tries`),
+/// then returns the number of its try.
+fn abort_first(dir: String) -> usize {
+    let path = std::path::Path::new(&dir).join("tries");
+    let n = std::fs::read_to_string(&path).map_or(0, |t| t.len()) + 1;
+    std::fs::write(&path, "x".repeat(n)).expect("count the try");
+    if n == 1 {
+        std::process::abort();
+    }
+    n
+}
+
 /// Task: never returns on its own.
 fn stuck() -> u32 {
     loop {
@@ -156,6 +168,19 @@ fn process_pool_running_and_queued_follow_the_futures() {
         pool.stats().cancelled == 1
     });
     assert_eq!(tasks(&pool.stats()), (4, 0, 1, 0, 0));
+    common::with_timeout(LONG, move || drop(pool));
+}
+
+#[test]
+fn a_retry_is_counted_and_so_is_the_replaced_worker() {
+    common::arm_watchdog();
+    let s = Scratch::new("stats-retry");
+    let pool = pool(1);
+    let mut fut = pool.submit(task!(abort_first).retries(1), s.dir());
+    assert_eq!(fut.result_timeout(LONG), Ok(2));
+    let st = pool.stats();
+    assert_eq!(tasks(&st), (1, 0, 0, 0, 0));
+    assert_eq!((st.retries, st.restarts, st.time_limit_kills), (1, 1, 0));
     common::with_timeout(LONG, move || drop(pool));
 }
 

@@ -122,6 +122,18 @@ fn abort_now() -> u32 {
     std::process::abort()
 }
 
+/// Task: aborts its worker on its first try (counted in `{dir}/tries`),
+/// then returns the number of its try.
+fn abort_first(dir: String) -> usize {
+    let path = std::path::Path::new(&dir).join("tries");
+    let n = std::fs::read_to_string(&path).map_or(0, |t| t.len()) + 1;
+    std::fs::write(&path, "x".repeat(n)).expect("count the try");
+    if n == 1 {
+        std::process::abort();
+    }
+    n
+}
+
 /// Task: never returns on its own.
 fn stuck() -> u32 {
     loop {
@@ -158,6 +170,22 @@ fn worker_start_replacement_and_time_limit_are_events_with_fields() {
     assert_eq!(late, Err(Error::TimeLimit(Duration::from_millis(100))));
     let killed = wait_for("worker killed at a time limit");
     assert_eq!(killed.fields["limit_ms"], "100");
+    common::with_timeout(LONG, move || drop(pool));
+}
+
+#[test]
+fn a_retried_task_is_an_event_naming_the_task_and_its_try() {
+    let _one = start();
+    let s = Scratch::new("trace-retry");
+    let pool = pool(1);
+    let _first = pool.submit(task!(square), 2).result_timeout(LONG);
+    let mut fut = pool.submit(task!(abort_first).retries(1), s.dir());
+    assert_eq!(fut.result_timeout(LONG), Ok(2));
+    let retried = wait_for("task retried");
+    assert_eq!(retried.level, Level::WARN);
+    assert_eq!(retried.fields["task"], "submit #1");
+    assert_eq!(retried.fields["attempt"], "2");
+    assert!(retried.fields["reason"].contains("SIGABRT"), "{retried:?}");
     common::with_timeout(LONG, move || drop(pool));
 }
 

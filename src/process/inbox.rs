@@ -71,8 +71,7 @@ impl Inbox {
             let answered = FromWorker::Recalled { seq, given_back }
                 .encode(&mut bytes)
                 .and_then(|()| {
-                    answer(&bytes)
-                        .map_err(|e| Error::Io(format!("cannot answer a recall: {e}")))
+                    answer(&bytes).map_err(|e| Error::Io(format!("cannot answer a recall: {e}")))
                 });
             if let Err(e) = answered {
                 outcome = Err(e);
