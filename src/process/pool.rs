@@ -48,10 +48,12 @@ type Owner = executor::Owner<Shared>;
 /// A worker that dies (exit, abort, signal) fails the task it ran, and by
 /// default every pending one, with [`Error::BrokenPool`] naming the exit
 /// code or signal and the last lines of its stderr; the pool is then broken
-/// like Python's. With [`restart_workers`](ProcessPoolBuilder::restart_workers)
-/// the worker is replaced instead, only the task it ran fails, and the
-/// tasks it held but never started run on another worker. No task that
-/// started ever runs twice.
+/// like Python's. The other futures' reason names the task the worker died
+/// under ("... while running another task (submit #3)"). With
+/// [`restart_workers`](ProcessPoolBuilder::restart_workers) the worker is
+/// replaced instead, only the task it ran fails (with
+/// [`Error::WorkerDied`]), and the tasks it held but never started run on
+/// another worker. No task that started ever runs twice.
 ///
 /// A task given a [time limit](crate::Task::time_limit) (or the pool's
 /// [`task_time_limit`](ProcessPoolBuilder::task_time_limit)) that runs past
