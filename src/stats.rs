@@ -10,6 +10,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 /// A snapshot of a pool: its workers, its tasks and what happened to them.
 ///
 /// Returned by [`ThreadPoolExecutor::stats`](crate::ThreadPoolExecutor::stats)
@@ -154,16 +156,27 @@ pub(crate) enum Ended {
     Cancelled,
 }
 
-/// The process pool's counters, shared by every job's ticket.
+/// The process pool's counters, shared by every job's ticket. Each group
+/// has a cache line of its own: `outstanding` is bumped by submitters and
+/// readers, `running` mostly by a worker's reader (a task ends, the next
+/// starts), the ends by readers; on one line, every submit and answer
+/// moved it between cores (measured: round trips 20% slower).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Jobs submitted and not yet finished (queued or held by a worker).
-    pub(crate) outstanding: AtomicUsize,
+    pub(crate) outstanding: CachePadded<AtomicUsize>,
     /// Futures marked running and not yet done.
-    pub(crate) running: AtomicUsize,
-    pub(crate) completed: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
+    pub(crate) running: CachePadded<AtomicUsize>,
+    ends: CachePadded<Ends>,
+}
+
+/// How futures ended, and what happened to workers, since the pool was
+/// built.
+#[derive(Debug, Default)]
+pub(crate) struct Ends {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
     pub(crate) restarts: AtomicU64,
     pub(crate) time_limit_kills: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -172,12 +185,23 @@ pub(crate) struct Counters {
 impl Counters {
     /// Counts a future's end.
     pub(crate) fn ended(&self, how: Ended) {
+        self.ended_n(how, 1);
+    }
+
+    /// Counts `n` futures that ended `how`.
+    pub(crate) fn ended_n(&self, how: Ended, n: u64) {
+        let e = &self.ends;
         let counter = match how {
-            Ended::Value => &self.completed,
-            Ended::Error => &self.failed,
-            Ended::Cancelled => &self.cancelled,
+            Ended::Value => &e.completed,
+            Ended::Error => &e.failed,
+            Ended::Cancelled => &e.cancelled,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counts of what happened to workers and retries.
+    pub(crate) fn ends(&self) -> &Ends {
+        &self.ends
     }
 
     /// Fills the task counts of `s`.
@@ -188,12 +212,13 @@ impl Counters {
             .outstanding
             .load(Ordering::Relaxed)
             .saturating_sub(running);
-        s.completed = self.completed.load(Ordering::Relaxed);
-        s.failed = self.failed.load(Ordering::Relaxed);
-        s.cancelled = self.cancelled.load(Ordering::Relaxed);
-        s.restarts = self.restarts.load(Ordering::Relaxed);
-        s.time_limit_kills = self.time_limit_kills.load(Ordering::Relaxed);
-        s.retries = self.retries.load(Ordering::Relaxed);
+        let e = &self.ends;
+        s.completed = e.completed.load(Ordering::Relaxed);
+        s.failed = e.failed.load(Ordering::Relaxed);
+        s.cancelled = e.cancelled.load(Ordering::Relaxed);
+        s.restarts = e.restarts.load(Ordering::Relaxed);
+        s.time_limit_kills = e.time_limit_kills.load(Ordering::Relaxed);
+        s.retries = e.retries.load(Ordering::Relaxed);
     }
 }
 

@@ -273,7 +273,11 @@ impl Job {
     pub(crate) fn died(mut self, reason: String) -> Option<Job> {
         if self.retries_left > 0 {
             self.retries_left -= 1;
-            self.ticket.counters.retries.fetch_add(1, Ordering::Relaxed);
+            self.ticket
+                .counters
+                .ends()
+                .retries
+                .fetch_add(1, Ordering::Relaxed);
             let place = self.place.to_string();
             let attempt = self.tries.len() + 2;
             tracing::warn!(target: "concurrent_futures", task = %place, attempt, %reason, "task retried");

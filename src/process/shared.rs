@@ -410,7 +410,7 @@ impl Shared {
         let retry =
             fate.is_none() && became_ready && held.front().is_some_and(|s| s.job.retries_left > 0);
         if time_limit || retry || (self.config.restart_workers && became_ready) {
-            let c = &self.counters;
+            let c = self.counters.ends();
             c.restarts.fetch_add(1, Ordering::Relaxed);
             if let Some(Fate::TimeLimit { limit, .. }) = fate {
                 c.time_limit_kills.fetch_add(1, Ordering::Relaxed);

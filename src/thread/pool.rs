@@ -16,7 +16,7 @@ use super::worker;
 use crate::executor::{self, Stop};
 use crate::lifecycle::{self, Abandon, Deadline, Pool, Threads};
 use crate::map::{self, Source, Submitted};
-use crate::stats::{Counters, PoolStats, Tally};
+use crate::stats::{Counters, Ended, PoolStats, Tally};
 use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
 /// The smallest default `map` window (the process pool has none: its
@@ -102,10 +102,7 @@ impl Pool for Shared {
             // Queued, so pending (or cancelled already): the caller cancels
             // them all.
             let jobs = self.queue.drain();
-            let n = jobs.len() as u64;
-            self.counters
-                .cancelled
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.counters.ended_n(Ended::Cancelled, jobs.len() as u64);
             jobs
         } else {
             Vec::new()
