@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::frame::frame_buffered;
 use super::inbox::Inbox;
+use super::frame::frame_buffered;
 use super::protocol::{
     begin_result, build_identity, end_result, read_frame, Frame, FromWorker, ToWorker,
     PROTOCOL_VERSION, WORKER_ENV,
