@@ -5,7 +5,7 @@ use serde::Serialize;
 
 #[cfg(unix)]
 use crate::ProcessPoolExecutor;
-use crate::{Executor, Future, Map, Shutdown, Task, ThreadPoolExecutor};
+use crate::{Executor, Future, Map, PoolStats, Shutdown, Task, ThreadPoolExecutor};
 
 /// Either pool, chosen at run time; it implements [`Executor`].
 ///
@@ -94,6 +94,21 @@ impl AnyExecutor {
     /// ```
     pub fn shutdown_async(&self) -> Future<()> {
         each_pool!(self, p => p.shutdown_async())
+    }
+
+    /// The pool's [`stats`](ThreadPoolExecutor::stats), whichever it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{AnyExecutor, ThreadPoolExecutor};
+    ///
+    /// let pool: AnyExecutor = ThreadPoolExecutor::new(2)?.into();
+    /// assert_eq!(pool.stats().completed, 0);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        each_pool!(self, p => p.stats())
     }
 }
 

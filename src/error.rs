@@ -100,6 +100,13 @@ pub enum Error {
         /// The time limit of each item.
         limit: std::time::Duration,
     },
+    /// The worker process running the task died (exit, abort, signal) and,
+    /// under `restart_workers`, the pool goes on with a replacement. The
+    /// reason names the worker, its exit status or signal and the last
+    /// lines of its stderr. (Under the default policy a death breaks the
+    /// pool: [`Error::BrokenPool`].)
+    #[error("the task's worker died, and the pool goes on: {0}")]
+    WorkerDied(String),
 }
 
 impl Error {

@@ -364,8 +364,9 @@ impl<T> Future<T> {
     ///
     /// The callback runs exactly once: in the thread that completes or
     /// cancels the future, or at once in this thread if it is already done.
-    /// A panicking callback is reported on stderr; the other callbacks still
-    /// run and the worker survives.
+    /// A panicking callback is reported as a `tracing` error event (target
+    /// `concurrent_futures`; silent without a subscriber); the other
+    /// callbacks still run and the worker survives.
     ///
     /// # Examples
     ///

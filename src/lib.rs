@@ -162,6 +162,7 @@ mod panic;
 mod process;
 mod promise;
 mod ser_message;
+mod stats;
 mod sync;
 mod task;
 mod task_arg;
@@ -178,6 +179,7 @@ pub use map::Map;
 #[cfg(unix)]
 pub use process::{init, ProcessPoolBuilder, ProcessPoolExecutor};
 pub use promise::{CancelHandle, Promise};
+pub use stats::{HostStats, PoolStats};
 pub use task::{Single, Spread, Task, TaskFn};
 pub use thread::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{as_completed, wait, AsCompleted, AsCompletedTimeout, AsFuture, ReturnWhen};

@@ -64,8 +64,9 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     })
 }
 
-/// Runs a user callback; a panic is reported on stderr and swallowed so that
-/// the callbacks after it still run and the calling worker survives.
+/// Runs a user callback; a panic is reported (a `tracing` error event) and
+/// swallowed so that the callbacks after it still run and the calling
+/// worker survives.
 pub(crate) fn run_callback(what: &str, f: impl FnOnce()) {
     match catch(f) {
         Ok(()) => {}
@@ -79,10 +80,10 @@ pub(crate) fn run_callback(what: &str, f: impl FnOnce()) {
     }
 }
 
-/// Writes a line to stderr; a broken stderr is ignored, never a panic.
+/// Reports a failed callback as an error event: silent unless the
+/// application installs a `tracing` subscriber.
 fn report(what: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "concurrent-futures: {what}");
+    tracing::error!(target: "concurrent_futures", "{what}");
 }
 
 #[cfg(test)]

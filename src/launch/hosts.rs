@@ -13,7 +13,7 @@ use super::backoff::Backoff;
 use super::exit::describe_exit;
 use super::remote_stderr::LastWords;
 use super::spawned::own_process_group;
-use crate::Error;
+use crate::{Error, HostStats};
 
 /// How long a host that failed is left alone: 1 s, doubling to 60 s.
 pub(crate) const HOST_BACKOFF: Backoff =
@@ -22,6 +22,8 @@ pub(crate) const HOST_BACKOFF: Backoff =
 /// One host as the launcher knows it.
 #[derive(Debug, Default, Clone)]
 struct HostState {
+    /// As the launcher was given it, for events and `stats()`.
+    name: String,
     /// Workers started there and not yet dropped by the pool.
     live: usize,
     health: Health,
@@ -54,12 +56,32 @@ pub(crate) struct HostTable {
 }
 
 impl HostTable {
-    /// A fresh table, one entry per host.
-    pub(crate) fn new(n: usize) -> Self {
+    /// A fresh table, one entry per host of `slots` (name, slots).
+    pub(crate) fn new(slots: &[(String, usize)]) -> Self {
+        let hosts = slots
+            .iter()
+            .map(|(name, _)| HostState {
+                name: name.clone(),
+                ..HostState::default()
+            })
+            .collect();
         HostTable {
-            hosts: Mutex::new(vec![HostState::default(); n]),
+            hosts: Mutex::new(hosts),
             changed: Condvar::new(),
         }
+    }
+
+    /// One entry per host, in the launcher's order: its live workers,
+    /// down while it is left alone after a failure, its last failure.
+    pub(crate) fn stats(&self) -> Vec<HostStats> {
+        let table = self.hosts.lock();
+        table
+            .iter()
+            .map(|h| {
+                let up = !matches!(h.health, Health::Down(_));
+                HostStats::new(h.name.clone(), h.live, up, h.error.clone())
+            })
+            .collect()
     }
 
     /// Picks a host of `slots` (name, slots) for one more worker and
@@ -85,8 +107,10 @@ impl HostTable {
                         Ok(()) => Health::Checking,
                         Err(e) => {
                             h.failures += 1;
+                            let delay = HOST_BACKOFF.after(h.failures);
+                            host_down(&h.name, &e, delay);
                             h.error = Some(e);
-                            Health::Down(now + HOST_BACKOFF.after(h.failures))
+                            Health::Down(now + delay)
                         }
                     };
                 }
@@ -126,6 +150,9 @@ impl HostTable {
         if let Some(h) = table.get_mut(i) {
             match outcome {
                 Ok(started) => {
+                    if h.health != Health::Up {
+                        tracing::info!(target: "concurrent_futures", host = %h.name, "host up");
+                    }
                     h.health = Health::Up;
                     if started {
                         h.failures = 0;
@@ -133,7 +160,9 @@ impl HostTable {
                 }
                 Err(e) => {
                     h.failures += 1;
-                    h.health = Health::Down(Instant::now() + HOST_BACKOFF.after(h.failures));
+                    let delay = HOST_BACKOFF.after(h.failures);
+                    host_down(&h.name, &e, delay);
+                    h.health = Health::Down(Instant::now() + delay);
                     h.error = Some(e);
                 }
             }
@@ -148,6 +177,7 @@ impl HostTable {
         let mut table = self.hosts.lock();
         if let Some(h) = table.get_mut(i) {
             if h.health == Health::Up {
+                tracing::info!(target: "concurrent_futures", host = %h.name, "a connection to the host was lost; checking it again before its next worker");
                 h.health = Health::Unknown;
             }
         }
@@ -160,6 +190,12 @@ impl HostTable {
             h.live = h.live.saturating_sub(1);
         }
     }
+}
+
+/// A host is left alone for `delay` after `error`.
+fn host_down(host: &str, error: &str, delay: Duration) {
+    let delay_ms = delay.as_millis() as u64;
+    tracing::warn!(target: "concurrent_futures", host, error, delay_ms, "host down; backing off");
 }
 
 /// Why no host can take a worker, and what happens next: nothing retries

@@ -65,7 +65,7 @@ pub use ssh::{Ssh, FORWARDED_ENV};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 
-use crate::Error;
+use crate::{Error, HostStats};
 
 /// Starts worker processes for a pool.
 ///
@@ -129,6 +129,44 @@ pub trait Launcher: Send + Sync + fmt::Debug + 'static {
     /// ```
     fn reruns_this_executable(&self) -> bool {
         false
+    }
+
+    /// The hosts this launcher starts workers on, as it knows them: for
+    /// each, its workers, whether it is up, and the last thing that went
+    /// wrong there. The pool's [`stats`](crate::ProcessPoolExecutor::stats)
+    /// reports them. The default is none: the pool then reports one entry
+    /// named `localhost` holding all its workers. [`Ssh`] lists its hosts.
+    ///
+    /// Called from `stats()`, maybe often (a progress bar): keep it cheap.
+    ///
+    /// # Examples
+    ///
+    /// A launcher that starts every worker on one fixed machine:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use concurrent_futures::launch::{Launcher, Local, Spawned, WorkerSpec};
+    /// use concurrent_futures::{Error, HostStats};
+    ///
+    /// #[derive(Debug, Default)]
+    /// struct Here { launched: AtomicUsize }
+    ///
+    /// impl Launcher for Here {
+    ///     fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+    ///         self.launched.fetch_add(1, Ordering::Relaxed);
+    ///         Local::new().launch(spec)
+    ///     }
+    ///     fn hosts(&self) -> Vec<HostStats> {
+    ///         vec![HostStats::new("build-box", self.launched.load(Ordering::Relaxed), true, None)]
+    ///     }
+    /// }
+    ///
+    /// let hosts = Here::default().hosts();
+    /// assert_eq!((hosts[0].name.as_str(), hosts[0].workers), ("build-box", 0));
+    /// assert!(Local::new().hosts().is_empty());
+    /// ```
+    fn hosts(&self) -> Vec<HostStats> {
+        Vec::new()
     }
 }
 

@@ -15,7 +15,7 @@ use super::remote_stderr::{LastWords, RemoteEnd, RemoteStderr};
 use super::ship::{content_key, remote_command, Program, Progress, SharedStdin, ShipReader};
 use super::ssh_process::SshProcess;
 use super::{Launcher, Spawned, WorkerSpec};
-use crate::Error;
+use crate::{Error, HostStats};
 
 /// The variables of this process that reach ssh workers unless
 /// [`forward_env`](Ssh::forward_env) adds more: panics keep their
@@ -125,7 +125,7 @@ impl Ssh {
     pub fn host(mut self, host: impl Into<String>, slots: usize) -> Self {
         self.hosts.push((host.into(), slots));
         self.state = Arc::new(State {
-            hosts: Arc::new(HostTable::new(self.hosts.len())),
+            hosts: Arc::new(HostTable::new(&self.hosts)),
             shipment: OnceLock::new(),
         });
         self
@@ -438,6 +438,13 @@ impl Launcher for Ssh {
     fn default_workers(&self) -> Option<usize> {
         let slots: usize = self.hosts.iter().map(|(_, s)| s).sum();
         (slots > 0).then_some(slots)
+    }
+
+    /// One entry per host, in the order they were added: its live
+    /// workers, down while it is left alone after a failure, and its last
+    /// failure.
+    fn hosts(&self) -> Vec<HostStats> {
+        self.state.hosts.stats()
     }
 
     fn reruns_this_executable(&self) -> bool {

@@ -256,9 +256,9 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// When a worker dies, start a replacement and fail only the futures it
-    /// held, instead of breaking the whole pool as Python does (the
-    /// default). A failing initializer still breaks the pool, and so does a
+    /// When a worker dies, start a replacement and fail only the task it
+    /// ran (with [`Error::WorkerDied`](crate::Error::WorkerDied)), instead
+    /// of breaking the whole pool as Python does (the default). A failing initializer still breaks the pool, and so does a
     /// worker that dies before it is ready (during the handshake or its
     /// initializer): its replacement would fail the same way.
     ///

@@ -73,7 +73,7 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
                 let Some(promise) = inflight.remove(&seq) else {
                     break;
                 };
-                Completion::finish(Box::new(promise), outcome);
+                Completion::finish(Box::new(promise), outcome, &mut |_| {});
                 completed += 1;
             }
             // Nothing was recalled here: the real pool refuses an answer to
@@ -92,7 +92,11 @@ pub fn pool_side(data: &[u8]) -> Result<usize, String> {
     }
     // What the real pool does with the rest when the worker's output ends.
     for (_, promise) in inflight {
-        Completion::finish(Box::new(promise), Err(Error::BrokenPool("gone".into())));
+        Completion::finish(
+            Box::new(promise),
+            Err(Error::BrokenPool("gone".into())),
+            &mut |_| {},
+        );
     }
     for (i, future) in futures.into_iter().enumerate() {
         if !future.done() {

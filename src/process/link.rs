@@ -197,7 +197,7 @@ impl Link {
         if let Some(next) = self.held.front_mut() {
             next.started_at.get_or_insert(now);
             if next.recall.is_none() {
-                next.job.completion.set_running();
+                next.job.start();
             }
         }
     }

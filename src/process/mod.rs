@@ -36,6 +36,7 @@ mod pool;
 mod protocol;
 mod reader;
 mod shared;
+mod stats;
 mod timer;
 mod worker;
 mod writer;

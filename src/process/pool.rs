@@ -1,7 +1,6 @@
 //! [`ProcessPoolExecutor`]: registered tasks in worker processes.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,13 +8,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::builder::{Config, ProcessPoolBuilder};
-use super::job::{Completion, Job, Payload, Ticket};
+use super::job::{Completion, Job, Payload, Place, Ticket};
 use super::link::Fate;
 use super::protocol::MAX_FRAME;
 use super::shared::Shared;
 use crate::executor;
 use crate::lifecycle::Deadline;
 use crate::map::{self, Source, Submitted, MAP_WINDOW_PER_WORKER};
+use crate::stats::Ended;
 use crate::task::encode_into;
 use crate::{Error, Executor, Future, Map, Promise, Shutdown, Task};
 
@@ -47,10 +47,12 @@ type Owner = executor::Owner<Shared>;
 /// A worker that dies (exit, abort, signal) fails the task it ran, and by
 /// default every pending one, with [`Error::BrokenPool`] naming the exit
 /// code or signal and the last lines of its stderr; the pool is then broken
-/// like Python's. With [`restart_workers`](ProcessPoolBuilder::restart_workers)
-/// the worker is replaced instead, only the task it ran fails, and the
-/// tasks it held but never started run on another worker. No task that
-/// started ever runs twice.
+/// like Python's. The other futures' reason names the task the worker died
+/// under ("... while running another task (submit #3)"). With
+/// [`restart_workers`](ProcessPoolBuilder::restart_workers) the worker is
+/// replaced instead, only the task it ran fails (with
+/// [`Error::WorkerDied`]), and the tasks it held but never started run on
+/// another worker. No task that started ever runs twice.
 ///
 /// A task given a [time limit](crate::Task::time_limit) (or the pool's
 /// [`task_time_limit`](ProcessPoolBuilder::task_time_limit)) that runs past
@@ -135,7 +137,7 @@ impl ProcessPoolExecutor {
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
+    pub(super) fn shared(&self) -> &Arc<Shared> {
         &self.owner.shared
     }
 
@@ -164,7 +166,11 @@ impl ProcessPoolExecutor {
         A: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        submit_encoded(&self.owner, task, None, true, |buf| encode_into(&arg, buf))
+        // Numbered where it is queued, under the pool's lock.
+        let place = Place::Submit(0);
+        submit_encoded(&self.owner, task, (None, place), true, |buf| {
+            encode_into(&arg, buf)
+        })
     }
 
     /// Runs `task` on every item in worker processes, yielding the results
@@ -214,6 +220,7 @@ impl ProcessPoolExecutor {
             owner: Arc::clone(&self.owner),
             auto_chunk,
             unwoken: 0,
+            pulled: 0,
         };
         Map::new(Box::new(source), map::default_window(workers, 0))
     }
@@ -425,7 +432,7 @@ impl ProcessPoolExecutor {
 fn submit_encoded<A, R, V>(
     owner: &Arc<Owner>,
     task: Task<A, R>,
-    items: Option<u32>,
+    (items, place): (Option<u32>, Place),
     wake: bool,
     encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
 ) -> Future<V>
@@ -434,12 +441,12 @@ where
 {
     let (promise, future) = Promise::<V>::holdable();
     let mut payload = Vec::new();
+    let shared = &owner.shared;
     if let Err(e) = encode(&mut payload).and_then(|()| fits_a_frame(payload.len())) {
-        let _ = promise.complete(Err(e));
+        let counters = &shared.counters;
+        let _ = promise.complete_then(Err(e), |_| counters.ended(Ended::Error));
         return future;
     }
-    let shared = &owner.shared;
-    shared.outstanding.fetch_add(1, Ordering::AcqRel);
     shared.enqueue(
         Job {
             entry: task.entry(),
@@ -447,9 +454,10 @@ where
             payload: Payload::Inline(payload),
             time_limit: Job::run_limit(task.limit().or(shared.config.task_time_limit), items),
             completion: Box::new(promise) as Box<dyn Completion>,
-            ticket: Ticket(Arc::clone(&shared.outstanding)),
+            ticket: Ticket::new(&shared.counters),
             retries_left: task.retry_limit().unwrap_or(shared.config.task_retries),
             tries: Vec::new(),
+            place,
         },
         wake,
     );
@@ -475,6 +483,8 @@ struct TaskSource<I, A: 'static, R: 'static> {
     auto_chunk: usize,
     /// Tasks queued since the writers were last woken (see `flush`).
     unwoken: usize,
+    /// Items pulled so far: the index of the next one.
+    pulled: u64,
 }
 
 impl<I, A, R> Source<R> for TaskSource<I, A, R>
@@ -484,20 +494,32 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     fn submit_next(&mut self, chunksize: usize) -> Option<Submitted<R>> {
-        let (owner, task) = (&self.owner, self.task);
+        let (owner, task, first) = (&self.owner, self.task, self.pulled);
         // Queued without waking a writer; `flush` wakes them once.
         let submitted = map::submit_next(
             &mut self.items,
             chunksize,
-            |item| submit_encoded(owner, task, None, false, |b| encode_into(&item, b)),
+            |item| {
+                let place = Place::Items { first, len: 1 };
+                submit_encoded(owner, task, (None, place), false, |b| encode_into(&item, b))
+            },
             |chunk| {
                 let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-                submit_encoded(owner, task, Some(n), false, |b| encode_into(&chunk, b))
+                let place = Place::Items {
+                    first,
+                    len: chunk.len() as u64,
+                };
+                submit_encoded(owner, task, (Some(n), place), false, |b| {
+                    encode_into(&chunk, b)
+                })
             },
         );
-        if submitted.is_some() {
-            self.unwoken += 1;
+        match &submitted {
+            Some(Submitted::One(_)) => self.pulled += 1,
+            Some(Submitted::Chunk(_, n)) => self.pulled += *n as u64,
+            None => return None,
         }
+        self.unwoken += 1;
         submitted
     }
 

@@ -31,6 +31,12 @@ pub(crate) struct Exit {
     pub(crate) clean: bool,
     /// "worker process 7 exited with code 3 (...); its last stderr lines: ..."
     pub(crate) reason: String,
+    /// The reason for the tasks that did not run in it, when it died
+    /// running one: "... while running another task (submit #3); ...".
+    /// Else the same as `reason`.
+    pub(crate) others: String,
+    /// "exited with code 3", "was killed by signal SIGKILL (9)", "ended".
+    pub(crate) status: String,
 }
 
 /// The reader thread of one worker.
@@ -64,6 +70,7 @@ fn read_until_exit(
         link.hello_pid = Some(pid);
         worker.set_stage(&mut link, next);
     }
+    tracing::info!(target: "concurrent_futures", host = super::shared::host_of(worker), pid, "worker started");
     if next == Stage::Ready {
         // Not under the link's lock: the pool's lock comes first.
         shared.worker_ready();
@@ -220,16 +227,26 @@ fn settle(worker: &Worker) -> Exit {
         }
         None => {}
     }
+    let tail = worker.tail.quote();
+    let others = match held.front() {
+        Some(front) => format!(
+            "{reason} while running another task ({}){tail}",
+            front.job.place
+        ),
+        None => format!("{reason}{tail}"),
+    };
     if !held.is_empty() {
         reason.push_str(" while running a task");
     }
-    reason.push_str(&worker.tail.quote());
+    reason.push_str(&tail);
     Exit {
         held,
         fate,
         was,
         clean,
         reason,
+        others,
+        status: how,
     }
 }
 

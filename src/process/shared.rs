@@ -7,7 +7,7 @@
 //! timer's. Nothing takes `state` while holding a `link`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::builder::Config;
-use super::job::Job;
+use super::job::{Job, Place};
 use super::launcher::launch;
 use super::link::{Fate, Sent, Stage};
 use super::reader::{read_loop, Exit};
@@ -24,10 +24,25 @@ use super::worker::Worker;
 use super::writer::write_loop;
 use crate::executor::Stop;
 use crate::lifecycle::{self, fail_all, Abandon, Deadline, Pool, Threads};
+use crate::stats::Counters;
 use crate::{Error, Shutdown};
 
 /// A writer takes at most this many bytes of arguments at once.
 const BATCH_BYTES: usize = 1 << 20;
+
+/// Where a worker runs, for events and `stats()`: its launcher's label, or
+/// `localhost`.
+pub(crate) fn host_of(worker: &Worker) -> &str {
+    worker.label.as_deref().unwrap_or(LOCALHOST)
+}
+
+/// The name of the one host entry of a launcher that lists none.
+pub(crate) const LOCALHOST: &str = "localhost";
+
+/// A worker's pid: its local one, or the one its handshake gave.
+pub(crate) fn pid_of(worker: &Worker) -> Option<u32> {
+    worker.pid.or_else(|| worker.link.lock().hello_pid)
+}
 
 /// What submitters, workers and `shutdown` agree on, under one lock.
 pub(crate) struct State {
@@ -41,11 +56,17 @@ pub(crate) struct State {
     broken_by_deadline: bool,
     pub(crate) workers: Vec<Arc<Worker>>,
     /// Workers being launched (a slot reserved, the launch not done).
-    starting: usize,
+    pub(crate) starting: usize,
     /// Workers in a row that died before they were ready, and the time
     /// before which no other is launched (backoff).
     failed_starts: u32,
     launch_after: Option<Instant>,
+    /// The last launch failed (for `stats()` of a launcher without hosts).
+    pub(crate) launch_failed: bool,
+    /// The last launch error or worker death, for `stats()`.
+    pub(crate) last_error: Option<String>,
+    /// Submits queued so far: the next one's index, for error messages.
+    submits: u64,
     /// Writer and reader threads not yet joined.
     threads: Threads,
 }
@@ -60,8 +81,9 @@ pub(crate) struct Shared {
     /// Signalled when a worker goes or a launch ends: what a shutdown
     /// with a deadline waits on.
     changed: Condvar,
-    /// Jobs submitted and not yet finished (queued or held by a worker).
-    pub(crate) outstanding: Arc<AtomicUsize>,
+    /// Jobs outstanding, futures running and ended, workers replaced:
+    /// shared with every job's ticket.
+    pub(crate) counters: Arc<Counters>,
     seq: AtomicU64,
     /// Held while a `shutdown` joins the threads.
     joining: Mutex<()>,
@@ -81,11 +103,14 @@ impl Shared {
                 starting: 0,
                 failed_starts: 0,
                 launch_after: None,
+                launch_failed: false,
+                last_error: None,
+                submits: 0,
                 threads: Threads::default(),
             }),
             work: Condvar::new(),
             changed: Condvar::new(),
-            outstanding: Arc::new(AtomicUsize::new(0)),
+            counters: Arc::default(),
             seq: AtomicU64::new(0),
             joining: Mutex::new(()),
             timer: Timer::default(),
@@ -113,7 +138,7 @@ impl Shared {
     /// that its thread is not preempted by the first worker it wakes before
     /// it has queued the rest (on a machine with as many cores as workers,
     /// it was, and the tasks reached the workers one at a time).
-    pub(crate) fn enqueue(self: &Arc<Self>, job: Job, wake: bool) {
+    pub(crate) fn enqueue(self: &Arc<Self>, mut job: Job, wake: bool) {
         let mut st = self.state.lock();
         // Broken wins over shut down, as in Python and on the thread pool;
         // but a pool that `shutdown_timeout` had to kill is shut down.
@@ -127,6 +152,10 @@ impl Shared {
             drop(st);
             job.abandon(Some(e));
             return;
+        }
+        if let Place::Submit(n) = &mut job.place {
+            *n = st.submits;
+            st.submits += 1;
         }
         st.queue.push_back(job);
         if wake {
@@ -274,7 +303,7 @@ impl Shared {
             return fail_all(jobs, &Error::BrokenPool(reason));
         }
         for job in jobs.rev() {
-            job.completion.release();
+            job.release();
             st.queue.push_front(job);
         }
         self.work.notify_all();
@@ -292,6 +321,7 @@ impl Shared {
             self.work.notify_all();
             (std::mem::take(&mut st.queue), st.workers.clone())
         };
+        tracing::error!(target: "concurrent_futures", %reason, "pool broken");
         fail_all(queued, &Error::BrokenPool(reason));
         for w in workers {
             w.stop(
@@ -317,6 +347,8 @@ impl Shared {
             was,
             clean,
             reason,
+            others,
+            status,
         } = exit;
         // Tasks behind the front never started: those whose futures were
         // being cancelled are cancelled.
@@ -334,19 +366,30 @@ impl Shared {
         let broken = {
             let mut st = self.state.lock();
             st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
+            if !clean {
+                st.last_error = Some(reason.clone());
+            }
             self.work.notify_all();
             self.changed.notify_all();
             st.broken.clone()
         };
+        let (host, pid) = (host_of(worker), pid_of(worker));
         // What it held and did not answer, as jobs (the front may have run:
         // it is failed, never run again).
         let jobs = |held: VecDeque<Sent>| held.into_iter().map(|s| s.job);
         if let Some(b) = broken {
+            tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
             return fail_all(jobs(held), &Error::BrokenPool(b));
         }
         if clean {
             // Retired or shut down: a successor takes what is queued.
-            return self.start_if_needed(self.state.lock());
+            let st = self.state.lock();
+            if st.closing {
+                tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
+            } else {
+                tracing::info!(target: "concurrent_futures", host, pid, %status, "worker retired");
+            }
+            return self.start_if_needed(st);
         }
         let ran_past_limit = matches!(
             (&fate, held.front()),
@@ -358,6 +401,7 @@ impl Shared {
         let time_limit = matches!(fate, Some(Fate::TimeLimit { .. }));
         if matches!(fate, Some(Fate::Stopped(_))) {
             // Stopped on purpose (kill_workers, terminate_workers).
+            tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
             return fail_all(jobs(held), &Error::BrokenPool(reason));
         }
         let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
@@ -366,8 +410,17 @@ impl Shared {
         let retry =
             fate.is_none() && became_ready && held.front().is_some_and(|s| s.job.retries_left > 0);
         if time_limit || retry || (self.config.restart_workers && became_ready) {
+            let c = self.counters.ends();
+            c.restarts.fetch_add(1, Ordering::Relaxed);
+            if let Some(Fate::TimeLimit { limit, .. }) = fate {
+                c.time_limit_kills.fetch_add(1, Ordering::Relaxed);
+                let limit_ms = limit.as_millis() as u64;
+                tracing::warn!(target: "concurrent_futures", host, pid, limit_ms, "worker killed at a time limit; replacing it");
+            } else {
+                tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker replaced");
+            }
             // Only the task that ran fails (or runs again); the others
-            // never started.
+            // never started. The pool goes on: a death is `WorkerDied`.
             let again = match (held.pop_front(), fate) {
                 (Some(front), Some(Fate::TimeLimit { limit, .. })) if ran_past_limit => {
                     let error = front.job.limit_error(limit);
@@ -376,7 +429,7 @@ impl Shared {
                 }
                 (Some(front), None) => front.job.died(reason),
                 (Some(front), _) => {
-                    let error = front.job.died_error(reason);
+                    let error = front.job.died_error(reason, true);
                     front.job.finish(Err(error));
                     None
                 }
@@ -384,6 +437,7 @@ impl Shared {
             };
             return self.reroute(again.into_iter().chain(jobs(held)));
         }
+        tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker died");
         if self.config.restart_workers && self.backs_off(&reason) {
             // Never ready, but other workers live (another host may be
             // down while this one works): try again later.
@@ -391,13 +445,16 @@ impl Shared {
         }
         // A worker that was never ready, alone, breaks the pool under
         // either policy: its replacement would fail the same way, and
-        // restarting would start processes without end.
-        self.break_pool(reason.clone());
+        // restarting would start processes without end. A worker that
+        // died in a task fails that task with its reason; everything else
+        // hears that it died under another task, and which.
+        self.break_pool(others);
         if let Some(front) = held.pop_front() {
-            let error = front.job.died_error(reason.clone());
+            let error = front.job.died_error(reason.clone(), false);
             front.job.finish(Err(error));
         }
-        fail_all(jobs(held), &Error::BrokenPool(reason));
+        let broke = self.state.lock().broken.clone().unwrap_or(reason);
+        fail_all(jobs(held), &Error::BrokenPool(broke));
     }
 
     /// A worker died before it was ready. If other workers live, the pool
@@ -414,7 +471,8 @@ impl Shared {
             .saturating_mul(1 << st.failed_starts.min(9).saturating_sub(1))
             .min(Duration::from_secs(30));
         st.launch_after = Some(Instant::now() + delay);
-        eprintln!("concurrent-futures: {reason}; the pool goes on with its other workers and tries again in {delay:?}");
+        let delay_ms = delay.as_millis() as u64;
+        tracing::warn!(target: "concurrent_futures", %reason, delay_ms, "a worker failed before it was ready; the pool goes on with its other workers and launches again after a backoff");
         true
     }
 
@@ -439,7 +497,7 @@ impl Shared {
             && st.broken.is_none()
             && !backing_off
             && live < self.config.max_workers
-            && self.outstanding.load(Ordering::Acquire) > live;
+            && self.counters.outstanding.load(Ordering::Acquire) > live;
         if !wanted {
             return;
         }
@@ -457,8 +515,14 @@ impl Shared {
         st.starting -= 1;
         self.changed.notify_all();
         let launched = match launched {
-            Ok(l) => l,
+            Ok(l) => {
+                st.launch_failed = false;
+                l
+            }
             Err(e) => {
+                st.launch_failed = true;
+                st.last_error = Some(e.to_string());
+                tracing::warn!(target: "concurrent_futures", error = %e, "worker launch failed");
                 if st.workers.is_empty() && st.starting == 0 {
                     let queued = std::mem::take(&mut st.queue);
                     drop(st);

@@ -47,7 +47,7 @@ impl Timer {
                 Ok(h) => st.thread = Some(h),
                 Err(_) => {
                     // No thread, no limits: say so rather than hang.
-                    eprintln!("concurrent-futures: cannot start the time-limit thread");
+                    tracing::error!(target: "concurrent_futures", "cannot start the time-limit thread; tasks run without their time limits");
                 }
             }
         }

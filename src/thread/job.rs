@@ -10,16 +10,19 @@ use std::sync::Arc;
 
 use crate::future::Inner;
 use crate::panic::catch;
+use crate::stats::Ended;
 use crate::{Error, Future};
 
 /// What the queue holds of a task: its future's state, erased over the
 /// closure and result types.
 trait Runnable: Send + Sync {
-    /// Runs the task unless its future was cancelled, and completes it;
-    /// `before_publish` as in `Inner::complete_then`.
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool));
-    /// Never runs the task: cancels its future (`None`) or fails it.
-    fn abandon(self: Arc<Self>, error: Option<Error>);
+    /// Runs the task unless its future was cancelled (then false), and
+    /// completes it; `before_publish` as in `Inner::complete_then`, also
+    /// told how the future ends.
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool, Ended)) -> bool;
+    /// Never runs the task: cancels its future (`None`) or fails it; says
+    /// how it ended.
+    fn abandon(self: Arc<Self>, error: Option<Error>) -> Ended;
 }
 
 impl<T, F> Runnable for Inner<T, Option<F>>
@@ -27,29 +30,37 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool)) {
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(bool, Ended)) -> bool {
         // Cancelled while queued: the closure `start` hands back is
         // dropped here, outside the lock.
         let Ok(f) = self.start() else {
-            return;
+            return false;
         };
         // `f` is consumed by the call: the closure and what it captured
         // are dropped here, before the result is published.
         let result = catch(f);
+        let how = if result.is_ok() {
+            Ended::Value
+        } else {
+            Ended::Error
+        };
         let inner: Arc<Inner<T>> = self;
-        let _ = inner.complete_then(result, before_publish);
+        let _ = inner.complete_then(result, |callbacks| before_publish(callbacks, how));
+        true
     }
 
-    fn abandon(self: Arc<Self>, error: Option<Error>) {
+    fn abandon(self: Arc<Self>, error: Option<Error>) -> Ended {
         drop(self.take_job());
         let inner: Arc<Inner<T>> = self;
         match error {
             None => {
                 inner.cancel();
+                Ended::Cancelled
             }
-            Some(e) => {
-                let _ = inner.complete_then(Err(e), |_| {});
-            }
+            Some(e) => match inner.complete_then(Err(e), |_| {}) {
+                Ok(()) => Ended::Error,
+                Err(_) => Ended::Cancelled,
+            },
         }
     }
 }
@@ -74,16 +85,26 @@ impl Job {
     /// Runs the task (unless its future was cancelled) and completes its
     /// future, calling `before_publish` as the result is about to be seen,
     /// told whether done-callbacks will run.
-    pub fn run(mut self, before_publish: &mut dyn FnMut(bool)) {
-        if let Some(cell) = self.0.take() {
-            cell.run(before_publish);
+    #[cfg(loom)]
+    pub fn run(self, before_publish: &mut dyn FnMut(bool)) {
+        self.run_counted(&mut |callbacks, _| before_publish(callbacks));
+    }
+
+    /// [`run`](Job::run), also telling `before_publish` how the future
+    /// ends. False if the future was cancelled and the task not run.
+    pub(crate) fn run_counted(mut self, before_publish: &mut dyn FnMut(bool, Ended)) -> bool {
+        match self.0.take() {
+            Some(cell) => cell.run(before_publish),
+            None => false,
         }
     }
 
-    /// Cancels the task's future (`None`) or fails it with `error`.
-    pub fn abandon(mut self, error: Option<Error>) {
-        if let Some(cell) = self.0.take() {
-            cell.abandon(error);
+    /// Cancels the task's future (`None`) or fails it with `error`; says
+    /// how it ended.
+    pub(crate) fn abandon(mut self, error: Option<Error>) -> Ended {
+        match self.0.take() {
+            Some(cell) => cell.abandon(error),
+            None => Ended::Cancelled,
         }
     }
 }

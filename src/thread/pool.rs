@@ -16,6 +16,7 @@ use super::worker;
 use crate::executor::{self, Stop};
 use crate::lifecycle::{self, Abandon, Deadline, Pool, Threads};
 use crate::map::{self, Source, Submitted};
+use crate::stats::{Counters, Ended, PoolStats, Tally};
 use crate::{Error, Executor, Future, Map, Shutdown, Task};
 
 /// The smallest default `map` window (the process pool has none: its
@@ -41,6 +42,8 @@ struct Gate {
     threads: Threads,
     /// Workers ever started.
     spawned: usize,
+    /// Each worker's counts of the futures it ended.
+    tallies: Vec<Arc<Tally>>,
 }
 
 /// The state the workers share with the pool handle.
@@ -51,13 +54,30 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Held while a `shutdown` joins the threads.
     joining: Mutex<()>,
+    /// The futures the pool ended without running them (refused, failed
+    /// by a broken pool, cancelled by a shutdown).
+    counters: Counters,
 }
 
 impl Shared {
     /// Marks the pool broken and fails every queued task.
     pub(crate) fn break_pool(&self, reason: String) {
+        tracing::error!(target: "concurrent_futures", %reason, "pool broken");
         let jobs = self.queue.break_with(&reason);
-        lifecycle::fail_all(jobs, &Error::BrokenPool(reason));
+        self.fail_all(jobs, &Error::BrokenPool(reason));
+    }
+
+    /// Fails (or, if cancelled meanwhile, drops) jobs that never ran, and
+    /// counts them.
+    fn fail_all(&self, jobs: Vec<Job>, error: &Error) {
+        for job in jobs {
+            self.abandon(job, Some(error.clone()));
+        }
+    }
+
+    /// Cancels (`None`) or fails a job that never ran, and counts it.
+    fn abandon(&self, job: Job, error: Option<Error>) {
+        self.counters.ended(job.abandon(error));
     }
 }
 
@@ -69,7 +89,7 @@ impl Stop for Shared {
 
 impl Abandon for Job {
     fn abandon(self, error: Option<Error>) {
-        Job::abandon(self, error);
+        let _ = Job::abandon(self, error);
     }
 }
 
@@ -79,7 +99,11 @@ impl Pool for Shared {
     fn close(&self, cancel: bool) -> Vec<Job> {
         self.queue.close();
         if cancel {
-            self.queue.drain()
+            // Queued, so pending (or cancelled already): the caller cancels
+            // them all.
+            let jobs = self.queue.drain();
+            self.counters.ended_n(Ended::Cancelled, jobs.len() as u64);
+            jobs
         } else {
             Vec::new()
         }
@@ -197,9 +221,11 @@ impl ThreadPoolExecutor {
             gate: Mutex::new(Gate {
                 threads: Threads::default(),
                 spawned: 0,
+                tallies: Vec::new(),
             }),
             queue: Queue::new(max_workers),
             joining: Mutex::new(()),
+            counters: Counters::default(),
             config: Config {
                 max_workers,
                 prefix,
@@ -367,6 +393,44 @@ impl ThreadPoolExecutor {
         self.shared().config.max_workers
     }
 
+    /// A snapshot of the pool: threads, tasks and what happened to them;
+    /// see [`PoolStats`]. Cheap: the queue's counts under its lock and
+    /// one counter per thread, never a walk over the futures.
+    ///
+    /// `workers` are the threads started (and not exited), `idle` those
+    /// waiting for a task; `starting` is always 0. `restarts`,
+    /// `time_limit_kills` and `retries` stay 0 (a thread is never
+    /// replaced), and `hosts` is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2)?;
+    /// pool.submit(|| 1).result()?;
+    /// let _ = pool.submit(|| -> u8 { panic!("boom") }).result();
+    /// let s = pool.stats();
+    /// assert_eq!((s.completed, s.failed, s.running, s.queued), (1, 1, 0, 0));
+    /// assert_eq!(s.workers, pool.num_threads());
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        let shared = self.shared();
+        let mut s = PoolStats::default();
+        // The futures ended without running, then those the threads ended.
+        shared.counters.fill(&mut s);
+        for tally in &shared.gate.lock().tallies {
+            tally.add_to(&mut s);
+        }
+        let (queued, started, waiting) = shared.queue.counts();
+        s.queued = queued;
+        s.workers = started;
+        s.idle = waiting.min(started);
+        s.running = started - s.idle;
+        s
+    }
+
     /// How many worker threads are started and not yet joined.
     ///
     /// # Examples
@@ -400,13 +464,13 @@ where
     let shared = &owner.shared;
     let (job, future) = Job::new(f);
     match shared.queue.push(job) {
-        Err((job, e)) => job.abandon(Some(e)),
+        Err((job, e)) => shared.abandon(job, Some(e)),
         Ok(Wake::Spawn) => {
             if let Err(e) = spawn_worker(shared) {
                 // No thread will ever run these jobs (when none is left).
                 let jobs = shared.queue.spawn_failed();
                 let error = Error::Io(format!("cannot start a worker thread: {e}"));
-                lifecycle::fail_all(jobs, &error);
+                shared.fail_all(jobs, &error);
             }
         }
         Ok(Wake::Nobody | Wake::Sleeper) => {}
@@ -422,9 +486,12 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<()> {
         builder = builder.stack_size(size);
     }
     let worker_shared = Arc::clone(shared);
-    let handle = builder.spawn(move || worker::run(worker_shared))?;
+    let tally = Arc::new(Tally::default());
+    let own = Arc::clone(&tally);
+    let handle = builder.spawn(move || worker::run(worker_shared, &own))?;
     gate.spawned += 1;
     gate.threads.push(handle);
+    gate.tallies.push(tally);
     Ok(())
 }
 

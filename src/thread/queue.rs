@@ -172,6 +172,14 @@ impl<J> Queue<J> {
         self.take_all(&mut st)
     }
 
+    /// The jobs queued, the threads started (and not exited), and those of
+    /// them not running a job (searching or sleeping; a thread asked for
+    /// and not yet running counts as searching).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.state.lock();
+        (st.jobs.len(), st.started, st.searching + st.sleeping)
+    }
+
     /// Whether `shutdown` has closed the queue, and why the pool is broken.
     pub fn status(&self) -> (bool, Option<String>) {
         let st = self.state.lock();

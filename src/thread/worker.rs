@@ -1,11 +1,11 @@
 //! The loop of one worker thread.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use super::job::Job;
 use super::pool::Shared;
 use crate::panic::catch;
+use crate::stats::{Ended, Tally};
 use crate::Error;
 
 /// The loop of one worker thread.
@@ -18,7 +18,10 @@ use crate::Error;
 /// submitting at once finds it instead of starting another thread. Not if
 /// done-callbacks will run here: they may wait for a task they submit,
 /// which then needs another thread.
-pub(crate) fn run(shared: Arc<Shared>) {
+/// The futures it ends are counted in its own `tally` (as a result is
+/// about to be published, so a caller that sees its future done finds it
+/// counted).
+pub(crate) fn run(shared: Arc<Shared>, tally: &Tally) {
     let mut seat = shared.queue.seat();
     if let Some(init) = &shared.config.initializer {
         let outcome = catch(|| init()).and_then(|r| r.map_err(Error::BrokenPool));
@@ -35,7 +38,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let mut next = seat.next();
     while let Some(job) = next {
         let mut prefetched: Option<Job> = None;
-        let mut before_publish = |has_callbacks: bool| {
+        let mut before_publish = |has_callbacks: bool, how: Ended| {
+            tally.ended(how);
             if !has_callbacks {
                 prefetched = seat.finishing();
             }
@@ -43,12 +47,17 @@ pub(crate) fn run(shared: Arc<Shared>) {
         // The task's own panics are caught inside `run`; this catches the
         // rest (a waker that panics while being woken), so that nothing a
         // user hands the pool can take a worker thread down.
-        let run = std::panic::AssertUnwindSafe(|| job.run(&mut before_publish));
-        if std::panic::catch_unwind(run).is_err() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "concurrent-futures: a panic escaped a job's completion; the worker goes on"
-            );
+        let run = std::panic::AssertUnwindSafe(|| job.run_counted(&mut before_publish));
+        match std::panic::catch_unwind(run) {
+            Ok(true) => {}
+            // Cancelled while queued: it ends here.
+            Ok(false) => tally.ended(Ended::Cancelled),
+            Err(_) => {
+                tracing::error!(
+                    target: "concurrent_futures",
+                    "a panic escaped a job's completion; the worker goes on"
+                );
+            }
         }
         next = prefetched.or_else(|| seat.next());
     }

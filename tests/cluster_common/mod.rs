@@ -174,14 +174,15 @@ pub fn busy_worker(
     (pool, remote, running)
 }
 
-/// Waits (at most [`LONG`]) for `running` to fail with `BrokenPool` naming
-/// `host` (" on {host}"); returns the message.
+/// Waits (at most [`LONG`]) for `running` (on a [`busy_worker`], under
+/// `restart_workers`) to fail with `WorkerDied` naming `host`
+/// (" on {host}"); returns the message.
 #[track_caller]
 pub fn assert_fails_naming(mut running: Future<u32>, host: &str) -> String {
     let err = running
         .result_timeout(LONG)
         .expect_err("the connection dropped");
-    let Error::BrokenPool(reason) = &err else {
+    let Error::WorkerDied(reason) = &err else {
         panic!("{err}")
     };
     assert!(reason.contains(&format!(" on {host}")), "{reason}");

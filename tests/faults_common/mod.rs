@@ -251,7 +251,8 @@ impl FaultScratch for Scratch {
 #[track_caller]
 pub fn broken<T: Debug>(fut: &mut Future<T>, words: &[&str]) -> String {
     match fut.result_timeout(LONG) {
-        Err(Error::BrokenPool(msg)) => {
+        // A death under `restart_workers` is `WorkerDied`: the pool goes on.
+        Err(Error::BrokenPool(msg) | Error::WorkerDied(msg)) => {
             for w in words {
                 assert!(msg.contains(w), "{w:?} missing from {msg:?}");
             }
@@ -259,6 +260,15 @@ pub fn broken<T: Debug>(fut: &mut Future<T>, words: &[&str]) -> String {
         }
         other => panic!("expected Err(BrokenPool({words:?})), got {other:?}"),
     }
+}
+
+/// What a pool broken by the death that `ran` (the message of the task
+/// that ran in the dead worker) says to every other future: the worker
+/// died under another task, at `place` ("submit #1").
+pub fn others(ran: &str, place: &str) -> String {
+    let another = format!("while running another task ({place})");
+    assert!(ran.contains("while running a task"), "{ran:?}");
+    ran.replacen("while running a task", &another, 1)
 }
 
 /// Waits (at most [`LONG`]) for the future's value.

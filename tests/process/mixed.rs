@@ -218,7 +218,7 @@ fn a_crash_under_restart_runs_what_its_worker_held_once_elsewhere() {
         .collect();
     assert!(matches!(
         dying.result_timeout(LONG),
-        Err(Error::BrokenPool(m)) if m.contains("SIGABRT")
+        Err(Error::WorkerDied(m)) if m.contains("SIGABRT")
     ));
     for (id, mut f) in (0..20u32).zip(behind) {
         assert_eq!(f.result_timeout(LONG), Ok(id));

@@ -87,7 +87,7 @@ fn the_pool_default_applies_and_a_task_may_set_its_own() {
     let mut never = pool.submit(task!(crash_first).retries(0), (t.dir(), 1));
     assert!(matches!(
         never.result_timeout(LONG),
-        Err(Error::BrokenPool(m)) if m.contains("SIGKILL") && !m.contains("try ")
+        Err(Error::WorkerDied(m)) if m.contains("SIGKILL") && !m.contains("try ")
     ));
     assert_eq!(tries(&t), 1);
     common::with_timeout(LONG, move || drop(pool));
@@ -98,7 +98,8 @@ fn after_the_last_try_the_error_names_every_try() {
     let s = Scratch::new("retry-spent");
     let pool = restarting_pool(1);
     let mut fut = pool.submit(task!(crash_first).retries(2), (s.dir(), 10));
-    let Err(Error::BrokenPool(msg)) = fut.result_timeout(LONG) else {
+    // Under `restart_workers` the pool goes on: `WorkerDied`.
+    let Err(Error::WorkerDied(msg)) = fut.result_timeout(LONG) else {
         panic!("the task succeeded");
     };
     assert_eq!(tries(&s), 3);
