@@ -203,6 +203,10 @@ pub(crate) struct Job {
     pub(crate) time_limit: Option<Duration>,
     pub(crate) completion: Box<dyn Completion>,
     pub(crate) ticket: Ticket,
+    /// The sequence number it was first sent with: where it goes back in
+    /// the queue if it comes back without running (given back, or its
+    /// worker died first), so that tasks keep their order.
+    pub(crate) first_seq: Option<u64>,
     /// How many more times it may run when its worker dies under it.
     pub(crate) retries_left: u32,
     /// Why each earlier try ended (its worker died under it), oldest first.

@@ -95,8 +95,10 @@ pub(crate) struct Recall {
 
 /// What a worker's answer to a recall leaves for the pool to do.
 pub(crate) struct Recalled {
-    /// The task it gave back (cancel it or queue it again).
-    pub(crate) back: Option<Sent>,
+    /// The task it gave back to be cancelled.
+    pub(crate) cancelled: Option<Sent>,
+    /// The task it gave back to run elsewhere.
+    pub(crate) requeue: Option<Sent>,
     /// The front task, if the answer settled it as the one that runs: its
     /// number, time limit and start, to arm the limit.
     pub(crate) now_running: Option<(u64, Duration, Instant)>,
@@ -120,6 +122,10 @@ pub(crate) struct Link {
     /// Tasks given back to be cancelled whose futures are not cancelled
     /// yet (that happens outside this lock).
     pub(crate) cancelling: usize,
+    /// Recalls to queue tasks again, sent and not answered. The worker is
+    /// sent nothing more meanwhile: what it gives back must go out again
+    /// before the tasks queued after it.
+    rebalancing: usize,
 }
 
 impl Link {
@@ -135,13 +141,14 @@ impl Link {
             to_send: Vec::new(),
             settled: false,
             cancelling: 0,
+            rebalancing: 0,
         }
     }
 
     /// How many more tasks may be sent now. None behind a task that has
     /// run longer than a short one would: it is not short after all.
     pub(crate) fn room(&self, now: Instant) -> usize {
-        if self.stage != Stage::Ready {
+        if self.stage != Stage::Ready || self.rebalancing > 0 {
             return 0;
         }
         let front_is_long = self
@@ -184,6 +191,10 @@ impl Link {
             return None;
         }
         let done = self.held.pop_front()?;
+        if done.recall.is_some_and(|r| !r.cancel) {
+            // Answered before its recall was: the answer will find nothing.
+            self.rebalancing = self.rebalancing.saturating_sub(1);
+        }
         let sent_idle = (done.started_at == Some(done.sent_at)).then_some(done.sent_at);
         self.pace.answered(run_ns, sent_idle, now);
         self.front_started(now);
@@ -231,6 +242,7 @@ impl Link {
             if s.recall.is_none() {
                 s.recall = Some(Recall { cancel: false });
                 self.to_send.push(s.seq);
+                self.rebalancing += 1;
             }
         }
         true
@@ -244,7 +256,12 @@ impl Link {
         };
         let sent = &mut self.held[at];
         match &mut sent.recall {
-            Some(r) => r.cancel = true,
+            Some(r) => {
+                if !r.cancel {
+                    r.cancel = true;
+                    self.rebalancing = self.rebalancing.saturating_sub(1);
+                }
+            }
             None if at == 0 && sent.started_at.is_some() => return false,
             None => {
                 sent.recall = Some(Recall { cancel: true });
@@ -267,8 +284,9 @@ impl Link {
         given_back: bool,
         now: Instant,
     ) -> Result<Recalled, Error> {
-        let none = Recalled {
-            back: None,
+        let none = || Recalled {
+            cancelled: None,
+            requeue: None,
             now_running: None,
         };
         let Some(at) = self.held.iter().position(|s| s.seq == seq) else {
@@ -277,40 +295,38 @@ impl Link {
                     "task {seq} given back, which the worker does not hold"
                 )));
             }
-            return Ok(none); // it started and was answered meanwhile
+            return Ok(none()); // it started and was answered meanwhile
         };
         if self.held[at].recall.is_none() || self.to_send.contains(&seq) {
             return Err(Error::Protocol(format!(
                 "an answer to a recall of task {seq}, never sent"
             )));
         }
+        let mut out = none();
+        if self.held[at].recall.is_some_and(|r| !r.cancel) {
+            self.rebalancing = self.rebalancing.saturating_sub(1);
+        }
         if !given_back {
             self.held[at].recall = None;
-            if at > 0 {
-                return Ok(none);
+            if at == 0 {
+                // Its time limit was not enforced while this was open.
+                self.front_started(now);
+                out.now_running = self.front_limit();
             }
-            // Its time limit was not enforced while this was open.
-            self.front_started(now);
-            return Ok(Recalled {
-                back: None,
-                now_running: self.front_limit(),
-            });
+        } else if let Some(back) = self.held.remove(at) {
+            if at == 0 {
+                // The worker went on to the next task when the answer
+                // before the one given back arrived.
+                self.front_started(back.started_at.unwrap_or(now));
+                out.now_running = self.front_limit();
+            }
+            if back.recall.is_some_and(|r| r.cancel) {
+                self.cancelling += 1;
+                out.cancelled = Some(back);
+            } else {
+                out.requeue = Some(back);
+            }
         }
-        let back = self.held.remove(at);
-        if back
-            .as_ref()
-            .is_some_and(|s| s.recall.is_some_and(|r| r.cancel))
-        {
-            self.cancelling += 1;
-        }
-        let mut now_running = None;
-        if at == 0 {
-            // The worker went on to the next task when the answer before
-            // the one given back arrived.
-            let since = back.as_ref().and_then(|s| s.started_at).unwrap_or(now);
-            self.front_started(since);
-            now_running = self.front_limit();
-        }
-        Ok(Recalled { back, now_running })
+        Ok(out)
     }
 }

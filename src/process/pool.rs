@@ -455,6 +455,7 @@ where
             time_limit: Job::run_limit(task.limit().or(shared.config.task_time_limit), items),
             completion: Box::new(promise) as Box<dyn Completion>,
             ticket: Ticket::new(&shared.counters),
+            first_seq: None,
             retries_left: task.retry_limit().unwrap_or(shared.config.task_retries),
             tries: Vec::new(),
             place,

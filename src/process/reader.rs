@@ -120,12 +120,9 @@ fn read_until_exit(
                 if let Some((seq, limit, start)) = recalled.now_running {
                     shared.timer.schedule(start + limit, worker, seq, limit);
                 }
-                if let Some(back) = recalled.back {
-                    if let (Some(limit), Some(start)) = (back.job.time_limit, back.started_at) {
-                        shared.timer.cancel(start + limit, back.seq);
-                    }
-                    let cancel = back.recall.is_some_and(|r| r.cancel);
-                    shared.recalled(back);
+                let cancel = recalled.cancelled.is_some();
+                if cancel || recalled.requeue.is_some() {
+                    shared.recalled(recalled.cancelled, recalled.requeue);
                     worker.given_back(cancel);
                 }
             }

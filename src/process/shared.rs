@@ -283,28 +283,54 @@ impl Shared {
         self.work.notify_all();
     }
 
-    /// A worker gave back a task it held: cancel its future, if that is
-    /// why it was recalled, else queue it again for any worker.
-    pub(crate) fn recalled(self: &Arc<Self>, back: Sent) {
-        if back.recall.is_some_and(|r| r.cancel) {
-            back.job.abandon(None);
-        } else {
-            self.reroute(std::iter::once(back.job));
+    /// A worker gave back a task it held: `cancelled`, whose future is
+    /// cancelled, or `requeue`, queued again for any worker.
+    pub(crate) fn recalled(self: &Arc<Self>, cancelled: Option<Sent>, requeue: Option<Sent>) {
+        for sent in cancelled.iter().chain(&requeue) {
+            if let (Some(limit), Some(start)) = (sent.job.time_limit, sent.started_at) {
+                self.timer.cancel(start + limit, sent.seq);
+            }
+        }
+        if let Some(sent) = cancelled {
+            sent.job.abandon(None);
+        }
+        if let Some(sent) = requeue {
+            self.reroute(std::iter::once(sent.job));
         }
     }
 
     /// Jobs that never started, back to the front of the queue (a worker
     /// died before it started them, gave them back, or a writer never
     /// sent them); their futures are pending again.
-    pub(crate) fn reroute(self: &Arc<Self>, jobs: impl DoubleEndedIterator<Item = Job>) {
+    pub(crate) fn reroute(self: &Arc<Self>, jobs: impl Iterator<Item = Job>) {
         let mut st = self.state.lock();
         if let Some(reason) = st.broken.clone() {
             drop(st);
             return fail_all(jobs, &Error::BrokenPool(reason));
         }
-        for job in jobs.rev() {
+        // Tasks sent before go back in the order they were first sent,
+        // ahead of the rest; tasks a writer took but never sent go right
+        // after them, as they were taken.
+        let mut unsent = 0;
+        for job in jobs {
             job.release();
-            st.queue.push_front(job);
+            let at = match job.first_seq {
+                Some(s) => st
+                    .queue
+                    .iter()
+                    .position(|j| j.first_seq.map_or(true, |q| q > s))
+                    .unwrap_or(st.queue.len()),
+                None => {
+                    unsent += 1;
+                    st.queue
+                        .iter()
+                        .take_while(|j| j.first_seq.is_some())
+                        .count()
+                        + unsent
+                        - 1
+                }
+            };
+            st.queue.insert(at, job);
         }
         self.work.notify_all();
         self.start_if_needed(st);

@@ -114,6 +114,7 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
                 continue; // cancelled while queued
             }
             let seq = shared.next_seq();
+            job.first_seq.get_or_insert(seq);
             let id = declare(&mut batch.buf, &mut declared, job.entry);
             let len = job.payload.bytes().len();
             ToWorker::Call {
