@@ -14,6 +14,7 @@ mod process_common;
 
 mod ctrl_c;
 mod dispatch;
+mod errors;
 mod executor;
 mod launcher;
 mod lifecycle;
@@ -22,6 +23,7 @@ mod pool;
 mod retries;
 mod shutdown;
 mod shutdown_async;
+mod stats;
 mod time_limit;
 
 // Pools that set no `worker_args` (`ctrl_c`'s program) run this entry;

@@ -5,16 +5,9 @@
 //! item). Under `restart_workers` the task's error says its worker died and
 //! the pool goes on.
 
-mod common;
-mod process_common;
-
+use crate::common;
+use crate::process_common::*;
 use concurrent_futures::{task, Error, Future};
-use process_common::*;
-
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// Task: a file scan that blocks on the gate in `dir`; the bad file then
 /// aborts the worker, the others return their item.

@@ -2,18 +2,11 @@
 //! (successes, panics, a crash under `restart_workers`, a time limit,
 //! cancellations), and `running`/`queued` follow the futures' own state.
 
-mod common;
-mod process_common;
-
+use crate::common;
 use std::time::Duration;
 
+use crate::process_common::*;
 use concurrent_futures::{task, Error, HostStats, PoolStats, Shutdown, ThreadPoolExecutor};
-use process_common::*;
-
-#[test]
-fn worker_entry() {
-    concurrent_futures::init();
-}
 
 /// Task: aborts its worker.
 fn abort_now() -> u32 {
