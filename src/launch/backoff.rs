@@ -1,8 +1,7 @@
 //! A pause that doubles with each failure in a row, up to a limit.
 //!
-//! The ssh launcher's host table uses it. The process pool's own launch
-//! backoff (`src/process/shared.rs`, 0.1 s doubling to 30 s) computes the
-//! same thing by hand and can switch to this type.
+//! The ssh launcher's host table uses it, and so does the process pool's
+//! own launch backoff (`src/process/shared.rs`, 0.1 s doubling to 30 s).
 
 use std::time::Duration;
 

@@ -45,7 +45,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-mod backoff;
+pub(crate) mod backoff;
 mod client;
 mod exit;
 mod hosts;

@@ -23,9 +23,14 @@ use super::timer::Timer;
 use super::worker::Worker;
 use super::writer::write_loop;
 use crate::executor::Stop;
+use crate::launch::backoff::Backoff;
 use crate::lifecycle::{self, fail_all, Abandon, Deadline, Pool, Threads};
 use crate::stats::Counters;
 use crate::{Error, Shutdown};
+
+/// The pause before another launch after workers in a row died before
+/// they were ready (while others live): 0.1 s, doubling to 30 s.
+const LAUNCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
 
 /// A writer takes at most this many bytes of arguments at once.
 const BATCH_BYTES: usize = 1 << 20;
@@ -493,9 +498,7 @@ impl Shared {
             return false;
         }
         st.failed_starts = st.failed_starts.saturating_add(1);
-        let delay = Duration::from_millis(100)
-            .saturating_mul(1 << st.failed_starts.min(9).saturating_sub(1))
-            .min(Duration::from_secs(30));
+        let delay = LAUNCH_BACKOFF.after(st.failed_starts);
         st.launch_after = Some(Instant::now() + delay);
         let delay_ms = delay.as_millis() as u64;
         tracing::warn!(target: "concurrent_futures", %reason, delay_ms, "a worker failed before it was ready; the pool goes on with its other workers and launches again after a backoff");
