@@ -220,6 +220,14 @@ impl Shared {
                 self.work.notify_all();
             } else if st.closing {
                 break None;
+            } else if idle {
+                // Out of work: a worker holding tasks behind one that runs
+                // long may now give them to us.
+                for w in &st.workers {
+                    if !std::ptr::eq(Arc::as_ptr(w), worker) {
+                        w.wake_if_stranded();
+                    }
+                }
             }
             // What this worker holds behind its running task is recalled
             // once that task has run long: wake up then.
@@ -271,6 +279,17 @@ impl Shared {
             queued
         };
         even.min(for_free)
+    }
+
+    /// True if a worker other than `worker` could start a task now: it is
+    /// ready and holds nothing, or it is starting.
+    pub(crate) fn another_is_free(&self, worker: &Worker) -> bool {
+        let st = self.state.lock();
+        st.starting > 0
+            || st
+                .workers
+                .iter()
+                .any(|w| !std::ptr::eq(Arc::as_ptr(w), worker) && !w.leaving() && w.load().1)
     }
 
     /// A reader took an answer off `worker`'s tasks: if its writer waits

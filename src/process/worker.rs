@@ -161,6 +161,15 @@ impl Worker {
         self.cond.notify_all();
     }
 
+    /// Wakes its writer if tasks wait behind one it runs long: another
+    /// worker ran out of work and could take them.
+    pub(crate) fn wake_if_stranded(&self) {
+        let link = self.link.lock();
+        if link.stranded_at().is_some() {
+            self.cond.notify_all();
+        }
+    }
+
     /// A task it gave back was cancelled or queued again (`cancel`: it was
     /// one of those to cancel): wakes whoever waits on its link (its
     /// writer, cancels waiting for an answer).

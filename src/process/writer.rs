@@ -7,6 +7,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::MutexGuard;
+
 use super::link::{Fate, Stage};
 use super::protocol::ToWorker;
 use super::shared::Shared;
@@ -73,7 +75,7 @@ pub(crate) fn write_loop(shared: Arc<Shared>, worker: Arc<Worker>, mut out: Box<
     }
     let max_tasks = shared.config.max_tasks_per_child;
     loop {
-        let left = match next_step(&worker, max_tasks) {
+        let left = match next_step(&shared, &worker, max_tasks) {
             Step::Close => return,
             Step::Recall(seqs) => {
                 for seq in seqs {
@@ -160,11 +162,22 @@ enum Step {
 /// Waits until the worker has room, recalls are to be sent, or the writer
 /// is done. A retiring worker's stdin stays open until it answered all it
 /// holds, so that what waits behind its running task can still be recalled.
-fn next_step(worker: &Worker, max_tasks: Option<usize>) -> Step {
+fn next_step(shared: &Shared, worker: &Worker, max_tasks: Option<usize>) -> Step {
     let mut link = worker.link.lock();
     loop {
         let now = Instant::now();
-        link.recall_stranded(now);
+        if link.stranded_at().is_some_and(|t| t <= now) {
+            // What waits behind a task that ran long is recalled only when
+            // another worker could start it sooner: with every worker busy,
+            // a task queued in a pipe loses nothing, and fetching it back
+            // would cost a round trip through the pool's threads, which
+            // wait for a core while the workers hold every core. (Not the
+            // pool's lock under a worker's: the pool's comes first.)
+            let free = MutexGuard::unlocked(&mut link, || shared.another_is_free(worker));
+            if free {
+                link.recall_stranded(Instant::now());
+            }
+        }
         if !link.to_send.is_empty() {
             return Step::Recall(std::mem::take(&mut link.to_send));
         }
@@ -177,7 +190,9 @@ fn next_step(worker: &Worker, max_tasks: Option<usize>) -> Step {
             Stage::Retiring => {}
             _ => return Step::Close,
         }
-        match link.stranded_at() {
+        // Stranded with no worker free: a worker that runs out of work
+        // wakes us (`Shared::take_jobs`).
+        match link.stranded_at().filter(|t| *t > now) {
             Some(t) => {
                 worker.cond.wait_until(&mut link, t);
             }
