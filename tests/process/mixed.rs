@@ -28,12 +28,6 @@ fn logged(dir: String, id: u32, ms: u64) -> u32 {
     id
 }
 
-/// Task: sleeps `ms`, returns the worker's pid.
-fn nap(ms: u64) -> u32 {
-    std::thread::sleep(Duration::from_millis(ms));
-    std::process::id()
-}
-
 /// Task: aborts the worker at once.
 fn abort_now() -> u32 {
     std::process::abort()
@@ -77,21 +71,8 @@ fn two_busy_six_waiting(pool: &ProcessPoolExecutor, s: &Scratch) -> Vec<Future<u
 
 #[test]
 fn after_a_burst_short_tasks_do_not_wait_behind_a_long_one() {
-    // Ideal 3 s: the four 0.5 s tasks run on the other worker (2 s of
-    // them, so it never has to take one after the long one). Stranded
-    // behind the long one, as before, they took 4 s.
     let pool = pool(2);
-    burst(&pool);
-    let started = Instant::now();
-    let mut long = pool.submit(task!(nap), 3000);
-    let shorts: Vec<_> = (0..4).map(|_| pool.submit(task!(nap), 500)).collect();
-    let long_pid = long.result_timeout(LONG).expect("the long task");
-    for mut f in shorts {
-        let pid = f.result_timeout(LONG).expect("a short task");
-        assert_ne!(pid, long_pid, "a short task waited behind the long one");
-    }
-    let makespan = started.elapsed();
-    assert!(makespan < Duration::from_millis(3700), "took {makespan:?}");
+    short_tasks_after_a_burst_run_beside_a_long_one(&pool);
     common::with_timeout(LONG, move || drop(pool));
 }
 
@@ -237,7 +218,10 @@ fn a_time_limit_in_a_map_applies_to_each_item() {
     let items: Vec<u64> = (0..200).map(|i| 5 + i % 11).collect();
     let out: Vec<u32> = common::with_timeout(Duration::from_secs(60), move || {
         let out = pool
-            .map(task!(nap).time_limit(Duration::from_millis(100)), items)
+            .map(
+                task!(sleep_ms).time_limit(Duration::from_millis(100)),
+                items,
+            )
             .collect::<Result<Vec<_>, _>>();
         drop(pool);
         out
@@ -252,7 +236,10 @@ fn a_chunk_killed_at_its_limit_says_it_was_the_chunk() {
     let items = vec![10u64, 10, 60_000, 10];
     let err = common::with_timeout(LONG, move || {
         let r = pool
-            .map(task!(nap).time_limit(Duration::from_millis(100)), items)
+            .map(
+                task!(sleep_ms).time_limit(Duration::from_millis(100)),
+                items,
+            )
             .chunksize(4)
             .collect::<Result<Vec<_>, _>>();
         drop(pool);

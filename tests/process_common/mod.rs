@@ -505,3 +505,32 @@ pub fn parse_pids(s: &str) -> Vec<u32> {
         .map(|p| p.parse().expect("a pid"))
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Mixed work.
+
+/// On `pool` of two workers: after a burst of no-ops, [3 s, 4 x 0.5 s]
+/// takes the long one's 3 s: the short ones run on the other worker (2 s of
+/// them, so it never has to take one after the long one), not stranded
+/// behind the long one in the pipe they were sent to (4 s, as before
+/// recalls).
+pub fn short_tasks_after_a_burst_run_beside_a_long_one(pool: &ProcessPoolExecutor) {
+    let noops: Vec<_> = (0..50u64)
+        .map(|x| pool.submit(concurrent_futures::task!(square), x))
+        .collect();
+    for (x, mut f) in (0..50u64).zip(noops) {
+        assert_eq!(f.result_timeout(LONG), Ok(x * x));
+    }
+    let started = Instant::now();
+    let mut long = pool.submit(concurrent_futures::task!(sleep_ms), 3000);
+    let shorts: Vec<_> = (0..4)
+        .map(|_| pool.submit(concurrent_futures::task!(sleep_ms), 500))
+        .collect();
+    let long_pid = long.result_timeout(LONG).expect("the long task");
+    for mut f in shorts {
+        let pid = f.result_timeout(LONG).expect("a short task");
+        assert_ne!(pid, long_pid, "a short task waited behind the long one");
+    }
+    let makespan = started.elapsed();
+    assert!(makespan < Duration::from_millis(3700), "took {makespan:?}");
+}
