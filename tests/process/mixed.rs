@@ -8,7 +8,7 @@ use crate::common;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::process_common::*;
 use concurrent_futures::{task, Error, Future, ProcessPoolExecutor, Shutdown};
