@@ -236,7 +236,10 @@ pub mod __loom {
 
     /// A holder whose `recall(key, still_held)` runs `f`.
     pub fn holder(f: impl Fn(usize, &dyn Fn() -> bool) + Send + Sync + 'static) -> Holder {
-        Holder(crate::future::Holder::new(f))
+        Holder(crate::future::Holder::new(move |key, held| {
+            f(key, held);
+            true
+        }))
     }
 
     /// A promise whose future a worker may hold, as a process pool's.

@@ -91,18 +91,18 @@ pub(crate) type List<T> = Option<Box<Node<T>>>;
 pub(crate) struct Holder {
     /// Asks for the task of the future whose state is at this address, to
     /// cancel it; returns once the future is no longer held (the holder
-    /// gave it back and cancelled it, or found that it started) or the
-    /// holder cannot ask. The second argument tells whether the future is
-    /// still held.
+    /// gave it back and cancelled it, or found that it started): true; or
+    /// at once if the holder cannot ask: false. The second argument tells
+    /// whether the future is still held.
     recall: Recall,
 }
 
 /// See [`Holder`].
-type Recall = Box<dyn Fn(usize, &dyn Fn() -> bool) + Send + Sync>;
+type Recall = Box<dyn Fn(usize, &dyn Fn() -> bool) -> bool + Send + Sync>;
 
 impl Holder {
     pub(crate) fn new(
-        recall: impl Fn(usize, &dyn Fn() -> bool) + Send + Sync + 'static,
+        recall: impl Fn(usize, &dyn Fn() -> bool) -> bool + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Holder {
             recall: Box::new(recall),
@@ -359,6 +359,10 @@ impl<T> Inner<T> {
     /// Cancels a pending future; a held one only if its holder gives the
     /// task back (this waits for the holder's answer).
     pub(crate) fn cancel(self: &Arc<Self>) -> bool {
+        // Rounds in which the holder answered but the future still names
+        // it: the holder is between taking the task off its list and
+        // putting it back in the pool's queue, a few instructions.
+        let mut in_transit = 0u32;
         loop {
             let holder = {
                 let st = self.state.lock();
@@ -374,13 +378,18 @@ impl<T> Inner<T> {
                     && st.job.holder().is_some_and(|h| Arc::ptr_eq(h, &holder))
             };
             let still_held = || held_by(&self.state.lock());
-            (holder.recall)(self.key(), &still_held);
+            let asked = (holder.recall)(self.key(), &still_held);
             let st = self.state.lock();
             match st.phase {
                 Phase::Cancelled => return true,
                 // Given back to the pool's queue meanwhile, or sent to
                 // another worker: ask again.
                 Phase::Pending(_) if !held_by(&st) => {}
+                Phase::Pending(_) if asked && in_transit < 100_000 => {
+                    in_transit += 1;
+                    drop(st);
+                    std::thread::yield_now();
+                }
                 _ => return false,
             }
         }

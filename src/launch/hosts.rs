@@ -94,7 +94,9 @@ impl HostTable {
         wait: Duration,
         check: &dyn Fn(usize) -> Result<(), String>,
     ) -> Result<usize, Error> {
-        let deadline = Instant::now() + wait;
+        // A wait too long to represent means: as long as the checks take.
+        let deadline = Instant::now().checked_add(wait);
+        let mut last_look = false;
         let mut table = self.hosts.lock();
         loop {
             let now = Instant::now();
@@ -134,12 +136,18 @@ impl HostTable {
                 return Ok(i);
             }
             let checking = table.iter().any(|h| h.health == Health::Checking);
-            if !checking || self.changed.wait_until(&mut table, deadline).timed_out() {
-                if checking {
-                    continue; // one last look; the checks time out on their own
-                }
+            if !checking || last_look {
                 return Err(Error::Io(all_down(slots, &table)));
             }
+            // At the deadline, one last look (the checks time out on their
+            // own); never a loop of looks, which would spin.
+            last_look = match deadline {
+                Some(d) => self.changed.wait_until(&mut table, d).timed_out(),
+                None => {
+                    self.changed.wait(&mut table);
+                    false
+                }
+            };
         }
     }
 
@@ -241,11 +249,13 @@ pub(crate) fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(
             }
         })
     });
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now().checked_add(timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) if deadline.map_or(true, |d| Instant::now() < d) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();

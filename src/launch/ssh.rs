@@ -365,7 +365,7 @@ impl Launcher for Ssh {
         self.check_hosts()?;
         let program = self.program_for()?;
         let table = &self.state.hosts;
-        let wait = self.check_timeout + Duration::from_secs(1);
+        let wait = self.check_timeout.saturating_add(Duration::from_secs(1));
         let i = table.choose(&self.hosts, wait, &|i| self.spawn_check(i))?;
         let host = self.hosts[i].0.clone();
         let env = self.worker_env(spec);

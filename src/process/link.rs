@@ -271,6 +271,11 @@ impl Link {
         true
     }
 
+    /// A task given back to run elsewhere is in the pool's queue again.
+    pub(crate) fn recall_done(&mut self) {
+        self.rebalancing = self.rebalancing.saturating_sub(1);
+    }
+
     /// The worker answered the recall of `seq`: it gave the task back, or
     /// had started it.
     ///
@@ -303,7 +308,9 @@ impl Link {
             )));
         }
         let mut out = none();
-        if self.held[at].recall.is_some_and(|r| !r.cancel) {
+        // A task given back to queue again counts as open until it is in
+        // the queue (`recall_done`, called by the reader after).
+        if !given_back && self.held[at].recall.is_some_and(|r| !r.cancel) {
             self.rebalancing = self.rebalancing.saturating_sub(1);
         }
         if !given_back {

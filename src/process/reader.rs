@@ -121,9 +121,10 @@ fn read_until_exit(
                     shared.timer.schedule(start + limit, worker, seq, limit);
                 }
                 let cancel = recalled.cancelled.is_some();
-                if cancel || recalled.requeue.is_some() {
+                let requeued = recalled.requeue.is_some();
+                if cancel || requeued {
                     shared.recalled(recalled.cancelled, recalled.requeue);
-                    worker.given_back(cancel);
+                    worker.given_back(cancel, requeued);
                 }
             }
             FromWorker::InitDone(outcome) => {

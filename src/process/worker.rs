@@ -64,9 +64,8 @@ impl Worker {
         Arc::new_cyclic(|me: &Weak<Worker>| {
             let me = me.clone();
             let holder = Holder::new(move |key, still_held| {
-                if let Some(worker) = me.upgrade() {
-                    worker.cancel_held(key, still_held);
-                }
+                me.upgrade()
+                    .is_some_and(|worker| worker.cancel_held(key, still_held))
             });
             Worker::with_holder(process, label, tail, stderr_thread, holder, wake_writer)
         })
@@ -98,12 +97,21 @@ impl Worker {
     /// Cancels the held task of future `key`: asks the worker for it back
     /// and waits until its answer (or its end) settled the future. On a
     /// pool's own I/O thread it cannot wait, and leaves the task alone.
-    fn cancel_held(&self, key: usize, still_held: &dyn Fn() -> bool) {
+    fn cancel_held(&self, key: usize, still_held: &dyn Fn() -> bool) -> bool {
         if IO_THREAD.with(Cell::get) {
-            return;
+            return false;
         }
-        if !self.link.lock().recall_to_cancel(key) {
-            return;
+        {
+            let mut link = self.link.lock();
+            if !link.recall_to_cancel(key) {
+                // Gone, its tasks not yet settled: once they are, the
+                // future is pending in the queue again (or done), and the
+                // cancel looks again.
+                while link.stage == Stage::Gone && !link.settled {
+                    self.cond.wait(&mut link);
+                }
+                return true;
+            }
         }
         self.cond.notify_all();
         // Its writer may wait in the pool's queue instead (not under the
@@ -113,6 +121,7 @@ impl Worker {
         while still_held() {
             self.cond.wait(&mut link);
         }
+        true
     }
 
     /// Asks for every task it holds behind the one it runs, to cancel them
@@ -170,13 +179,18 @@ impl Worker {
         }
     }
 
-    /// A task it gave back was cancelled or queued again (`cancel`: it was
-    /// one of those to cancel): wakes whoever waits on its link (its
-    /// writer, cancels waiting for an answer).
-    pub(crate) fn given_back(&self, cancel: bool) {
+    /// A task it gave back was cancelled (`cancel`) or queued again
+    /// (`requeued`): wakes whoever waits on its link (its writer, cancels
+    /// waiting for an answer).
+    pub(crate) fn given_back(&self, cancel: bool, requeued: bool) {
         let mut link = self.link.lock();
         if cancel {
             link.cancelling = link.cancelling.saturating_sub(1);
+        }
+        if requeued {
+            // Only now that it is back in the queue may the writer take
+            // more: what it gave back goes out before what came after.
+            link.recall_done();
         }
         self.cond.notify_all();
     }
