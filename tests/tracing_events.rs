@@ -117,30 +117,6 @@ fn wait_for(message: &str) -> Seen {
     events(message).remove(0)
 }
 
-/// Task: aborts its worker.
-fn abort_now() -> u32 {
-    std::process::abort()
-}
-
-/// Task: aborts its worker on its first try (counted in `{dir}/tries`),
-/// then returns the number of its try.
-fn abort_first(dir: String) -> usize {
-    let path = std::path::Path::new(&dir).join("tries");
-    let n = std::fs::read_to_string(&path).map_or(0, |t| t.len()) + 1;
-    std::fs::write(&path, "x".repeat(n)).expect("count the try");
-    if n == 1 {
-        std::process::abort();
-    }
-    n
-}
-
-/// Task: never returns on its own.
-fn stuck() -> u32 {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
-
 #[test]
 fn worker_start_replacement_and_time_limit_are_events_with_fields() {
     let _one = start();

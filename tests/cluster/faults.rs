@@ -4,66 +4,17 @@
 //! real sshds of `scripts/test-cluster` (see `cluster_common`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cluster_common::{
-    assert_fails_naming, busy_worker, cluster_dir, over_slurm, over_ssh, ssh, ssh_config,
+    assert_fails_naming, busy_worker, children, cluster_dir, fresh_cache, over_slurm, over_ssh,
+    ssh, ssh_clients, ssh_config, write_script,
 };
 use crate::process_common::*;
 use concurrent_futures::task;
-
-/// The processes whose parent is `parent` and whose name is `comm`.
-fn children(parent: u32, comm: &str) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                return false;
-            };
-            let ppid = stat[close + 2..]
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse().ok());
-            &stat[open + 1..close] == comm && ppid == Some(parent)
-        })
-        .collect()
-}
-
-/// The ssh clients this test process runs to `host`.
-fn ssh_clients(host: &str) -> Vec<u32> {
-    children(std::process::id(), "ssh")
-        .into_iter()
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == host.as_bytes()))
-        })
-        .collect()
-}
-
-/// A fresh cache directory for shipped programs, shared by the "hosts"
-/// (they are all this machine).
-fn fresh_cache(tag: &str) -> PathBuf {
-    let dir = cluster_dir().join(format!("cache-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
-
-/// Writes an executable shell script.
-fn write_script(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::write(path, text).expect("write a script");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("make it executable");
-}
 
 #[track_caller]
 fn assert_gone(pid: u32) {
@@ -203,7 +154,15 @@ fn killing_the_ssh_client_fails_the_task_and_ends_the_remote_worker() {
         let clients = ssh_clients("spare");
         assert_eq!(clients.len(), 1, "{clients:?}");
         send_signal(clients[0], libc::SIGKILL);
-        assert_fails_naming(running, "spare");
+        // A lost connection, not a signal: the worker was never signalled.
+        let reason = assert_fails_naming(running, "spare");
+        assert!(
+            reason.contains(&format!(
+                "worker process {remote} on spare lost its connection to spare"
+            )),
+            "{reason}"
+        );
+        assert!(!reason.contains("on spare was killed"), "{reason}");
         assert_gone(remote);
         // restart_workers: the next task gets a new connection.
         assert_eq!(pool.submit(task!(square), 5).result_timeout(LONG), Ok(25));

@@ -6,25 +6,18 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cluster_common::{
-    assert_fails_naming, busy_worker, cluster_dir, over_slurm, over_ssh, ssh, ssh_config,
+    assert_fails_naming, busy_worker, fresh_cache, over_slurm, over_ssh, ssh, ssh_config,
+    write_script,
 };
 use crate::process_common::*;
 use concurrent_futures::launch::Slurm;
 use concurrent_futures::{task, ProcessPoolExecutor};
-
-/// A fresh cache directory for shipped programs (not created), shared by
-/// the "hosts" (they are all this machine).
-fn fresh_cache(tag: &str) -> PathBuf {
-    let dir = cluster_dir().join(format!("cache-launch-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
 
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
@@ -37,12 +30,6 @@ fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-/// Writes an executable shell script.
-fn write_script(path: &Path, text: &str) {
-    fs::write(path, text).expect("write a script");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("make it executable");
 }
 
 /// The error of `fut`, which must fail within [`LONG`].
@@ -294,10 +281,6 @@ fn a_remote_worker_killed_by_a_signal_says_so() {
     });
 }
 
-fn abort_now() -> u32 {
-    std::process::abort()
-}
-
 #[test]
 fn abort_in_a_remote_worker_is_not_a_lost_connection() {
     over_ssh(move |config| {
@@ -324,48 +307,6 @@ fn a_remote_exit_code_is_the_worker_s() {
         let reason = failure(pool.submit(task!(exit_with), 255));
         assert!(reason.contains("exited with code 255"), "{reason}");
         assert!(!reason.contains("connection"), "{reason}");
-    });
-}
-
-/// The ssh clients this test process runs to `host`.
-fn ssh_clients(host: &str) -> Vec<u32> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let parent = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
-            stat.contains("(ssh)")
-                && parent.as_deref() == Some(me.as_str())
-                && fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == host.as_bytes()))
-        })
-        .collect()
-}
-
-#[test]
-fn killing_the_ssh_client_is_a_lost_connection_not_a_signal() {
-    over_ssh(move |config| {
-        let scratch = Scratch::new("lost");
-        let (_pool, remote, running) = busy_worker(ssh(&config, &[("spare", 1)]), &scratch);
-        let clients = ssh_clients("spare");
-        assert_eq!(clients.len(), 1, "{clients:?}");
-        send_signal(clients[0], libc::SIGKILL);
-        let reason = assert_fails_naming(running, "spare");
-        assert!(
-            reason.contains(&format!(
-                "worker process {remote} on spare lost its connection to spare"
-            )),
-            "{reason}"
-        );
-        assert!(!reason.contains("on spare was killed"), "{reason}");
-        assert!(within(Duration::from_secs(5), || !alive(remote)));
     });
 }
 

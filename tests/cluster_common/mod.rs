@@ -6,7 +6,8 @@
 //! what to install and run, and returns.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -187,4 +188,54 @@ pub fn assert_fails_naming(mut running: Future<u32>, host: &str) -> String {
     };
     assert!(reason.contains(&format!(" on {host}")), "{reason}");
     reason.clone()
+}
+
+/// The processes whose parent is `parent` and whose name is `comm`.
+pub fn children(parent: u32, comm: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let ppid = stat[close + 2..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok());
+            &stat[open + 1..close] == comm && ppid == Some(parent)
+        })
+        .collect()
+}
+
+/// The ssh clients this test process runs to `host`.
+pub fn ssh_clients(host: &str) -> Vec<u32> {
+    children(std::process::id(), "ssh")
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == host.as_bytes()))
+        })
+        .collect()
+}
+
+/// A fresh cache directory for shipped programs (not created), shared by
+/// the "hosts" (they are all this machine).
+pub fn fresh_cache(tag: &str) -> PathBuf {
+    let dir = cluster_dir().join(format!("cache-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Writes an executable shell script.
+pub fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).expect("write a script");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("make it executable");
 }

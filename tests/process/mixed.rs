@@ -28,11 +28,6 @@ fn logged(dir: String, id: u32, ms: u64) -> u32 {
     id
 }
 
-/// Task: aborts the worker at once.
-fn abort_now() -> u32 {
-    std::process::abort()
-}
-
 fn ledger(s: &Scratch) -> Vec<u32> {
     fs::read_to_string(s.path().join("ledger"))
         .unwrap_or_default()
@@ -95,8 +90,10 @@ fn every_task_that_has_not_started_can_be_cancelled() {
     let s = Scratch::new("cancel-six");
     let pool = pool(2);
     let futures = two_busy_six_waiting(&pool, &s);
-    let (cancelled, running): (Vec<_>, Vec<_>) =
-        (0..8u32).zip(futures).partition(|(_, f)| f.cancel());
+    // A cancel of a task a worker holds waits for the worker's answer.
+    let (cancelled, running): (Vec<_>, Vec<_>) = common::with_timeout(LONG, move || {
+        (0..8u32).zip(futures).partition(|(_, f)| f.cancel())
+    });
     assert_eq!((cancelled.len(), running.len()), (6, 2));
     let mut started = ledger(&s);
     started.sort_unstable();
@@ -147,10 +144,22 @@ fn a_cancel_racing_the_start_never_runs_a_cancelled_task() {
     // the worker taking them up. Whatever the timing, a task runs if and
     // only if its future does not say cancelled, and runs once.
     let pool = pool(1);
+    // Cancels wait for the worker's answers: the rounds run under a bound.
+    let cancelled_total = common::with_timeout(6 * LONG, move || {
+        let total = race_rounds(&pool);
+        drop(pool);
+        total
+    });
+    assert!(cancelled_total > 0, "no cancel succeeded");
+}
+
+/// The rounds of [`a_cancel_racing_the_start_never_runs_a_cancelled_task`];
+/// how many cancels succeeded.
+fn race_rounds(pool: &ProcessPoolExecutor) -> usize {
     let mut cancelled_total = 0;
     for round in 0..100 {
         let s = Scratch::new(&format!("race-{round}"));
-        burst(&pool);
+        burst(pool);
         let futures: Vec<_> = (0..24u32)
             .map(|id| pool.submit(task!(logged), (s.dir(), id, 0)))
             .collect();
@@ -181,8 +190,7 @@ fn a_cancel_racing_the_start_never_runs_a_cancelled_task() {
         );
         cancelled_total += cancelled.len();
     }
-    assert!(cancelled_total > 0, "no cancel succeeded");
-    common::with_timeout(LONG, move || drop(pool));
+    cancelled_total
 }
 
 #[test]

@@ -8,30 +8,6 @@ use std::time::Duration;
 use crate::process_common::*;
 use concurrent_futures::{task, Error, HostStats, PoolStats, Shutdown, ThreadPoolExecutor};
 
-/// Task: aborts its worker.
-fn abort_now() -> u32 {
-    std::process::abort()
-}
-
-/// Task: aborts its worker on its first try (counted in `{dir}/tries`),
-/// then returns the number of its try.
-fn abort_first(dir: String) -> usize {
-    let path = std::path::Path::new(&dir).join("tries");
-    let n = std::fs::read_to_string(&path).map_or(0, |t| t.len()) + 1;
-    std::fs::write(&path, "x".repeat(n)).expect("count the try");
-    if n == 1 {
-        std::process::abort();
-    }
-    n
-}
-
-/// Task: never returns on its own.
-fn stuck() -> u32 {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
-
 fn tasks(s: &PoolStats) -> (u64, u64, u64, usize, usize) {
     (s.completed, s.failed, s.cancelled, s.queued, s.running)
 }

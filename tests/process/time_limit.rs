@@ -15,13 +15,6 @@ use concurrent_futures::{task, Error, ProcessPoolExecutor};
 
 const LIMIT: Duration = Duration::from_millis(300);
 
-/// Task: never returns on its own.
-fn stuck() -> u32 {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
-
 fn pool_with(restart: bool, n: usize) -> ProcessPoolExecutor {
     if restart {
         restarting_pool(n)

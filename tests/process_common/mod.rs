@@ -109,6 +109,30 @@ pub fn pow(a: u64, b: u32) -> u64 {
     a.wrapping_pow(b)
 }
 
+/// Aborts its worker.
+pub fn abort_now() -> u32 {
+    std::process::abort()
+}
+
+/// Aborts its worker on its first try (counted in `{dir}/tries`), then
+/// returns the number of its try.
+pub fn abort_first(dir: String) -> usize {
+    let path = Path::new(&dir).join("tries");
+    let n = fs::read_to_string(&path).map_or(0, |t| t.len()) + 1;
+    fs::write(&path, "x".repeat(n)).expect("count the try");
+    if n == 1 {
+        std::process::abort();
+    }
+    n
+}
+
+/// Never returns on its own.
+pub fn stuck() -> u32 {
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// Ends the worker process with `code` in the middle of a task.
 pub fn exit_with(code: i32) -> u32 {
     std::process::exit(code)
