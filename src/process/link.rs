@@ -251,10 +251,18 @@ impl Link {
     /// Asks for the task of future `key` back to cancel it; false if the
     /// worker does not hold it behind another (it runs, or is gone).
     pub(crate) fn recall_to_cancel(&mut self, key: usize) -> bool {
-        let Some(at) = self.held.iter().position(|s| s.job.completion.key() == key) else {
+        match self.held.iter().position(|s| s.job.completion.key() == key) {
+            Some(at) => self.recall_to_cancel_at(at),
+            None => false,
+        }
+    }
+
+    /// [`recall_to_cancel`](Self::recall_to_cancel) of the task at `at`
+    /// in `held`.
+    pub(crate) fn recall_to_cancel_at(&mut self, at: usize) -> bool {
+        let Some(sent) = self.held.get_mut(at) else {
             return false;
         };
-        let sent = &mut self.held[at];
         match &mut sent.recall {
             Some(r) => {
                 if !r.cancel {

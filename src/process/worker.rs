@@ -134,9 +134,8 @@ impl Worker {
         }
         let mut link = self.link.lock();
         let mut asked = false;
-        for i in 1..link.held.len() {
-            let key = link.held[i].job.completion.key();
-            asked |= link.recall_to_cancel(key);
+        for at in 1..link.held.len() {
+            asked |= link.recall_to_cancel_at(at);
         }
         if asked {
             self.cond.notify_all();
