@@ -149,6 +149,8 @@
 //! not possible: the trait's methods are generic).
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
+mod agent;
 mod any_executor;
 mod error;
 mod executor;

@@ -24,7 +24,7 @@
 
 mod builder;
 mod child;
-mod frame;
+pub(crate) mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 mod inbox;

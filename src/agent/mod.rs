@@ -1,0 +1,14 @@
+//! Host agents: one process per host that starts and relays that host's
+//! workers, so that a host with K slots costs the pool one connection
+//! (one `ssh`, one `srun` step) instead of K.
+//!
+//! An agent is this executable run with `CONCURRENT_FUTURES_WORKER=agent`:
+//! [`init`](crate::init) serves as one. It answers the pool's handshake
+//! like a worker, then starts workers on its host when the pool asks
+//! (re-executing its own binary, as [`Local`](crate::launch::Local) does),
+//! relays their input and output in frames tagged by worker
+//! (`frames.rs`), signals them when the pool asks, and reports each one's
+//! exit status. When its link closes, or stays silent too long, it kills
+//! its workers and exits.
+
+pub(crate) mod frames;
