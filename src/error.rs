@@ -107,6 +107,13 @@ pub enum Error {
     /// pool: [`Error::BrokenPool`].)
     #[error("the task's worker died, and the pool goes on: {0}")]
     WorkerDied(String),
+    /// The link to the host that ran the task died: its agent was killed,
+    /// its `ssh` client or `srun` step ended, or it went silent (a network
+    /// gone). The task's own fate is unknown; the message names the host.
+    /// The pool goes on with its other hosts under `restart_workers`, and
+    /// connects to this one again after a backoff.
+    #[error("the task's host was lost: {0}")]
+    HostLost(String),
 }
 
 impl Error {

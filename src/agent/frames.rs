@@ -114,8 +114,9 @@ impl ToAgent<'_> {
             }
             match self {
                 ToAgent::Spawn { args, env, .. } => {
-                    postcard::to_io(&(args, env), &mut *buf)
-                        .map_err(|e| Error::Codec(format!("cannot encode a worker command: {e}")))?;
+                    postcard::to_io(&(args, env), &mut *buf).map_err(|e| {
+                        Error::Codec(format!("cannot encode a worker command: {e}"))
+                    })?;
                 }
                 ToAgent::Data { bytes, .. } => buf.extend_from_slice(bytes),
                 ToAgent::Signal { signal, .. } => buf.push(*signal),
@@ -139,9 +140,8 @@ impl ToAgent<'_> {
         let tag = body.u32("worker tag")?;
         match frame.kind {
             SPAWN => {
-                let (args, env): Command = postcard::from_bytes(body.rest()).map_err(|e| {
-                    Error::Protocol(format!("a malformed worker command: {e}"))
-                })?;
+                let (args, env): Command = postcard::from_bytes(body.rest())
+                    .map_err(|e| Error::Protocol(format!("a malformed worker command: {e}")))?;
                 Ok(ToAgent::Spawn { tag, args, env })
             }
             DATA => Ok(ToAgent::Data {
@@ -358,7 +358,10 @@ mod tests {
             },
         ];
         for f in &bad {
-            assert!(matches!(ToAgent::decode(f), Err(Error::Protocol(_))), "{f:?}");
+            assert!(
+                matches!(ToAgent::decode(f), Err(Error::Protocol(_))),
+                "{f:?}"
+            );
         }
         let bad = [
             Frame {
@@ -375,7 +378,10 @@ mod tests {
             },
         ];
         for f in &bad {
-            assert!(matches!(FromAgent::decode(f), Err(Error::Protocol(_))), "{f:?}");
+            assert!(
+                matches!(FromAgent::decode(f), Err(Error::Protocol(_))),
+                "{f:?}"
+            );
         }
     }
 }

@@ -12,3 +12,25 @@
 //! its workers and exits.
 
 pub(crate) mod frames;
+mod link;
+mod pipe;
+
+pub(crate) use link::{AgentLink, LinkOptions};
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+/// Settings of an agent, in its environment: `slots=K,ping_ms=P`.
+pub(crate) const AGENT_SETTINGS_ENV: &str = "CONCURRENT_FUTURES_AGENT";
+
+/// The environment that makes [`init`](crate::init) serve as an agent
+/// with `slots` workers, pinging every `ping`.
+pub(crate) fn agent_env(slots: usize, ping: Duration) -> [(OsString, OsString); 2] {
+    [
+        (crate::process::WORKER_ENV.into(), "agent".into()),
+        (
+            AGENT_SETTINGS_ENV.into(),
+            format!("slots={slots},ping_ms={}", ping.as_millis().max(1)).into(),
+        ),
+    ]
+}

@@ -47,7 +47,7 @@
 
 pub(crate) mod backoff;
 mod client;
-mod exit;
+pub(crate) mod exit;
 mod hosts;
 mod local;
 mod remote_stderr;

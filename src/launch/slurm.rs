@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::process::{Command, ExitStatus};
+use std::sync::Arc;
 
 use super::client::spawn_client;
 use super::local::current_executable;
@@ -45,7 +46,11 @@ pub struct Slurm {
     program: Option<OsString>,
     /// `Some(false)`: a job per worker even inside an allocation.
     steps: Option<bool>,
+    /// Inside an allocation: its nodes and their steps.
+    nodes: Arc<nodes::Nodes>,
 }
+
+mod nodes;
 
 impl Slurm {
     /// Job steps inside an allocation (when `SLURM_JOB_ID` is set), jobs
@@ -56,6 +61,7 @@ impl Slurm {
             srun_args: Vec::new(),
             program: None,
             steps: None,
+            nodes: Arc::default(),
         }
     }
 
@@ -177,6 +183,9 @@ impl Default for Slurm {
 
 impl Launcher for Slurm {
     fn launch(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        if self.as_steps() {
+            return self.launch_on_node(spec);
+        }
         let label = match std::env::var("SLURM_JOB_ID") {
             Ok(job) if self.as_steps() => format!("slurm job {job}"),
             _ => "slurm".to_string(),

@@ -89,6 +89,26 @@ pub trait WorkerProcess: Send + fmt::Debug {
     fn describe_exit(&self, status: ExitStatus) -> String {
         super::exit::describe_exit(status)
     }
+
+    /// The host, when the worker's status is unknown because the link to
+    /// its host was lost (the agent was killed, the connection dropped):
+    /// its task then fails with [`Error::HostLost`] rather than as a
+    /// worker's death. `None` (the default) for a worker whose status is
+    /// its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::process::{Command, Stdio};
+    /// use concurrent_futures::launch::{ChildProcess, WorkerProcess};
+    ///
+    /// let child = Command::new("true").stdin(Stdio::null()).spawn()?;
+    /// assert_eq!(ChildProcess::new(child).host_lost(), None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn host_lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A [`WorkerProcess`] that is a child process of this one: the worker

@@ -2,18 +2,12 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use super::client::spawn_client;
 use super::hosts::{check, HostTable};
-use super::remote_stderr::{LastWords, RemoteEnd, RemoteStderr};
-use super::ship::{content_key, remote_command, Program, Progress, SharedStdin, ShipReader};
-use super::ssh_process::SshProcess;
+use super::ship::{content_key, Program};
 use super::{Launcher, Spawned, WorkerSpec};
 use crate::{Error, HostStats};
 
@@ -27,6 +21,13 @@ use crate::{Error, HostStats};
 /// assert!(concurrent_futures::launch::FORWARDED_ENV.contains(&"RUST_BACKTRACE"));
 /// ```
 pub const FORWARDED_ENV: [&str; 2] = ["RUST_BACKTRACE", "RUST_LOG"];
+
+/// Connection attempts in flight at once, unless [`fanout`](Ssh::fanout)
+/// says otherwise.
+const DEFAULT_FANOUT: usize = 16;
+/// How often an idle link is pinged, unless
+/// [`keepalive`](Ssh::keepalive) says otherwise.
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Runs workers on other machines through the system's `ssh` client, so
 /// `~/.ssh/config`, agents, `ProxyJump` and `ControlMaster` all apply.
@@ -85,13 +86,19 @@ pub struct Ssh {
     cache_dir: Option<String>,
     check_timeout: Duration,
     forward: Vec<OsString>,
+    fanout: usize,
+    keepalive: Duration,
     state: Arc<State>,
 }
+
+mod agent;
 
 /// What the launcher learns at run time, shared by its clones.
 #[derive(Default)]
 struct State {
     hosts: Arc<HostTable>,
+    /// One link per host, each to the host's agent.
+    links: agent::Links,
     /// The local program to ship: path, size, content key.
     shipment: OnceLock<Result<(OsString, u64, String), Error>>,
 }
@@ -108,6 +115,8 @@ impl Ssh {
             cache_dir: None,
             check_timeout: Duration::from_secs(30),
             forward: FORWARDED_ENV.iter().map(OsString::from).collect(),
+            fanout: DEFAULT_FANOUT,
+            keepalive: DEFAULT_KEEPALIVE,
             state: Arc::new(State::default()),
         }
     }
@@ -126,7 +135,7 @@ impl Ssh {
         self.hosts.push((host.into(), slots));
         self.state = Arc::new(State {
             hosts: Arc::new(HostTable::new(&self.hosts)),
-            shipment: OnceLock::new(),
+            ..State::default()
         });
         self
     }
@@ -255,6 +264,45 @@ impl Ssh {
         self
     }
 
+    /// At most `n` connection attempts in flight at once, across hosts
+    /// (default 16; at least 1). Each host takes one connection whatever
+    /// its slots; a pool over many hosts opens them `n` at a time, as
+    /// pdsh and MPI's Hydra do.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::launch::Ssh;
+    /// let ssh = Ssh::new().host("node1", 64).host("node2", 64).fanout(8);
+    /// # let _ = ssh;
+    /// ```
+    #[must_use]
+    pub fn fanout(mut self, n: usize) -> Self {
+        self.fanout = n.max(1);
+        self
+    }
+
+    /// How often each side of an idle link says it is alive (default
+    /// 10 s). A link silent for 6 intervals is lost: its running tasks
+    /// fail with [`Error::HostLost`], and the agent, hearing nothing
+    /// either, kills the host's workers and exits. This catches what the
+    /// end of a stream never reports: a half-open TCP connection, a host
+    /// that froze.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::launch::Ssh;
+    /// let ssh = Ssh::new().host("node1", 8).keepalive(Duration::from_secs(2));
+    /// # let _ = ssh;
+    /// ```
+    #[must_use]
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// The worker's environment: the forwarded variables of this process
     /// that are set, then the spec's (which win).
     fn worker_env<'a>(&'a self, spec: &'a WorkerSpec) -> Vec<(OsString, OsString)> {
@@ -364,75 +412,12 @@ impl Launcher for Ssh {
         // Before program_for, which reads the whole program to hash it.
         self.check_hosts()?;
         let program = self.program_for()?;
-        let table = &self.state.hosts;
         let wait = self.check_timeout.saturating_add(Duration::from_secs(1));
-        let i = table.choose(&self.hosts, wait, &|i| self.spawn_check(i))?;
-        let host = self.hosts[i].0.clone();
-        let env = self.worker_env(spec);
-        let mut cmd = self.command(&host);
-        cmd.arg(remote_command(
-            &program,
-            self.worker_arg0().as_deref(),
-            env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())),
-            spec.args(),
-        ));
-        let fail = |e: Error| {
-            table.release(i);
-            table.record(i, Err(e.to_string()));
-            e
-        };
-        let child = spawn_client(cmd)
-            .map_err(|e| {
-                Error::Io(format!(
-                    "cannot start {} for {host}: {e}",
-                    self.ssh.to_string_lossy()
-                ))
-            })
-            .map_err(fail)?;
-        let spawned = Spawned::from_child(child, Some(host.clone())).map_err(fail)?;
-        let Spawned {
-            stdin,
-            stdout,
-            stderr,
-            process,
-            label,
-        } = spawned;
-        let stdin = SharedStdin(Arc::new(Mutex::new(Some(stdin))));
-        let progress = Arc::new(Progress::default());
-        let words = Arc::new(LastWords::default());
-        let end = Arc::new(RemoteEnd::default());
-        let stdout = ShipReader::new(
-            stdout,
-            program,
-            host.clone(),
-            stdin.clone(),
-            Arc::clone(&progress),
-        );
-        let stderr = stderr.map(|inner| {
-            Box::new(RemoteStderr::new(
-                inner,
-                Arc::clone(&words),
-                Arc::clone(&end),
-            )) as Box<dyn io::Read + Send>
-        });
-        Ok(Spawned {
-            stdin: Box::new(stdin),
-            stdout: Box::new(stdout),
-            stderr,
-            process: Box::new(SshProcess {
-                client: process,
-                host: i,
-                host_name: host,
-                table: Arc::clone(table),
-                progress,
-                words,
-                end,
-                killed: false,
-                exited: None,
-                ended: false,
-            }),
-            label,
-        })
+        let i = self
+            .state
+            .hosts
+            .choose(&self.hosts, wait, &|i| self.spawn_check(i))?;
+        self.start_on(i, spec, &program)
     }
 
     fn default_workers(&self) -> Option<usize> {

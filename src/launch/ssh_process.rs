@@ -1,6 +1,6 @@
-//! The handle of one worker started by [`Ssh`](super::Ssh): its ssh client,
-//! what the remote script said about the worker, and what the launcher's
-//! host table learns from its end.
+//! The handle of one host agent started by [`Ssh`](super::Ssh): its ssh
+//! client, what the remote script said about the agent, and what the
+//! launcher's host table learns from its end.
 
 use std::fmt;
 use std::io;
@@ -19,8 +19,8 @@ use super::WorkerProcess;
 /// (it carries the worker's own status).
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 
-/// One worker's ssh client; tells the launcher's host table how the host
-/// fared, and the pool how the worker ended.
+/// An agent's ssh client; tells the launcher's host table when the
+/// connection was lost, and the link how the agent ended.
 pub(crate) struct SshProcess {
     pub(crate) client: Box<dyn WorkerProcess>,
     /// The host's index and name.
@@ -49,23 +49,17 @@ impl fmt::Debug for SshProcess {
 
 impl SshProcess {
     /// The client exited with `client` and the stream said all it will:
-    /// records the host's fate once, and returns the status to report.
+    /// the status to report. A connection lost under a running agent has
+    /// the host checked again before the next link goes there (the
+    /// launcher records a failed start itself).
     fn ended(&mut self, client: ExitStatus) -> ExitStatus {
         let remote = self.end.status();
-        if !std::mem::replace(&mut self.ended, true) && !self.killed {
-            let started = self.progress.started.load(Ordering::Acquire);
-            if !started {
-                let words = self.words.last_line().unwrap_or_default();
-                self.table.record(
-                    self.host,
-                    Err(format!("{words} (ssh {})", describe_exit(client))),
-                );
-            } else if remote.is_none() {
-                // The worker's end never came: the connection was lost.
-                self.table.suspect(self.host);
-            } else {
-                self.table.record(self.host, Ok(true));
-            }
+        if !std::mem::replace(&mut self.ended, true)
+            && !self.killed
+            && remote.is_none()
+            && self.progress.started.load(Ordering::Acquire)
+        {
+            self.table.suspect(self.host);
         }
         remote.unwrap_or(client)
     }
@@ -121,11 +115,5 @@ impl WorkerProcess for SshProcess {
             self.host_name,
             describe_exit(status)
         )
-    }
-}
-
-impl Drop for SshProcess {
-    fn drop(&mut self) {
-        self.table.release(self.host);
     }
 }

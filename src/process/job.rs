@@ -273,8 +273,9 @@ impl Job {
     /// Its worker died under it (`reason`): if a retry is left, records the
     /// try and returns the job to run again; else fails its future with an
     /// error that names every try.
-    /// The pool goes on: a last try fails with [`Error::WorkerDied`].
-    pub(crate) fn died(mut self, reason: String) -> Option<Job> {
+    /// The pool goes on: a last try fails with [`Error::WorkerDied`] (or
+    /// [`Error::HostLost`] if the link to its host died, `lost`).
+    pub(crate) fn died(mut self, reason: String, lost: bool) -> Option<Job> {
         if self.retries_left > 0 {
             self.retries_left -= 1;
             self.ticket
@@ -288,16 +289,19 @@ impl Job {
             self.tries.push(reason);
             return Some(self);
         }
-        let error = self.died_error(reason, true);
+        let error = self.died_error(reason, true, lost);
         self.finish(Err(error));
         None
     }
 
     /// The error of a job whose worker died under it on its last try:
+    /// [`Error::HostLost`] if the link to its host died (`lost`),
     /// [`Error::WorkerDied`] if the pool `goes_on`, else
     /// [`Error::BrokenPool`].
-    pub(crate) fn died_error(&self, reason: String, goes_on: bool) -> Error {
-        let wrap = if goes_on {
+    pub(crate) fn died_error(&self, reason: String, goes_on: bool, lost: bool) -> Error {
+        let wrap = if lost {
+            Error::HostLost
+        } else if goes_on {
             Error::WorkerDied
         } else {
             Error::BrokenPool

@@ -45,3 +45,5 @@ pub use builder::ProcessPoolBuilder;
 pub use child::init;
 pub use pool::ProcessPoolExecutor;
 pub(crate) use protocol::WORKER_ENV;
+pub(crate) use reader::handshake;
+pub(crate) use writer::INIT_HINT;

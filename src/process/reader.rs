@@ -37,6 +37,8 @@ pub(crate) struct Exit {
     pub(crate) others: String,
     /// "exited with code 3", "was killed by signal SIGKILL (9)", "ended".
     pub(crate) status: String,
+    /// The link to its host died first: its status is unknown.
+    pub(crate) lost: bool,
 }
 
 /// The reader thread of one worker.
@@ -199,7 +201,12 @@ fn settle(worker: &Worker) -> Exit {
         worker.set_stage(&mut link, Stage::Gone);
         (std::mem::take(&mut link.held), link.fate.take(), was)
     };
-    let (status, how, lingered) = reap(worker);
+    let Reaped {
+        status,
+        how,
+        lingered,
+        lost,
+    } = reap(worker);
     worker.settle_stderr();
     let fate = match fate {
         None if lingered => Some(Fate::Failed(format!(
@@ -245,37 +252,65 @@ fn settle(worker: &Worker) -> Exit {
         reason,
         others,
         status: how,
+        lost,
     }
+}
+
+/// How a worker process ended, as [`reap`] found it.
+struct Reaped {
+    status: Option<ExitStatus>,
+    /// Its launcher's words for it.
+    how: Option<String>,
+    /// It closed its output but lingered, and was killed.
+    lingered: bool,
+    /// The link to its host died first.
+    lost: bool,
 }
 
 /// Waits for the worker process to exit; one that closed its output but
 /// lingers is killed after a grace period (then the flag is true). No
 /// zombie is left behind. Also says how it ended (its launcher's words).
-fn reap(worker: &Worker) -> (Option<ExitStatus>, Option<String>, bool) {
+fn reap(worker: &Worker) -> Reaped {
     let deadline = Instant::now() + REAP_GRACE;
     let mut pause = Duration::from_micros(100);
     loop {
         let mut guard = worker.process.lock();
+        let gone = Reaped {
+            status: None,
+            how: None,
+            lingered: false,
+            lost: false,
+        };
         let Some(process) = guard.as_mut() else {
-            return (None, None, false);
+            return gone;
         };
         match process.try_wait() {
             Ok(Some(status)) => {
-                let how = process.describe_exit(status);
+                let reaped = Reaped {
+                    status: Some(status),
+                    how: Some(process.describe_exit(status)),
+                    lingered: false,
+                    lost: process.host_lost().is_some(),
+                };
                 *guard = None;
-                return (Some(status), Some(how), false);
+                return reaped;
             }
             Ok(None) if Instant::now() < deadline => {}
             Ok(None) => {
                 let _ = process.kill();
                 let status = wait_blocking(process.as_mut());
-                let how = status.map(|s| process.describe_exit(s));
+                let reaped = Reaped {
+                    status,
+                    how: status.map(|s| process.describe_exit(s)),
+                    lingered: true,
+                    lost: process.host_lost().is_some(),
+                };
                 *guard = None;
-                return (status, how, true);
+                return reaped;
             }
             Err(_) => {
                 *guard = None;
-                return (None, None, false);
+                return gone;
             }
         }
         drop(guard);

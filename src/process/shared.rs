@@ -399,6 +399,7 @@ impl Shared {
             reason,
             others,
             status,
+            lost,
         } = exit;
         // Tasks behind the front never started: those whose futures were
         // being cancelled are cancelled.
@@ -477,9 +478,9 @@ impl Shared {
                     front.job.finish(Err(error));
                     None
                 }
-                (Some(front), None) => front.job.died(reason),
+                (Some(front), None) => front.job.died(reason, lost),
                 (Some(front), _) => {
-                    let error = front.job.died_error(reason, true);
+                    let error = front.job.died_error(reason, true, lost);
                     front.job.finish(Err(error));
                     None
                 }
@@ -500,7 +501,7 @@ impl Shared {
         // hears that it died under another task, and which.
         self.break_pool(others);
         if let Some(front) = held.pop_front() {
-            let error = front.job.died_error(reason.clone(), false);
+            let error = front.job.died_error(reason.clone(), false, lost);
             front.job.finish(Err(error));
         }
         let broke = self.state.lock().broken.clone().unwrap_or(reason);

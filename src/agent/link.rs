@@ -1,0 +1,656 @@
+//! The pool's side of one host link: the connection to a host agent,
+//! which carries the frames of all the host's workers. Each worker looks
+//! to the pool like any other started worker ([`Spawned`]): its stdin is
+//! cut into `Data` frames, its stdout and stderr are pipes the link's
+//! reader thread fills (`pipe.rs`), and its process handle signals it
+//! through the agent and reads the exit status the agent reports.
+//!
+//! A link spends three threads here, whatever its number of workers: the
+//! reader, the keepalive (pings, silence, idle close) and the agent's
+//! stderr.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA, SIGKILL, SIGTERM};
+use super::pipe::{pipe, PipeWriter};
+use crate::launch::{Spawned, WorkerProcess};
+use crate::process::frame::read_frame;
+use crate::Error;
+
+/// How a link behaves; the launcher chooses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkOptions {
+    /// A ping goes each way this often; a link silent for 6 times as long
+    /// is lost (and the agent exits).
+    pub(crate) ping: Duration,
+    /// How long the agent may take to answer the handshake once its
+    /// program runs (a copy of the binary does not count).
+    pub(crate) handshake: Duration,
+    /// How long a link without workers stays open for the next one.
+    pub(crate) linger: Duration,
+}
+
+/// A link silent for this many ping intervals is lost.
+pub(crate) const SILENT_PINGS: u32 = 6;
+
+/// How long a worker start may take on the agent's side.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The status reported for a worker whose link was lost (its own is
+/// unknown): what a shell reports for SIGKILL, but never read as one.
+const LOST_STATUS: i32 = 137 << 8;
+
+/// One link to a host agent. Dropping it closes the link: the agent kills
+/// what still runs there and exits.
+pub(crate) struct AgentLink {
+    link: Arc<Link>,
+}
+
+impl fmt::Debug for AgentLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentLink")
+            .field("host", &self.link.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the link's threads, its handle and its workers share.
+struct Link {
+    host: String,
+    options: LinkOptions,
+    /// The agent's stdin; `None` once the link is closed.
+    out: Mutex<Option<BufWriter<Box<dyn Write + Send>>>>,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The client that runs the agent (`ssh`, `srun`).
+    client: Mutex<Box<dyn WorkerProcess>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The agent's pid, once it answered.
+    agent_pid: Option<u32>,
+    /// Why the link ended, once it did.
+    lost: Option<String>,
+    /// Closed by the pool side (not lost).
+    closed: bool,
+    workers: HashMap<u32, Slot>,
+    next_tag: u32,
+    /// Since when no worker runs on the link.
+    idle_since: Option<Instant>,
+    last_heard: Option<Instant>,
+}
+
+/// One worker as the link knows it.
+struct Slot {
+    stdout: PipeWriter,
+    stderr: PipeWriter,
+    /// Its pid there, or why it could not start.
+    started: Option<Result<u32, String>>,
+    /// Its wait status, once reaped there.
+    status: Option<i32>,
+}
+
+impl AgentLink {
+    /// Takes a started agent (`spawned`, on `host`), starts the link's
+    /// threads and waits for the agent's handshake: at most
+    /// `options.handshake` once `running()` says its program runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Protocol`] naming the host when the agent
+    /// does not answer; the client is then killed and reaped.
+    pub(crate) fn open(
+        spawned: Spawned,
+        host: String,
+        options: LinkOptions,
+        running: &dyn Fn() -> bool,
+    ) -> Result<AgentLink, Error> {
+        let Spawned {
+            stdin,
+            stdout,
+            stderr,
+            process,
+            ..
+        } = spawned;
+        let link = Arc::new(Link {
+            host,
+            options,
+            out: Mutex::new(Some(BufWriter::with_capacity(64 * 1024, stdin))),
+            state: Mutex::new(State {
+                idle_since: Some(Instant::now()),
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            client: Mutex::new(process),
+        });
+        let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(format!("concurrent-futures-{name}"))
+                .stack_size(256 * 1024)
+                .spawn(f)
+                .map(drop)
+                .map_err(|e| Error::Io(format!("cannot start a link thread: {e}")))
+        };
+        let reader = Arc::clone(&link);
+        if let Err(e) = start("link", Box::new(move || reader.read_loop(stdout))) {
+            link.kill_client();
+            return Err(e);
+        }
+        if let Some(stderr) = stderr {
+            if let Err(e) = start("agent-stderr", Box::new(move || forward(stderr))) {
+                link.lose(e.to_string());
+                link.kill_client();
+                return Err(e);
+            }
+        }
+        let keeper = Arc::clone(&link);
+        if let Err(e) = start("keepalive", Box::new(move || keeper.keep_alive())) {
+            link.lose(e.to_string());
+            link.kill_client();
+            return Err(e);
+        }
+        link.await_hello(running)?;
+        Ok(AgentLink { link })
+    }
+
+    /// The agent's pid on its host.
+    pub(crate) fn agent_pid(&self) -> Option<u32> {
+        self.link.state.lock().agent_pid
+    }
+
+    /// Why the link ended, if it did (lost, or closed when idle).
+    pub(crate) fn ended(&self) -> Option<String> {
+        let st = self.link.state.lock();
+        match (&st.lost, st.closed) {
+            (Some(why), _) => Some(why.clone()),
+            (None, true) => Some(format!("the link to {} was closed", self.link.host)),
+            (None, false) => None,
+        }
+    }
+
+    /// Starts a worker on the agent's host: this executable with `args`
+    /// and `env` (on top of the agent's environment). `on_drop` runs when
+    /// the pool drops the worker's handle (the launcher frees its slot).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the host when the link is gone or the agent
+    /// could not start the worker.
+    pub(crate) fn spawn(
+        &self,
+        args: Vec<Vec<u8>>,
+        env: Vec<(Vec<u8>, Vec<u8>)>,
+        on_drop: Box<dyn FnOnce() + Send>,
+    ) -> Result<Spawned, Error> {
+        let link = &self.link;
+        let (stdout_w, stdout_r) = pipe();
+        let (stderr_w, stderr_r) = pipe();
+        let tag = {
+            let mut st = link.state.lock();
+            if let Some(why) = link.why_gone(&st) {
+                return Err(Error::Io(why));
+            }
+            let tag = st.next_tag;
+            st.next_tag += 1;
+            st.idle_since = None;
+            st.workers.insert(
+                tag,
+                Slot {
+                    stdout: stdout_w,
+                    stderr: stderr_w,
+                    started: None,
+                    status: None,
+                },
+            );
+            tag
+        };
+        // From here on the handle owns the slot: dropping it on an error
+        // path removes the slot and frees the launcher's.
+        let process = AgentWorker {
+            link: Arc::clone(link),
+            tag,
+            lost: false,
+            on_drop: Some(on_drop),
+        };
+        link.send(&ToAgent::Spawn { tag, args, env })
+            .map_err(|e| Error::Io(format!("the link to {} failed: {e}", link.host)))?;
+        let deadline = Instant::now() + SPAWN_TIMEOUT;
+        let mut st = link.state.lock();
+        loop {
+            if let Some(Some(started)) = st.workers.get(&tag).map(|s| s.started.clone()) {
+                drop(st);
+                return match started {
+                    Ok(_pid) => Ok(Spawned {
+                        stdin: Box::new(AgentStdin {
+                            link: Arc::clone(link),
+                            tag,
+                        }),
+                        stdout: Box::new(stdout_r),
+                        stderr: Some(Box::new(stderr_r)),
+                        process: Box::new(process),
+                        label: Some(link.host.clone()),
+                    }),
+                    Err(why) => Err(Error::Io(format!(
+                        "the agent on {} cannot start a worker: {why}",
+                        link.host
+                    ))),
+                };
+            }
+            if let Some(why) = link.why_gone(&st) {
+                return Err(Error::Io(why));
+            }
+            if link.changed.wait_until(&mut st, deadline).timed_out() {
+                drop(st);
+                link.lose(format!(
+                    "the agent on {} did not start a worker within {SPAWN_TIMEOUT:?}",
+                    link.host
+                ));
+                link.kill_client();
+                return Err(Error::Io(
+                    link.why_gone(&link.state.lock()).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for AgentLink {
+    fn drop(&mut self) {
+        self.link.close();
+    }
+}
+
+impl Link {
+    /// Writes one frame to the agent.
+    fn send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(32);
+        msg.encode(&mut buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut out = self.out.lock();
+        let w = out
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        w.write_all(&buf)?;
+        w.flush()
+    }
+
+    /// Writes bytes for worker `tag`'s stdin as `Data` frames.
+    fn send_data(&self, tag: u32, bytes: &[u8]) -> io::Result<()> {
+        let mut out = self.out.lock();
+        let w = out
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        let mut header = Vec::with_capacity(9);
+        for piece in bytes.chunks(MAX_DATA) {
+            header.clear();
+            data_header(&mut header, tag, piece.len());
+            w.write_all(&header)?;
+            w.write_all(piece)?;
+        }
+        w.flush()
+    }
+
+    /// The reason nothing more can start here, if so.
+    fn why_gone(&self, st: &State) -> Option<String> {
+        match (&st.lost, st.closed) {
+            (Some(why), _) => Some(why.clone()),
+            (None, true) => Some(format!("the link to {} was closed", self.host)),
+            (None, false) => None,
+        }
+    }
+
+    /// Waits for the agent's handshake.
+    fn await_hello(&self, running: &dyn Fn() -> bool) -> Result<(), Error> {
+        let mut deadline: Option<Instant> = None;
+        let mut st = self.state.lock();
+        loop {
+            if st.agent_pid.is_some() {
+                return Ok(());
+            }
+            if let Some(why) = &st.lost {
+                return Err(Error::Io(why.clone()));
+            }
+            let now = Instant::now();
+            if deadline.is_none() && running() {
+                deadline = now.checked_add(self.options.handshake);
+            }
+            match deadline {
+                Some(d) if now >= d => {
+                    drop(st);
+                    let why = format!(
+                        "the agent on {} did not answer the handshake within {:?}: {}",
+                        self.host,
+                        self.options.handshake,
+                        crate::process::INIT_HINT
+                    );
+                    self.lose(why.clone());
+                    self.kill_client();
+                    return Err(Error::Protocol(why));
+                }
+                // The copy's progress is polled: it has no wake-up of its own.
+                _ => {
+                    let next = deadline.map_or(now + Duration::from_millis(50), |d| {
+                        d.min(now + Duration::from_millis(50))
+                    });
+                    self.changed.wait_until(&mut st, next);
+                }
+            }
+        }
+    }
+
+    /// The reader thread: the agent's handshake, then its frames, until
+    /// the link ends.
+    fn read_loop(self: Arc<Self>, stdout: Box<dyn Read + Send>) {
+        let mut r = BufReader::with_capacity(256 * 1024, stdout);
+        let why = match self.read_frames(&mut r) {
+            Ok(()) => format!("the link to {} closed", self.host),
+            Err(e) => format!("the link to {} failed: {e}", self.host),
+        };
+        drop(r);
+        let why = self.reap_client(why);
+        self.lose(why);
+    }
+
+    fn read_frames(&self, r: &mut impl BufRead) -> Result<(), Error> {
+        let pid = crate::process::handshake(r)?;
+        {
+            let mut st = self.state.lock();
+            st.agent_pid = Some(pid);
+            st.last_heard = Some(Instant::now());
+        }
+        self.changed.notify_all();
+        tracing::info!(target: "concurrent_futures", host = %self.host, pid, "agent started");
+        while let Some(frame) = read_frame(r)? {
+            let msg = FromAgent::decode(&frame)?;
+            let mut st = self.state.lock();
+            st.last_heard = Some(Instant::now());
+            let tag = match &msg {
+                FromAgent::Pong => continue,
+                FromAgent::Started { tag, .. }
+                | FromAgent::SpawnFailed { tag, .. }
+                | FromAgent::Output { tag, .. }
+                | FromAgent::Exited { tag, .. } => *tag,
+            };
+            if tag >= st.next_tag {
+                return Err(Error::Protocol(format!(
+                    "a frame for worker {tag}, which was never started"
+                )));
+            }
+            // A worker whose handle was dropped: nobody listens.
+            let Some(slot) = st.workers.get_mut(&tag) else {
+                continue;
+            };
+            match msg {
+                FromAgent::Started { pid, .. } => slot.started = Some(Ok(pid)),
+                FromAgent::SpawnFailed { error, .. } => slot.started = Some(Err(error)),
+                FromAgent::Exited { status, .. } => slot.status = Some(status),
+                FromAgent::Output { stream, bytes, .. } => {
+                    let to = match stream {
+                        Stream::Stdout => &slot.stdout,
+                        Stream::Stderr => &slot.stderr,
+                    };
+                    if bytes.is_empty() {
+                        to.close();
+                    } else {
+                        let to = to.clone();
+                        drop(st);
+                        // The frame body is the tag, the stream, the bytes.
+                        to.push(frame.body, 5);
+                        continue;
+                    }
+                }
+                FromAgent::Pong => {}
+            }
+            drop(st);
+            self.changed.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Waits (a little) for the agent's client to exit and reaps it; the
+    /// reason the link ended, with how the client ended.
+    fn reap_client(&self, why: String) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut client = self.client.lock();
+        loop {
+            match client.try_wait() {
+                Ok(Some(status)) => {
+                    let how = client.describe_exit(status);
+                    return format!("{why} (its agent {how})");
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    drop(client);
+                    thread::sleep(Duration::from_millis(10));
+                    client = self.client.lock();
+                }
+                Ok(None) => {
+                    let _ = client.kill();
+                }
+                Err(_) => return why,
+            }
+        }
+    }
+
+    /// The link ended: every worker's output ends, and every wait wakes.
+    fn lose(&self, why: String) {
+        let mut st = self.state.lock();
+        if st.lost.is_none() {
+            if !st.closed {
+                tracing::warn!(target: "concurrent_futures", host = %self.host, reason = %why, "host link lost");
+            }
+            st.lost = Some(why);
+        }
+        for slot in st.workers.values() {
+            slot.stdout.close();
+            slot.stderr.close();
+        }
+        drop(st);
+        *self.out.lock() = None;
+        self.changed.notify_all();
+    }
+
+    fn kill_client(&self) {
+        let _ = self.client.lock().kill();
+    }
+
+    /// Closes the link from this side: the agent hears the end of its
+    /// input, kills what runs there and exits; the reader reaps it.
+    fn close(&self) {
+        self.state.lock().closed = true;
+        *self.out.lock() = None;
+        self.changed.notify_all();
+    }
+
+    /// The keepalive thread: a ping every interval; a link silent for
+    /// [`SILENT_PINGS`] intervals is lost; a link without workers for its
+    /// linger time is closed.
+    fn keep_alive(self: Arc<Self>) {
+        let ping = self.options.ping;
+        let mut next_ping = Instant::now() + ping;
+        let mut st = self.state.lock();
+        loop {
+            if st.lost.is_some() || st.closed {
+                return;
+            }
+            let now = Instant::now();
+            if let Some(since) = st.idle_since {
+                if st.agent_pid.is_some() && now >= since + self.options.linger {
+                    st.closed = true;
+                    drop(st);
+                    tracing::debug!(target: "concurrent_futures", host = %self.host, "idle host link closed");
+                    self.close();
+                    return;
+                }
+            }
+            if st
+                .last_heard
+                .is_some_and(|t| now >= t + ping * SILENT_PINGS)
+            {
+                drop(st);
+                self.lose(format!(
+                    "the link to {} was silent for {:?}",
+                    self.host,
+                    ping * SILENT_PINGS
+                ));
+                self.kill_client();
+                return;
+            }
+            if now >= next_ping {
+                next_ping = now + ping;
+                let sent = MutexGuard::unlocked(&mut st, || self.send(&ToAgent::Ping));
+                if sent.is_err() {
+                    continue; // the reader sees the end
+                }
+            }
+            let mut wake = next_ping;
+            if let Some(since) = st.idle_since {
+                wake = wake.min(since + self.options.linger);
+            }
+            self.changed.wait_until(&mut st, wake);
+        }
+    }
+}
+
+/// Copies the agent's own stderr (its complaints; the workers' stderr
+/// comes in frames) to ours.
+fn forward(stderr: Box<dyn Read + Send>) {
+    let mut r = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let _ = io::stderr().write_all(&line);
+            }
+        }
+    }
+}
+
+/// A worker's stdin: bytes become `Data` frames; dropping it closes the
+/// worker's stdin on its host.
+struct AgentStdin {
+    link: Arc<Link>,
+    tag: u32,
+}
+
+impl Write for AgentStdin {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.link.send_data(self.tag, buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.link.send_data(self.tag, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for AgentStdin {
+    fn drop(&mut self) {
+        let _ = self.link.send(&ToAgent::Close { tag: self.tag });
+    }
+}
+
+/// A worker's process handle: signals go through the agent, the status is
+/// the one the agent reports.
+struct AgentWorker {
+    link: Arc<Link>,
+    tag: u32,
+    /// Its status is unknown: the link ended first.
+    lost: bool,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl fmt::Debug for AgentWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentWorker")
+            .field("host", &self.link.host)
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentWorker {
+    fn signal(&self, signal: u8) -> io::Result<()> {
+        match self.link.send(&ToAgent::Signal {
+            tag: self.tag,
+            signal,
+        }) {
+            // The link is gone: the agent kills its workers itself.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl WorkerProcess for AgentWorker {
+    fn kill(&mut self) -> io::Result<()> {
+        self.signal(SIGKILL)
+    }
+
+    fn terminate(&mut self) -> io::Result<()> {
+        self.signal(SIGTERM)
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        let st = self.link.state.lock();
+        if let Some(status) = st.workers.get(&self.tag).and_then(|s| s.status) {
+            return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        if st.lost.is_some() || st.closed {
+            self.lost = true;
+            return Ok(Some(ExitStatus::from_raw(LOST_STATUS)));
+        }
+        Ok(None)
+    }
+
+    fn describe_exit(&self, status: ExitStatus) -> String {
+        if !self.lost {
+            return crate::launch::exit::describe_exit(status);
+        }
+        let why = self
+            .link
+            .why_gone(&self.link.state.lock())
+            .unwrap_or_default();
+        format!("was lost with its host ({why})")
+    }
+
+    fn host_lost(&self) -> Option<String> {
+        self.lost.then(|| self.link.host.clone())
+    }
+}
+
+impl Drop for AgentWorker {
+    fn drop(&mut self) {
+        let exited = {
+            let mut st = self.link.state.lock();
+            let slot = st.workers.remove(&self.tag);
+            if st.workers.is_empty() {
+                st.idle_since = Some(Instant::now());
+            }
+            slot.is_some_and(|s| s.status.is_some())
+        };
+        self.link.changed.notify_all();
+        if !exited {
+            // A worker outlives no handle.
+            let _ = self.signal(SIGKILL);
+        }
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}

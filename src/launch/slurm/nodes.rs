@@ -1,0 +1,316 @@
+//! How [`Slurm`] runs workers inside an allocation: one job step per
+//! node, running a host agent that starts the node's share of the
+//! allocation's tasks. The nodes and their shares come from the
+//! allocation's environment (`SLURM_JOB_NODELIST`, expanded by
+//! `scontrol show hostnames`, and `SLURM_TASKS_PER_NODE`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::super::client::spawn_client;
+use super::super::local::current_executable;
+use super::super::{Spawned, WorkerSpec};
+use super::{Slurm, Step};
+use crate::agent::{agent_env, AgentLink, LinkOptions};
+use crate::Error;
+
+/// How often an idle step's link is pinged.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How long the agent may take to answer once its step runs.
+const HANDSHAKE: Duration = Duration::from_secs(60);
+/// How long a node's step stays without workers before it ends.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The allocation's nodes as the launcher learns them at its first
+/// launch, and their links; shared by the launcher's clones.
+#[derive(Default)]
+pub(crate) struct Nodes {
+    table: Mutex<Option<Result<Vec<Node>, Error>>>,
+    links: Mutex<HashMap<usize, Arc<Mutex<Option<Arc<AgentLink>>>>>>,
+}
+
+impl fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nodes").finish_non_exhaustive()
+    }
+}
+
+/// One node of the allocation.
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    /// Its share of the allocation's tasks: workers it runs at most.
+    slots: usize,
+    /// Its CPUs in the allocation, for its step.
+    cpus: usize,
+    /// Workers running there.
+    live: usize,
+}
+
+impl Slurm {
+    /// Starts a worker on the allocation node with the most free slots,
+    /// through that node's step, starting the step if need be.
+    pub(super) fn launch_on_node(&self, spec: &WorkerSpec) -> Result<Spawned, Error> {
+        let (i, node) = self
+            .nodes
+            .choose(|| read_allocation(&self.srun_program_for_scontrol()))?;
+        let link = match self.node_link(i, &node, spec) {
+            Ok(link) => link,
+            Err(e) => {
+                self.nodes.release(i);
+                return Err(e);
+            }
+        };
+        let env = spec
+            .env()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        let args = spec.args().map(|a| a.as_bytes().to_vec()).collect();
+        let nodes = Arc::clone(&self.nodes);
+        link.spawn(args, env, Box::new(move || nodes.release(i)))
+    }
+
+    /// The `scontrol` next to the chosen `srun`, or from `PATH`.
+    fn srun_program_for_scontrol(&self) -> std::ffi::OsString {
+        let srun = std::path::Path::new(&self.srun);
+        match srun.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join("scontrol").into_os_string(),
+            _ => "scontrol".into(),
+        }
+    }
+
+    /// Node `i`'s live link, or a new step running its agent.
+    fn node_link(&self, i: usize, node: &Node, spec: &WorkerSpec) -> Result<Arc<AgentLink>, Error> {
+        let slot = Arc::clone(self.nodes.links.lock().entry(i).or_default());
+        let mut slot = slot.lock();
+        if let Some(link) = slot.as_ref() {
+            if link.ended().is_none() {
+                return Ok(Arc::clone(link));
+            }
+        }
+        *slot = None;
+        let cmd = self.step_command(node, spec)?;
+        let child = spawn_client(cmd).map_err(|e| {
+            Error::Io(format!(
+                "cannot start {} for node {}: {e}",
+                self.srun.to_string_lossy(),
+                node.name
+            ))
+        })?;
+        let mut spawned = Spawned::from_child(child, Some(node.name.clone()))?;
+        spawned.process = Box::new(Step(spawned.process));
+        let options = LinkOptions {
+            ping: KEEPALIVE,
+            handshake: HANDSHAKE,
+            linger: LINGER,
+        };
+        let link = Arc::new(AgentLink::open(
+            spawned,
+            node.name.clone(),
+            options,
+            &|| true,
+        )?);
+        *slot = Some(Arc::clone(&link));
+        Ok(link)
+    }
+
+    /// `srun` for node's step: one task on that node with the node's
+    /// CPUs, running the agent.
+    fn step_command(&self, node: &Node, spec: &WorkerSpec) -> Result<Command, Error> {
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            // Not /proc/self/exe: on a node that names slurmstepd's task.
+            None => current_executable()?,
+        };
+        let mut cmd = Command::new(&self.srun);
+        cmd.args([
+            "--unbuffered",
+            "--nodes=1",
+            "--ntasks=1",
+            "--quiet",
+            "--exact",
+        ])
+        .arg(format!("--nodelist={}", node.name))
+        .arg(format!("--cpus-per-task={}", node.cpus.max(1)))
+        .arg(format!("--job-name=concurrent-futures-agent-{}", node.name))
+        .args(&self.srun_args)
+        .arg("--")
+        .arg(program)
+        .args(spec.args());
+        for (k, v) in spec.env() {
+            if k != crate::process::WORKER_ENV {
+                cmd.env(k, v);
+            }
+        }
+        cmd.envs(agent_env(node.slots, KEEPALIVE));
+        Ok(cmd)
+    }
+}
+
+impl Nodes {
+    /// Picks the node with the most free slots and counts a worker there;
+    /// reads the allocation with `read` the first time.
+    fn choose(
+        &self,
+        read: impl FnOnce() -> Result<Vec<Node>, Error>,
+    ) -> Result<(usize, Node), Error> {
+        let mut table = self.table.lock();
+        if !matches!(*table, Some(Ok(_))) {
+            // Read again after a failure: scontrol may have been busy.
+            *table = Some(read());
+        }
+        let nodes = match table.get_or_insert_with(read) {
+            Ok(nodes) => nodes,
+            Err(e) => return Err(e.clone()),
+        };
+        let best = nodes
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, n)| n.live < n.slots)
+            .max_by_key(|(_, n)| (n.slots - n.live, std::cmp::Reverse(n.live)));
+        match best {
+            Some((i, node)) => {
+                node.live += 1;
+                Ok((i, node.clone()))
+            }
+            None => Err(Error::Io(format!(
+                "every node of the allocation runs as many workers as it has tasks ({})",
+                nodes
+                    .iter()
+                    .map(|n| format!("{}: {}", n.name, n.slots))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// A worker on node `i` is gone.
+    fn release(&self, i: usize) {
+        if let Some(Ok(nodes)) = self.table.lock().as_mut() {
+            if let Some(n) = nodes.get_mut(i) {
+                n.live = n.live.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// The allocation's nodes, tasks and CPUs, from its environment.
+fn read_allocation(scontrol: &std::ffi::OsStr) -> Result<Vec<Node>, Error> {
+    let var = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            Error::Io(format!(
+                "{name} is not set: the Slurm launcher runs one step per node only inside an allocation"
+            ))
+        })
+    };
+    let list = var("SLURM_JOB_NODELIST").or_else(|_| var("SLURM_NODELIST"))?;
+    let tasks = parse_counts(&var("SLURM_TASKS_PER_NODE")?)?;
+    let cpus = match std::env::var("SLURM_JOB_CPUS_PER_NODE") {
+        Ok(c) => parse_counts(&c)?,
+        Err(_) => tasks.clone(),
+    };
+    let out = Command::new(scontrol)
+        .args(["show", "hostnames", &list])
+        .output()
+        .map_err(|e| {
+            Error::Io(format!(
+                "cannot run {} to list the allocation's nodes: {e}",
+                scontrol.to_string_lossy()
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::Io(format!(
+            "scontrol show hostnames {list} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if names.len() != tasks.len() {
+        return Err(Error::Io(format!(
+            "the allocation lists {} nodes ({list}) but tasks for {} (SLURM_TASKS_PER_NODE)",
+            names.len(),
+            tasks.len()
+        )));
+    }
+    Ok(names
+        .into_iter()
+        .zip(tasks)
+        .enumerate()
+        .map(|(i, (name, slots))| Node {
+            name,
+            slots,
+            cpus: cpus.get(i).copied().unwrap_or(slots),
+            live: 0,
+        })
+        .filter(|n| n.slots > 0)
+        .collect())
+}
+
+/// Expands Slurm's per-node counts: `"2(x3),1"` is `[2, 2, 2, 1]`.
+fn parse_counts(s: &str) -> Result<Vec<usize>, Error> {
+    let bad = || Error::Io(format!("cannot read the per-node counts {s:?}"));
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (count, times) = match part.split_once("(x") {
+            Some((c, rest)) => (c, rest.strip_suffix(')').ok_or_else(bad)?),
+            None => (part, "1"),
+        };
+        let count: usize = count.trim().parse().map_err(|_| bad())?;
+        let times: usize = times.trim().parse().map_err(|_| bad())?;
+        if times > 1 << 20 {
+            return Err(bad());
+        }
+        out.extend(std::iter::repeat(count).take(times));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_node_counts_expand() {
+        assert_eq!(parse_counts("2(x3),1").unwrap(), [2, 2, 2, 1]);
+        assert_eq!(parse_counts("16").unwrap(), [16]);
+        assert!(parse_counts("2(x3").is_err());
+        assert!(parse_counts("x").is_err());
+    }
+
+    #[test]
+    fn the_node_with_most_free_slots_is_chosen() {
+        let nodes = Nodes::default();
+        let table = || {
+            Ok(vec![
+                Node {
+                    name: "a".into(),
+                    slots: 1,
+                    cpus: 1,
+                    live: 0,
+                },
+                Node {
+                    name: "b".into(),
+                    slots: 2,
+                    cpus: 2,
+                    live: 0,
+                },
+            ])
+        };
+        let picks: Vec<String> = (0..3)
+            .map(|_| nodes.choose(table).unwrap().1.name)
+            .collect();
+        assert_eq!(picks, ["b", "a", "b"]);
+        assert!(matches!(nodes.choose(table), Err(Error::Io(m)) if m.contains("a: 1, b: 2")));
+        nodes.release(0);
+        assert_eq!(nodes.choose(table).unwrap().1.name, "a");
+    }
+}
