@@ -165,9 +165,10 @@ impl Nodes {
             // Read again after a failure: scontrol may have been busy.
             *table = Some(read());
         }
-        let nodes = match table.get_or_insert_with(read) {
-            Ok(nodes) => nodes,
-            Err(e) => return Err(e.clone()),
+        let nodes = match table.as_mut() {
+            Some(Ok(nodes)) => nodes,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(Error::Io("the allocation was not read".to_string())),
         };
         let best = nodes
             .iter_mut()
