@@ -14,6 +14,7 @@ mod common;
 #[path = "../process_common/mod.rs"]
 mod process_common;
 
+mod agents;
 mod conformance;
 mod faults;
 mod launch;

@@ -1,0 +1,258 @@
+//! One agent per host, against the loopback sshds at OpenSSH's stock
+//! settings (`MaxStartups 10:30:100`, `MaxSessions 10`) and the one-node
+//! Slurm: a host's slots cost one connection, workers killed there are
+//! replaced through it, and a lost link fails what ran there with
+//! `HostLost`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use concurrent_futures::launch::Slurm;
+use concurrent_futures::{task, Error};
+
+use crate::cluster_common::{over_slurm, over_ssh, ssh, ssh_clients};
+use crate::process_common::{
+    alive, builder, eventually, gate, parse_pids, pid, send_signal, sleep_ms, square, test_path,
+    within, ChildRun, Scratch, LONG,
+};
+
+/// The parent process of `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Sleeps `ms`, then says which process ran it.
+fn nap_pid(ms: u64) -> u32 {
+    thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+#[test]
+fn sixty_four_slots_on_one_host_take_one_connection_on_a_stock_sshd() {
+    over_ssh(|config| {
+        let pool = builder()
+            .launcher(ssh(&config, &[("node1", 64)]))
+            .build()
+            .expect("pool");
+        assert_eq!(pool.max_workers(), 64);
+        // Each task holds its worker long enough that all 64 must run at
+        // once: 64 distinct processes.
+        let futs: Vec<_> = (0..64).map(|_| pool.submit(task!(nap_pid), 1500)).collect();
+        let pids: HashSet<u32> = futs
+            .into_iter()
+            .map(|mut f| f.result_timeout(LONG * 3).expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), 64, "{pids:?}");
+        assert_eq!(ssh_clients("node1").len(), 1);
+        // One agent is every worker's parent.
+        let parents: HashSet<Option<u32>> = pids.iter().map(|p| parent_of(*p)).collect();
+        assert_eq!(parents.len(), 1, "{parents:?}");
+        let listed: HashSet<u32> = pool.worker_pids().into_iter().collect();
+        assert_eq!(listed, pids);
+        assert_eq!(pool.stats().hosts[0].workers, 64);
+    });
+}
+
+#[test]
+fn two_hosts_of_sixteen_take_two_connections() {
+    over_ssh(|config| {
+        let pool = builder()
+            .launcher(ssh(&config, &[("node1", 16), ("node2", 16)]))
+            .build()
+            .expect("pool");
+        let futs: Vec<_> = (0..32).map(|_| pool.submit(task!(nap_pid), 1500)).collect();
+        let pids: HashSet<u32> = futs
+            .into_iter()
+            .map(|mut f| f.result_timeout(LONG * 3).expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), 32);
+        assert_eq!(ssh_clients("node1").len(), 1);
+        assert_eq!(ssh_clients("node2").len(), 1);
+        let per_host: Vec<usize> = pool.stats().hosts.iter().map(|h| h.workers).collect();
+        assert_eq!(per_host, [16, 16]);
+    });
+}
+
+#[test]
+fn a_killed_remote_worker_is_replaced_through_the_same_connection() {
+    over_ssh(|config| {
+        let scratch = Scratch::new("agent-kill-worker");
+        let pool = builder()
+            .launcher(ssh(&config, &[("node1", 2)]))
+            .max_workers(2)
+            .restart_workers(true)
+            .build()
+            .expect("pool");
+        let remote = pool.submit(task!(pid), ()).result_timeout(LONG).expect("pid");
+        let agent = parent_of(remote).expect("the agent");
+        let client = ssh_clients("node1");
+        assert_eq!(client.len(), 1);
+        let mut running = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let gated = scratch.pids("started")[0];
+        send_signal(gated, libc::SIGKILL);
+        let err = running.result_timeout(LONG).expect_err("killed");
+        let Error::WorkerDied(reason) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            reason.contains(&format!("worker process {gated} on node1 was killed by signal SIGKILL (9)")),
+            "{reason}"
+        );
+        // The replacement comes through the same agent and connection.
+        let pids: HashSet<u32> = (0..6)
+            .map(|_| pool.submit(task!(sleep_ms), 200))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|mut f| f.result_timeout(LONG).expect("a pid"))
+            .collect();
+        assert!(!pids.contains(&gated));
+        assert!(pids.iter().all(|p| parent_of(*p) == Some(agent)), "{pids:?}");
+        assert_eq!(ssh_clients("node1"), client);
+    });
+}
+
+#[test]
+fn killing_the_agent_fails_what_ran_there_with_host_lost_and_the_pool_reconnects() {
+    over_ssh(|config| {
+        let scratch = Scratch::new("agent-kill-agent");
+        let pool = builder()
+            .launcher(ssh(&config, &[("node1", 2)]))
+            .max_workers(2)
+            .restart_workers(true)
+            .build()
+            .expect("pool");
+        let running: Vec<_> = (0..2).map(|_| pool.submit(task!(gate), scratch.dir())).collect();
+        scratch.wait_started(2);
+        let workers = scratch.pids("started");
+        let agent = parent_of(workers[0]).expect("the agent");
+        assert_eq!(parent_of(workers[1]), Some(agent));
+        send_signal(agent, libc::SIGKILL);
+        for mut fut in running {
+            match fut.result_timeout(LONG) {
+                Err(Error::HostLost(why)) => assert!(why.contains("node1"), "{why}"),
+                other => panic!("expected HostLost, got {other:?}"),
+            }
+        }
+        // Its workers do not outlive it.
+        for w in &workers {
+            eventually("the agent's workers exit", || !alive(*w));
+        }
+        // A new link, a new agent.
+        let next = pool.submit(task!(pid), ()).result_timeout(LONG).expect("pid");
+        let again = parent_of(next).expect("an agent");
+        assert_ne!(again, agent);
+        assert_eq!(ssh_clients("node1").len(), 1);
+    });
+}
+
+#[test]
+fn killing_the_ssh_client_is_host_lost_and_the_agent_takes_its_workers_down() {
+    over_ssh(|config| {
+        let scratch = Scratch::new("agent-kill-client");
+        let pool = builder()
+            .launcher(ssh(&config, &[("node1", 1)]))
+            .restart_workers(true)
+            .build()
+            .expect("pool");
+        let mut running = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let worker = scratch.pids("started")[0];
+        let agent = parent_of(worker).expect("the agent");
+        let clients = ssh_clients("node1");
+        assert_eq!(clients.len(), 1);
+        send_signal(clients[0], libc::SIGKILL);
+        match running.result_timeout(LONG) {
+            Err(Error::HostLost(why)) => assert!(why.contains("node1"), "{why}"),
+            other => panic!("expected HostLost, got {other:?}"),
+        }
+        eventually("the agent exits", || !alive(agent));
+        eventually("its worker exits", || !alive(worker));
+        assert_eq!(pool.submit(task!(square), 5).result_timeout(LONG), Ok(25));
+    });
+}
+
+/// Run as a child process by the test below: a pool of 4 workers on node1
+/// and 4 on node2; prints their pids, then waits to be killed.
+#[test]
+fn child_pool_to_be_killed() {
+    if std::env::var_os("CF_CHILD_KILLED").is_none() {
+        return;
+    }
+    let config = crate::cluster_common::ssh_config().expect("ssh config");
+    let pool = builder()
+        .launcher(ssh(&config, &[("node1", 4), ("node2", 4)]))
+        .build()
+        .expect("pool");
+    let futs: Vec<_> = (0..8).map(|_| pool.submit(task!(nap_pid), 1000)).collect();
+    let pids: Vec<String> = futs
+        .into_iter()
+        .map(|mut f| f.result_timeout(LONG).expect("pid").to_string())
+        .collect();
+    println!("PIDS {}", pids.join(" "));
+    thread::sleep(LONG * 6);
+}
+
+#[test]
+fn a_killed_pool_leaves_no_agent_and_no_remote_worker_after_two_seconds() {
+    over_ssh(|_config| {
+        let child = ChildRun::start(
+            &test_path(module_path!(), "child_pool_to_be_killed"),
+            &[("CF_CHILD_KILLED", "1")],
+        );
+        let workers = parse_pids(&child.line_after("PIDS "));
+        assert_eq!(workers.len(), 8);
+        let agents: HashSet<u32> = workers.iter().filter_map(|w| parent_of(*w)).collect();
+        assert_eq!(agents.len(), 2, "{agents:?}");
+        let pid = child.child.id();
+        send_signal(pid, libc::SIGKILL);
+        let gone = within(Duration::from_secs(2), || {
+            workers.iter().chain(&agents).all(|p| !alive(*p))
+        });
+        let left: Vec<u32> = workers.iter().chain(&agents).copied().filter(|p| alive(*p)).collect();
+        assert!(gone, "still alive 2 s after the pool was killed: {left:?}");
+        drop(child);
+    });
+}
+
+#[test]
+fn salloc_of_sixteen_runs_one_step_per_node() {
+    over_slurm(|| {
+        let tasks: usize = std::env::var("SLURM_NTASKS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let pool = builder().launcher(Slurm::new()).build().expect("pool");
+        assert_eq!(pool.max_workers(), tasks);
+        let start = Instant::now();
+        let futs: Vec<_> = (0..tasks).map(|_| pool.submit(task!(nap_pid), 1000)).collect();
+        let pids: HashSet<u32> = futs
+            .into_iter()
+            .map(|mut f| f.result_timeout(LONG * 3).expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), tasks);
+        assert!(start.elapsed() < LONG * 3);
+        // One step (besides the allocation's own), named for its node.
+        let job = std::env::var("SLURM_JOB_ID").expect("inside an allocation");
+        let out = std::process::Command::new("squeue")
+            .args(["-h", "-s", "-j", &job, "-o", "%j"])
+            .output()
+            .expect("squeue");
+        let steps: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("concurrent-futures-agent"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        let parents: HashSet<Option<u32>> = pids.iter().map(|p| parent_of(*p)).collect();
+        assert_eq!(parents.len(), 1);
+    });
+}
