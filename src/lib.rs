@@ -203,7 +203,13 @@ pub fn init() {}
 #[doc(hidden)]
 #[cfg(all(unix, feature = "fuzzing"))]
 pub mod __fuzz {
-    pub use crate::process::fuzz::{frames, fuzz_tasks, pool_side, seeds, worker_side};
+    pub use crate::agent::fuzz::{
+        agent_seeds, agent_side, read_agent_reply, AgentReply, AgentRequest,
+    };
+    pub use crate::process::fuzz::{
+        call_frames, frames, fuzz_tasks, pool_side, read_call_result, read_hello, seeds,
+        worker_side,
+    };
 }
 
 /// The Rust blocks of the guides, compiled and run as doctests so that the

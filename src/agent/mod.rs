@@ -12,25 +12,31 @@
 //! its workers and exits.
 
 pub(crate) mod frames;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
+pub(crate) mod serve;
 mod link;
 mod pipe;
 
-pub(crate) use link::{AgentLink, LinkOptions};
+pub(crate) use link::{AgentLink, LinkOptions, SILENT_PINGS};
 
 use std::ffi::OsString;
 use std::time::Duration;
-
-/// Settings of an agent, in its environment: `slots=K,ping_ms=P`.
-pub(crate) const AGENT_SETTINGS_ENV: &str = "CONCURRENT_FUTURES_AGENT";
 
 /// The environment that makes [`init`](crate::init) serve as an agent
 /// with `slots` workers, pinging every `ping`.
 pub(crate) fn agent_env(slots: usize, ping: Duration) -> [(OsString, OsString); 2] {
     [
-        (crate::process::WORKER_ENV.into(), "agent".into()),
+        (crate::process::WORKER_ENV.into(), serve::AGENT_MARK.into()),
         (
-            AGENT_SETTINGS_ENV.into(),
-            format!("slots={slots},ping_ms={}", ping.as_millis().max(1)).into(),
+            serve::AGENT_ENV.into(),
+            format!(
+                "{}={slots},{}={}",
+                serve::SLOTS_KEY,
+                serve::PING_KEY,
+                ping.as_millis().max(1)
+            )
+            .into(),
         ),
     ]
 }

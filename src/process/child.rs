@@ -44,10 +44,14 @@ use crate::Error;
 /// }
 /// ```
 pub fn init() {
+    if is_agent_process() {
+        name_this_process("agent");
+        crate::agent::serve::run();
+    }
     if !is_worker_process() {
         return;
     }
-    name_this_process();
+    name_this_process("worker");
     let code = match serve_on_a_fresh_thread() {
         Ok(()) => 0,
         Err(e) => {
@@ -79,10 +83,10 @@ fn serve_on_a_fresh_thread() -> Result<(), Error> {
 }
 
 /// Renames the process (its `comm`, what `ps` and `top` show) to
-/// `<program>-worker`, so a person can tell a worker from its parent: a
-/// worker started as `/proc/self/exe` would otherwise show up as `exe`.
-/// Best effort, Linux only; `comm` holds 15 bytes.
-fn name_this_process() {
+/// `<program>-<role>` (`worker`, `agent`), so a person can tell a worker
+/// from its parent: a worker started as `/proc/self/exe` would otherwise
+/// show up as `exe`. Best effort, Linux only; `comm` holds 15 bytes.
+fn name_this_process(role: &str) {
     let exe = std::env::current_exe().ok();
     let stem = exe
         .as_deref()
@@ -91,9 +95,9 @@ fn name_this_process() {
         .unwrap_or_default();
     let stem: String = stem.chars().filter(char::is_ascii).take(8).collect();
     let name = if stem.is_empty() {
-        "cf-worker".to_string()
+        format!("cf-{role}")
     } else {
-        format!("{stem}-worker")
+        format!("{stem}-{role}")
     };
     // `/proc/self` is the thread group leader: this names the process even
     // when init() runs on another thread (a test's).
@@ -108,9 +112,31 @@ pub(crate) fn is_worker_process() -> bool {
     std::env::var_os(WORKER_ENV).is_some_and(|v| v == "1")
 }
 
+/// True in a process started as a host agent (`serve.rs` in `src/agent/`):
+/// `CONCURRENT_FUTURES_WORKER=agent`. An agent starts its workers without
+/// the mark.
+pub(crate) fn is_agent_process() -> bool {
+    std::env::var_os(WORKER_ENV).is_some_and(|v| v == crate::agent::serve::AGENT_MARK)
+}
+
+/// Appends what a worker writes first: [`MAGIC`](super::frame::MAGIC) and
+/// its `Hello` (this process's pid and build). An agent writes the same.
+///
+/// # Errors
+///
+/// [`Error::Codec`] if it does not encode.
+pub(crate) fn hello(buf: &mut Vec<u8>) -> Result<(), Error> {
+    FromWorker::Hello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build: build_identity(),
+    }
+    .encode(buf)
+}
+
 /// Moves the protocol off fds 0 and 1: returns private copies and points
 /// fd 0 at /dev/null and fd 1 at stderr, so tasks cannot touch the pipe.
-fn take_stdio() -> Result<(OwnedFd, OwnedFd), Error> {
+pub(crate) fn take_stdio() -> Result<(OwnedFd, OwnedFd), Error> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| Error::Io(format!("dup: {e}")))
     };
@@ -132,14 +158,9 @@ type Declared = Result<&'static dyn ErasedTask, Error>;
 fn serve() -> Result<(), Error> {
     let (input, output) = take_stdio()?;
     let out = Arc::new(Mutex::new(File::from(output)));
-    let mut hello = Vec::new();
-    FromWorker::Hello {
-        version: PROTOCOL_VERSION,
-        pid: std::process::id(),
-        build: build_identity(),
-    }
-    .encode(&mut hello)?;
-    out.lock().write_all(&hello)?;
+    let mut greeting = Vec::new();
+    hello(&mut greeting)?;
+    out.lock().write_all(&greeting)?;
     watch_parent(rustix::process::getppid());
     // The task thread runs the frames in order, and writes each answer
     // before it takes the next frame. So when this process dies, the pool

@@ -180,6 +180,54 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
     }
 }
 
+/// Reads a worker's (or an agent's) handshake as the pool does; returns
+/// the pid it gives.
+///
+/// # Errors
+///
+/// The pool's refusal, described.
+pub fn read_hello(r: &mut impl std::io::BufRead) -> Result<u32, String> {
+    handshake(r).map_err(|e| e.to_string())
+}
+
+/// The frames that declare `task` as id 0 and call it on `arg` as call 0,
+/// as the pool writes them to a worker.
+///
+/// # Errors
+///
+/// `arg` does not encode.
+pub fn call_frames<A: serde::Serialize, R>(
+    task: crate::Task<A, R>,
+    arg: &A,
+) -> Result<Vec<u8>, String> {
+    let entry = task.entry();
+    let mut buf = declare(0, entry);
+    let mut value = Vec::new();
+    crate::task::encode_into(arg, &mut value).map_err(|e| e.to_string())?;
+    buf.extend(call(0, 0, false, &value));
+    Ok(buf)
+}
+
+/// Reads a worker's answer to call 0 of [`call_frames`] from `bytes` (its
+/// output after the handshake): `Ok(None)` while the frame is incomplete.
+///
+/// # Errors
+///
+/// Another frame, a failed call or a result of another type.
+pub fn read_call_result<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Option<R>, String> {
+    let Ok(Some(frame)) = read_frame(&mut &bytes[..]) else {
+        return Ok(None);
+    };
+    match FromWorker::decode(&frame).map_err(|e| e.to_string())? {
+        FromWorker::Result {
+            seq: 0,
+            outcome: Ok(value),
+            ..
+        } => decode(value).map(Some).map_err(|e| e.to_string()),
+        other => Err(format!("not the answer to call 0: {other:?}")),
+    }
+}
+
 fn divide(a: u32, b: u32) -> u32 {
     // Panics on `b == 0`: the worker turns that into an error reply.
     a / b

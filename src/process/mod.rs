@@ -43,6 +43,7 @@ mod writer;
 
 pub use builder::ProcessPoolBuilder;
 pub use child::init;
+pub(crate) use child::{hello, take_stdio};
 pub use pool::ProcessPoolExecutor;
 pub(crate) use protocol::WORKER_ENV;
 pub(crate) use reader::handshake;
