@@ -14,9 +14,9 @@
 pub(crate) mod frames;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
-pub(crate) mod serve;
 mod link;
 mod pipe;
+pub(crate) mod serve;
 
 pub(crate) use link::{AgentLink, LinkOptions, SILENT_PINGS};
 

@@ -38,7 +38,7 @@ fn nap_pid(ms: u64) -> u32 {
 fn sixty_four_slots_on_one_host_take_one_connection_on_a_stock_sshd() {
     over_ssh(|config| {
         let pool = builder()
-            .launcher(ssh(&config, &[("node1", 64)]))
+            .launcher(ssh(&config, &[("wide1", 64)]))
             .build()
             .expect("pool");
         assert_eq!(pool.max_workers(), 64);
@@ -50,7 +50,7 @@ fn sixty_four_slots_on_one_host_take_one_connection_on_a_stock_sshd() {
             .map(|mut f| f.result_timeout(LONG * 3).expect("a pid"))
             .collect();
         assert_eq!(pids.len(), 64, "{pids:?}");
-        assert_eq!(ssh_clients("node1").len(), 1);
+        assert_eq!(ssh_clients("wide1").len(), 1);
         // One agent is every worker's parent.
         let parents: HashSet<Option<u32>> = pids.iter().map(|p| parent_of(*p)).collect();
         assert_eq!(parents.len(), 1, "{parents:?}");
@@ -64,7 +64,7 @@ fn sixty_four_slots_on_one_host_take_one_connection_on_a_stock_sshd() {
 fn two_hosts_of_sixteen_take_two_connections() {
     over_ssh(|config| {
         let pool = builder()
-            .launcher(ssh(&config, &[("node1", 16), ("node2", 16)]))
+            .launcher(ssh(&config, &[("lost2", 16), ("wide2", 16)]))
             .build()
             .expect("pool");
         let futs: Vec<_> = (0..32).map(|_| pool.submit(task!(nap_pid), 1500)).collect();
@@ -73,8 +73,8 @@ fn two_hosts_of_sixteen_take_two_connections() {
             .map(|mut f| f.result_timeout(LONG * 3).expect("a pid"))
             .collect();
         assert_eq!(pids.len(), 32);
-        assert_eq!(ssh_clients("node1").len(), 1);
-        assert_eq!(ssh_clients("node2").len(), 1);
+        assert_eq!(ssh_clients("lost2").len(), 1);
+        assert_eq!(ssh_clients("wide2").len(), 1);
         let per_host: Vec<usize> = pool.stats().hosts.iter().map(|h| h.workers).collect();
         assert_eq!(per_host, [16, 16]);
     });
@@ -85,25 +85,30 @@ fn a_killed_remote_worker_is_replaced_through_the_same_connection() {
     over_ssh(|config| {
         let scratch = Scratch::new("agent-kill-worker");
         let pool = builder()
-            .launcher(ssh(&config, &[("node1", 2)]))
+            .launcher(ssh(&config, &[("killed1", 2)]))
             .max_workers(2)
             .restart_workers(true)
             .build()
             .expect("pool");
-        let remote = pool.submit(task!(pid), ()).result_timeout(LONG).expect("pid");
+        let remote = pool
+            .submit(task!(pid), ())
+            .result_timeout(LONG)
+            .expect("pid");
         let agent = parent_of(remote).expect("the agent");
-        let client = ssh_clients("node1");
+        let client = ssh_clients("killed1");
         assert_eq!(client.len(), 1);
         let mut running = pool.submit(task!(gate), scratch.dir());
         scratch.wait_started(1);
-        let gated = scratch.pids("started")[0];
+        let gated = scratch.pids("started-")[0];
         send_signal(gated, libc::SIGKILL);
         let err = running.result_timeout(LONG).expect_err("killed");
         let Error::WorkerDied(reason) = &err else {
             panic!("{err:?}")
         };
         assert!(
-            reason.contains(&format!("worker process {gated} on node1 was killed by signal SIGKILL (9)")),
+            reason.contains(&format!(
+                "worker process {gated} on killed1 was killed by signal SIGKILL (9)"
+            )),
             "{reason}"
         );
         // The replacement comes through the same agent and connection.
@@ -114,8 +119,11 @@ fn a_killed_remote_worker_is_replaced_through_the_same_connection() {
             .map(|mut f| f.result_timeout(LONG).expect("a pid"))
             .collect();
         assert!(!pids.contains(&gated));
-        assert!(pids.iter().all(|p| parent_of(*p) == Some(agent)), "{pids:?}");
-        assert_eq!(ssh_clients("node1"), client);
+        assert!(
+            pids.iter().all(|p| parent_of(*p) == Some(agent)),
+            "{pids:?}"
+        );
+        assert_eq!(ssh_clients("killed1"), client);
     });
 }
 
@@ -124,20 +132,22 @@ fn killing_the_agent_fails_what_ran_there_with_host_lost_and_the_pool_reconnects
     over_ssh(|config| {
         let scratch = Scratch::new("agent-kill-agent");
         let pool = builder()
-            .launcher(ssh(&config, &[("node1", 2)]))
+            .launcher(ssh(&config, &[("lost1", 2)]))
             .max_workers(2)
             .restart_workers(true)
             .build()
             .expect("pool");
-        let running: Vec<_> = (0..2).map(|_| pool.submit(task!(gate), scratch.dir())).collect();
+        let running: Vec<_> = (0..2)
+            .map(|_| pool.submit(task!(gate), scratch.dir()))
+            .collect();
         scratch.wait_started(2);
-        let workers = scratch.pids("started");
+        let workers = scratch.pids("started-");
         let agent = parent_of(workers[0]).expect("the agent");
         assert_eq!(parent_of(workers[1]), Some(agent));
         send_signal(agent, libc::SIGKILL);
         for mut fut in running {
             match fut.result_timeout(LONG) {
-                Err(Error::HostLost(why)) => assert!(why.contains("node1"), "{why}"),
+                Err(Error::HostLost(why)) => assert!(why.contains("lost1"), "{why}"),
                 other => panic!("expected HostLost, got {other:?}"),
             }
         }
@@ -146,10 +156,13 @@ fn killing_the_agent_fails_what_ran_there_with_host_lost_and_the_pool_reconnects
             eventually("the agent's workers exit", || !alive(*w));
         }
         // A new link, a new agent.
-        let next = pool.submit(task!(pid), ()).result_timeout(LONG).expect("pid");
+        let next = pool
+            .submit(task!(pid), ())
+            .result_timeout(LONG)
+            .expect("pid");
         let again = parent_of(next).expect("an agent");
         assert_ne!(again, agent);
-        assert_eq!(ssh_clients("node1").len(), 1);
+        assert_eq!(ssh_clients("lost1").len(), 1);
     });
 }
 
@@ -158,19 +171,19 @@ fn killing_the_ssh_client_is_host_lost_and_the_agent_takes_its_workers_down() {
     over_ssh(|config| {
         let scratch = Scratch::new("agent-kill-client");
         let pool = builder()
-            .launcher(ssh(&config, &[("node1", 1)]))
+            .launcher(ssh(&config, &[("lost3", 1)]))
             .restart_workers(true)
             .build()
             .expect("pool");
         let mut running = pool.submit(task!(gate), scratch.dir());
         scratch.wait_started(1);
-        let worker = scratch.pids("started")[0];
+        let worker = scratch.pids("started-")[0];
         let agent = parent_of(worker).expect("the agent");
-        let clients = ssh_clients("node1");
+        let clients = ssh_clients("lost3");
         assert_eq!(clients.len(), 1);
         send_signal(clients[0], libc::SIGKILL);
         match running.result_timeout(LONG) {
-            Err(Error::HostLost(why)) => assert!(why.contains("node1"), "{why}"),
+            Err(Error::HostLost(why)) => assert!(why.contains("lost3"), "{why}"),
             other => panic!("expected HostLost, got {other:?}"),
         }
         eventually("the agent exits", || !alive(agent));
@@ -216,7 +229,12 @@ fn a_killed_pool_leaves_no_agent_and_no_remote_worker_after_two_seconds() {
         let gone = within(Duration::from_secs(2), || {
             workers.iter().chain(&agents).all(|p| !alive(*p))
         });
-        let left: Vec<u32> = workers.iter().chain(&agents).copied().filter(|p| alive(*p)).collect();
+        let left: Vec<u32> = workers
+            .iter()
+            .chain(&agents)
+            .copied()
+            .filter(|p| alive(*p))
+            .collect();
         assert!(gone, "still alive 2 s after the pool was killed: {left:?}");
         drop(child);
     });
@@ -232,7 +250,9 @@ fn salloc_of_sixteen_runs_one_step_per_node() {
         let pool = builder().launcher(Slurm::new()).build().expect("pool");
         assert_eq!(pool.max_workers(), tasks);
         let start = Instant::now();
-        let futs: Vec<_> = (0..tasks).map(|_| pool.submit(task!(nap_pid), 1000)).collect();
+        let futs: Vec<_> = (0..tasks)
+            .map(|_| pool.submit(task!(nap_pid), 1000))
+            .collect();
         let pids: HashSet<u32> = futs
             .into_iter()
             .map(|mut f| f.result_timeout(LONG * 3).expect("a pid"))
