@@ -12,6 +12,7 @@ mod common;
 #[path = "../process_common/mod.rs"]
 mod process_common;
 
+mod agent;
 mod ctrl_c;
 mod dispatch;
 mod errors;
