@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use concurrent_futures::__fuzz::{frames, pool_side, seeds, worker_side};
+use concurrent_futures::__fuzz::{agent_seeds, agent_side, frames, pool_side, seeds, worker_side};
 
 /// Counts the bytes this thread holds, and their peak.
 struct Counting;
@@ -74,10 +74,11 @@ fn budget(len: usize) -> usize {
 
 type Target = fn(&[u8]) -> Result<usize, String>;
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("frame_decoder", |d| Ok(frames(d))),
     ("pool_handshake", pool_side),
     ("worker_dispatch", worker_side),
+    ("agent_dispatch", agent_side),
 ];
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

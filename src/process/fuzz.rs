@@ -329,7 +329,7 @@ fn init(id: u32, arg: &[u8]) -> Vec<u8> {
 }
 
 /// Well-formed inputs for the fuzz target `target` (`frame_decoder`,
-/// `pool_handshake` or `worker_dispatch`), built by this build so that the
+/// `pool_handshake`, `worker_dispatch` or `agent_dispatch`), built by this build so that the
 /// handshake's build identity and the task names match: starting points
 /// for the fuzzer, replayed by the corpus test.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
@@ -421,6 +421,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "pool_handshake" => pool,
         "worker_dispatch" => worker,
         "frame_decoder" => pool.into_iter().chain(worker).collect(),
+        "agent_dispatch" => crate::agent::fuzz::agent_seeds(),
         _ => Vec::new(),
     }
 }
