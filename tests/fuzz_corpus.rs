@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use concurrent_futures::__fuzz::{agent_seeds, agent_side, frames, pool_side, seeds, worker_side};
+use concurrent_futures::__fuzz::{agent_side, frames, pool_side, seeds, worker_side};
 
 /// Counts the bytes this thread holds, and their peak.
 struct Counting;

@@ -71,7 +71,10 @@ impl AgentRun {
             let hello = read_hello(&mut r);
             let ok = hello.is_ok();
             let _ = hello_tx.send(hello);
-            while ok {
+            if !ok {
+                return;
+            }
+            loop {
                 match read_agent_reply(&mut r) {
                     Ok(Some(reply)) => {
                         if tx.send(Ok(reply)).is_err() {
