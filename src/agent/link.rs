@@ -9,7 +9,7 @@
 //! reader, the keepalive (pings, silence, idle close) and the agent's
 //! stderr.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA, SIGKILL, SIGTERM};
 use super::pipe::{pipe, PipeWriter};
+use super::serve::SILENT_PINGS;
 use crate::launch::{Spawned, WorkerProcess};
 use crate::process::frame::read_frame;
 use crate::Error;
@@ -38,9 +39,6 @@ pub(crate) struct LinkOptions {
     /// How long a link without workers stays open for the next one.
     pub(crate) linger: Duration,
 }
-
-/// A link silent for this many ping intervals is lost.
-pub(crate) const SILENT_PINGS: u32 = 6;
 
 /// How long a worker start may take on the agent's side.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,7 +71,13 @@ struct Link {
     changed: Condvar,
     /// The client that runs the agent (`ssh`, `srun`).
     client: Mutex<Box<dyn WorkerProcess>>,
+    /// The last lines the agent (or its client) wrote to stderr, and
+    /// whether that stream ended: quoted when the link fails.
+    stderr: Mutex<(VecDeque<String>, bool)>,
 }
+
+/// How many lines of the agent's stderr a link failure quotes.
+const STDERR_LINES: usize = 6;
 
 #[derive(Default)]
 struct State {
@@ -132,6 +136,7 @@ impl AgentLink {
             }),
             changed: Condvar::new(),
             client: Mutex::new(process),
+            stderr: Mutex::new((VecDeque::new(), stderr.is_none())),
         });
         let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -147,7 +152,8 @@ impl AgentLink {
             return Err(e);
         }
         if let Some(stderr) = stderr {
-            if let Err(e) = start("agent-stderr", Box::new(move || forward(stderr))) {
+            let forwarder = Arc::clone(&link);
+            if let Err(e) = start("agent-stderr", Box::new(move || forwarder.forward(stderr))) {
                 link.lose(e.to_string());
                 link.kill_client();
                 return Err(e);
@@ -161,11 +167,6 @@ impl AgentLink {
         }
         link.await_hello(running)?;
         Ok(AgentLink { link })
-    }
-
-    /// The agent's pid on its host.
-    pub(crate) fn agent_pid(&self) -> Option<u32> {
-        self.link.state.lock().agent_pid
     }
 
     /// Why the link ended, if it did (lost, or closed when idle).
@@ -362,7 +363,7 @@ impl Link {
     }
 
     fn read_frames(&self, r: &mut impl BufRead) -> Result<(), Error> {
-        let pid = crate::process::handshake(r)?;
+        let pid = crate::process::handshake(r, &format!("agent on {}", self.host))?;
         {
             let mut st = self.state.lock();
             st.agent_pid = Some(pid);
@@ -426,7 +427,8 @@ impl Link {
             match client.try_wait() {
                 Ok(Some(status)) => {
                     let how = client.describe_exit(status);
-                    return format!("{why} (its agent {how})");
+                    drop(client);
+                    return format!("{why} (its agent {how}){}", self.stderr_tail());
                 }
                 Ok(None) if Instant::now() < deadline => {
                     drop(client);
@@ -457,6 +459,48 @@ impl Link {
         drop(st);
         *self.out.lock() = None;
         self.changed.notify_all();
+    }
+
+    /// The stderr thread: copies the agent's own stderr (its complaints,
+    /// its client's; the workers' stderr comes in frames) to ours, keeping
+    /// the last lines.
+    fn forward(&self, stderr: Box<dyn Read + Send>) {
+        let mut r = BufReader::new(stderr);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let _ = io::stderr().write_all(&line);
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    let mut tail = self.stderr.lock();
+                    if tail.0.len() == STDERR_LINES {
+                        tail.0.pop_front();
+                    }
+                    tail.0.push_back(text);
+                }
+            }
+        }
+        self.stderr.lock().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// The agent's last stderr lines, quoted, once its stderr ended (or
+    /// after a short wait): empty if it wrote nothing.
+    fn stderr_tail(&self) -> String {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut tail = self.stderr.lock();
+        while !tail.1 && !self.changed.wait_until(&mut tail, deadline).timed_out() {}
+        if tail.0.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("; its last stderr lines:");
+        for l in &tail.0 {
+            out.push_str("\n    ");
+            out.push_str(l);
+        }
+        out
     }
 
     fn kill_client(&self) {
@@ -517,22 +561,6 @@ impl Link {
                 wake = wake.min(since + self.options.linger);
             }
             self.changed.wait_until(&mut st, wake);
-        }
-    }
-}
-
-/// Copies the agent's own stderr (its complaints; the workers' stderr
-/// comes in frames) to ours.
-fn forward(stderr: Box<dyn Read + Send>) {
-    let mut r = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let _ = io::stderr().write_all(&line);
-            }
         }
     }
 }

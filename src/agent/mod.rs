@@ -18,7 +18,7 @@ mod link;
 mod pipe;
 pub(crate) mod serve;
 
-pub(crate) use link::{AgentLink, LinkOptions, SILENT_PINGS};
+pub(crate) use link::{AgentLink, LinkOptions};
 
 use std::ffi::OsString;
 use std::time::Duration;

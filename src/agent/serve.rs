@@ -337,9 +337,10 @@ impl Host for Agent {
         args: Vec<Vec<u8>>,
         env: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<u32, String> {
-        let mut command = Command::new(this_executable()?);
+        let mut command =
+            Command::new(crate::launch::local::this_executable().map_err(|e| e.to_string())?);
         command
-            .arg0(worker_arg0())
+            .arg0(crate::launch::local::worker_arg0())
             .args(args.into_iter().map(OsString::from_vec))
             // The agent's own marks must not make the worker an agent.
             .env_remove(WORKER_ENV)
@@ -520,29 +521,6 @@ fn keep_alive(shared: &Shared, ping: Duration) {
         }
         shared.send(&FromAgent::Pong, &mut buf);
     }
-}
-
-/// This executable: `/proc/self/exe` where there is one (the very file the
-/// agent runs, even if replaced on disk since), else its path. The same
-/// rule as `launch/local.rs`'s `this_executable`.
-fn this_executable() -> Result<OsString, String> {
-    let proc_exe = std::path::Path::new("/proc/self/exe");
-    if proc_exe.exists() {
-        return Ok(proc_exe.as_os_str().to_owned());
-    }
-    std::env::current_exe()
-        .map(std::path::PathBuf::into_os_string)
-        .map_err(|e| format!("cannot find the current executable: {e}"))
-}
-
-/// A worker's `argv[0]`: the agent's own, marked, as
-/// `launch/local.rs`'s `worker_arg0` makes it for local workers.
-fn worker_arg0() -> OsString {
-    let mut arg0 = std::env::args_os()
-        .next()
-        .unwrap_or_else(|| OsString::from("concurrent-futures"));
-    arg0.push(" (concurrent-futures worker)");
-    arg0
 }
 
 #[cfg(test)]

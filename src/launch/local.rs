@@ -93,9 +93,26 @@ pub(crate) fn current_executable() -> Result<OsString, Error> {
 /// own, marked, so that `ps` tells the worker from its parent (the program
 /// itself is `/proc/self/exe`, which `ps` would show).
 pub(crate) fn worker_arg0() -> OsString {
-    let mut arg0 = std::env::args_os()
+    labelled_arg0("worker")
+}
+
+/// This process's `argv[0]` marked with `role` (`worker`, `agent`): an
+/// agent's mark is replaced, not added to, in the workers it starts.
+pub(crate) fn labelled_arg0(role: &str) -> OsString {
+    let arg0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("concurrent-futures"));
-    arg0.push(" (concurrent-futures worker)");
+    let mut bytes = arg0.into_encoded_bytes();
+    if let Some(at) = bytes
+        .windows(MARK.len())
+        .rposition(|w| w == MARK.as_bytes())
+    {
+        bytes.truncate(at);
+    }
+    let mut arg0 = <OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes);
+    arg0.push(format!("{MARK}{role})"));
     arg0
 }
+
+/// What precedes the role in a marked `argv[0]`.
+const MARK: &str = " (concurrent-futures ";

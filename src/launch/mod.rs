@@ -49,7 +49,7 @@ pub(crate) mod backoff;
 mod client;
 pub(crate) mod exit;
 mod hosts;
-mod local;
+pub(crate) mod local;
 mod remote_stderr;
 mod ship;
 mod slurm;

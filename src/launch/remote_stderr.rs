@@ -146,7 +146,6 @@ impl<R: Read> RemoteStderr<R> {
             }
             return Ok(false);
         }
-        self.words.push(&line);
         if line.trim_ascii_end() == START {
             self.started = true;
             return Ok(true);
@@ -161,6 +160,8 @@ impl<R: Read> RemoteStderr<R> {
                 }
             }
         }
+        // The script's markers are not words of the client's.
+        self.words.push(&line);
         if self.started {
             self.out = line;
         } else {

@@ -54,7 +54,7 @@ pub fn frames(data: &[u8]) -> usize {
 /// an error that says it is pending, cancelled or already taken.
 pub fn pool_side(data: &[u8]) -> Result<usize, String> {
     let mut r = data;
-    if handshake(&mut r).is_err() {
+    if handshake(&mut r, "worker").is_err() {
         return Ok(0);
     }
     let mut inflight: HashMap<u64, Promise<Value>> = HashMap::new();
@@ -187,7 +187,7 @@ pub fn worker_side(data: &[u8]) -> Result<usize, String> {
 ///
 /// The pool's refusal, described.
 pub fn read_hello(r: &mut impl std::io::BufRead) -> Result<u32, String> {
-    handshake(r).map_err(|e| e.to_string())
+    handshake(r, "worker").map_err(|e| e.to_string())
 }
 
 /// The frames that declare `task` as id 0 and call it on `arg` as call 0,

@@ -61,7 +61,7 @@ fn read_until_exit(
     stdout: Box<dyn Read + Send>,
 ) -> Result<(), Error> {
     let mut r = BufReader::with_capacity(256 * 1024, stdout);
-    let pid = handshake(&mut r)?;
+    let pid = handshake(&mut r, "worker")?;
     let next = if shared.config.initializer.is_some() {
         Stage::Initializing
     } else {
@@ -159,9 +159,9 @@ fn read_until_exit(
     Ok(())
 }
 
-/// Reads the worker's handshake; returns the pid it gave. Generic so that
-/// the fuzz targets can run it.
-pub(crate) fn handshake(r: &mut impl BufRead) -> Result<u32, Error> {
+/// Reads the handshake of a `peer` ("worker", "agent on node1"); returns
+/// the pid it gave. Generic so that the fuzz targets can run it.
+pub(crate) fn handshake(r: &mut impl BufRead, peer: &str) -> Result<u32, Error> {
     // A worker whose main() does not start with init() runs the program
     // instead: it exits (often refused a pool of its own) or prints.
     skip_to_magic(r).map_err(|e| match e {
@@ -169,7 +169,7 @@ pub(crate) fn handshake(r: &mut impl BufRead) -> Result<u32, Error> {
         other => other,
     })?;
     let frame = read_frame(r)?.ok_or_else(|| {
-        Error::Protocol("the worker closed its output during the handshake".into())
+        Error::Protocol(format!("the {peer} closed its output during the handshake"))
     })?;
     let FromWorker::Hello {
         version,
@@ -181,13 +181,13 @@ pub(crate) fn handshake(r: &mut impl BufRead) -> Result<u32, Error> {
     };
     if version != PROTOCOL_VERSION {
         return Err(Error::Protocol(format!(
-            "the worker speaks protocol version {version}, this pool {PROTOCOL_VERSION}"
+            "the {peer} speaks protocol version {version}, this pool {PROTOCOL_VERSION}"
         )));
     }
     let ours = build_identity();
     if build != ours {
         return Err(Error::Protocol(format!(
-            "the worker is another build ({build}); this pool is {ours}"
+            "the {peer} is another build ({build}); this pool is {ours}"
         )));
     }
     Ok(pid)

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::cluster_common::{over, Via};
+use crate::cluster_common::{over, slurm_node, Via};
 use crate::process_common::*;
 use concurrent_futures::{task, Error};
 
@@ -172,7 +172,10 @@ fn crash_names_the_worker(via: Via) {
         match via {
             Via::Local => {}
             Via::Ssh => assert!(reason.contains(" on node"), "{reason}"),
-            Via::Slurm => assert!(reason.contains(" on slurm"), "{reason}"),
+            Via::Slurm => assert!(
+                reason.contains(&format!(" on {}", slurm_node())),
+                "{reason}"
+            ),
         }
     });
 }

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cluster_common::{
-    assert_fails_naming, busy_worker, fresh_cache, over_slurm, over_ssh, ssh, ssh_config,
-    write_script,
+    assert_fails_naming, busy_worker, fresh_cache, over_slurm, over_ssh, slurm_node, ssh,
+    ssh_config, write_script,
 };
 use crate::process_common::*;
 use concurrent_futures::launch::Slurm;
@@ -151,7 +151,12 @@ fn a_copy_being_shipped_is_private() {
             .ssh_program(wrapper.as_os_str())
             .cache_dir(cache.to_string_lossy());
         let pool = builder().launcher(launcher).build().expect("pool");
-        let mut fut = pool.submit(task!(square), 5);
+        // The first task to a host waits for its link (the copy included):
+        // submit it on a thread of its own, and look meanwhile.
+        let submitter = thread::spawn(move || {
+            let result = pool.submit(task!(square), 5).result_timeout(LONG);
+            (pool, result)
+        });
         let mut seen = None;
         let found = within(LONG, || {
             seen = fs::read_dir(&cache).ok().and_then(|d| {
@@ -168,7 +173,8 @@ fn a_copy_being_shipped_is_private() {
             Some(0o600),
             "the copy is {seen:?} (mode) while written"
         );
-        assert_eq!(fut.result_timeout(LONG), Ok(25));
+        let (_pool, result) = submitter.join().expect("the submitter");
+        assert_eq!(result, Ok(25));
         let _ = fs::remove_dir_all(&cache);
     });
 }
@@ -365,7 +371,10 @@ fn slurm_worker_pids_and_start_failures_name_the_workers() {
             .expect("pool");
         let err = failure(pool.submit(task!(square), 2));
         assert!(!err.contains("process ?"), "{err}");
-        assert!(err.contains("(before its handshake) on slurm"), "{err}");
+        assert!(
+            err.contains(&format!("the link to {}", slurm_node())),
+            "{err}"
+        );
         assert!(err.contains("Unable to create step"), "{err}");
     });
 }

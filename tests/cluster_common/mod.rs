@@ -190,6 +190,23 @@ pub fn assert_fails_naming(mut running: Future<u32>, host: &str) -> String {
     reason.clone()
 }
 
+/// Waits (at most [`LONG`]) for `running` to fail with `HostLost` naming
+/// `host`: the link to its host died under it. Returns the message.
+#[track_caller]
+pub fn assert_host_lost(mut running: Future<u32>, host: &str) -> String {
+    let err = running.result_timeout(LONG).expect_err("the link died");
+    let Error::HostLost(reason) = &err else {
+        panic!("expected HostLost, got {err:?}")
+    };
+    assert!(reason.contains(&format!(" on {host}")), "{reason}");
+    reason.clone()
+}
+
+/// The allocation's one node (the test Slurm has one).
+pub fn slurm_node() -> String {
+    std::env::var("SLURM_JOB_NODELIST").expect("inside an allocation")
+}
+
 /// The processes whose parent is `parent` and whose name is `comm`.
 pub fn children(parent: u32, comm: &str) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {

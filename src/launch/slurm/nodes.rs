@@ -76,11 +76,12 @@ impl Slurm {
         link.spawn(args, env, Box::new(move || nodes.release(i)))
     }
 
-    /// The `scontrol` next to the chosen `srun`, or from `PATH`.
+    /// The `scontrol` next to the chosen `srun` if there is one there,
+    /// else from `PATH`.
     fn srun_program_for_scontrol(&self) -> std::ffi::OsString {
         let srun = std::path::Path::new(&self.srun);
-        match srun.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.join("scontrol").into_os_string(),
+        match srun.parent().map(|dir| dir.join("scontrol")) {
+            Some(next_to) if next_to.is_file() => next_to.into_os_string(),
             _ => "scontrol".into(),
         }
     }

@@ -54,15 +54,6 @@ impl Links {
         *n += 1;
         Permit(self)
     }
-
-    /// Live links (for tests of the connection count).
-    pub(crate) fn live(&self) -> usize {
-        let slots: Vec<_> = self.hosts.lock().values().cloned().collect();
-        slots
-            .iter()
-            .filter(|s| s.lock().as_ref().is_some_and(|l| l.ended().is_none()))
-            .count()
-    }
 }
 
 impl Drop for Permit<'_> {
@@ -185,7 +176,9 @@ impl Ssh {
         let mut cmd = self.command(&host);
         cmd.arg(remote_command(
             program,
-            self.worker_arg0().as_deref(),
+            self.worker_arg0()
+                .map(|_| crate::launch::local::labelled_arg0("agent"))
+                .as_deref(),
             env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())),
             spec.args(),
         ));
