@@ -10,10 +10,18 @@ use super::local::current_executable;
 use super::{Launcher, Spawned, WorkerProcess, WorkerSpec};
 use crate::Error;
 
-/// Runs each worker with the system's `srun`: inside an allocation
-/// (`salloc`, `sbatch`) as one job step, outside one as a job of its own.
+/// Runs workers with the system's `srun`: inside an allocation (`salloc`,
+/// `sbatch`) one job step per node, outside one a job per worker.
 ///
-/// The worker's stdin and stdout travel through `srun`, which runs with
+/// Inside an allocation each node gets one step (`--nodes=1 --ntasks=1
+/// --exact --nodelist=<node>`, the node's CPUs, named
+/// `concurrent-futures-agent-<node>`), which runs a host agent (this
+/// executable again, served by [`init`](crate::init)); the agent starts
+/// the node's share of the allocation's tasks (`SLURM_TASKS_PER_NODE`) and
+/// relays their frames over the step's stdin and stdout. The nodes come
+/// from `scontrol show hostnames $SLURM_JOB_NODELIST`.
+///
+/// The bytes travel through `srun`, which runs with
 /// `--unbuffered` (without it Slurm forwards a step's output line by line,
 /// and a binary frame without a newline would stall) and `--ntasks=1`;
 /// inside an allocation also with `--exact`, so that steps run side by side
@@ -26,7 +34,8 @@ use crate::Error;
 ///
 /// When `srun` ends (killed by the pool, or the pool itself killed),
 /// Slurm ends the step. A step cancelled with `scancel`, or on a node set
-/// DOWN, fails the task it ran like any worker that dies.
+/// DOWN, fails the tasks that ran there with
+/// [`Error::HostLost`](crate::Error::HostLost).
 ///
 /// # Examples
 ///

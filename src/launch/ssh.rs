@@ -32,19 +32,26 @@ const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Runs workers on other machines through the system's `ssh` client, so
 /// `~/.ssh/config`, agents, `ProxyJump` and `ControlMaster` all apply.
 ///
-/// Each worker is one ssh connection whose stdin and stdout carry the
-/// pool's protocol unchanged. `ssh` runs in batch mode (`-o BatchMode=yes`:
-/// it never prompts) without a terminal (`-T`).
+/// Each host gets one ssh connection, opened with its first worker, which
+/// runs a host agent there (this executable again, served by
+/// [`init`](crate::init)): the agent starts the host's workers and relays
+/// their frames, tagged by worker, over that one connection. A host with 64
+/// slots is one connection and one login, within sshd's stock limits
+/// (`MaxStartups`, `MaxSessions`). `ssh` runs in batch mode (`-o
+/// BatchMode=yes`: it never prompts) without a terminal (`-T`).
 ///
 /// # Hosts and slots
 ///
 /// [`host`](Ssh::host) adds a host and how many workers it takes; the
 /// pool's `max_workers` defaults to the sum of the slots. A worker goes to
-/// the reachable host with the most free slots.
+/// the reachable host with the most free slots. [`fanout`](Ssh::fanout)
+/// bounds the connections being opened at once; a handshake the host drops
+/// is tried again after a jittered pause. A link without workers closes
+/// after a second.
 ///
 /// # The worker program
 ///
-/// By default this executable is shipped to each host over the worker's own
+/// By default this executable is shipped to each host once, over its
 /// connection, into `${XDG_CACHE_HOME:-~/.cache}/concurrent-futures/` under
 /// a name made of a hash of its bytes, so the next pool (of the same build)
 /// finds it there and copies nothing. The copy is written to a temporary
@@ -55,14 +62,17 @@ const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 ///
 /// # Failures
 ///
-/// Before its first worker goes to a host, the launcher checks the host
+/// Before its first link goes to a host, the launcher checks the host
 /// with `ssh host exit 0` (all hosts at once). A host that cannot be
-/// reached, or whose worker fails before it starts, is left alone for a
+/// reached, or whose agent fails before it starts, is left alone for a
 /// while (1 s, doubling up to 60 s), then checked again; errors name the
-/// host and carry ssh's own message. When a connection drops, the remote
-/// worker's parent (the ssh session) ends and the worker exits, even in
-/// the middle of a task. Killing a worker ends its `ssh` client, which ends
-/// the remote worker the same way.
+/// host and carry ssh's own message. A worker that dies there is reported
+/// by the agent with its own status. When a link is lost (the connection
+/// drops, the agent dies, or the link is silent for 6
+/// [`keepalive`](Ssh::keepalive) intervals), the tasks that ran there fail
+/// with [`Error::HostLost`], and the agent, seeing its link end, kills its
+/// workers and exits, even in the middle of a task. Killing a worker
+/// (a time limit, `kill_workers`) signals it through its agent.
 ///
 /// # Examples
 ///

@@ -10,7 +10,7 @@ pub(crate) use super::frame::{read_frame, skip_to_magic, Frame, MAGIC, MAX_FRAME
 use crate::Error;
 
 /// Bumped on any incompatible change of the frames below.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
 /// The environment variable that marks a worker process.
 pub(crate) const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";

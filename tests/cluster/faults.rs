@@ -262,7 +262,7 @@ fn a_worker_of_another_build_is_refused() {
         let mut hello = b"\x00CFWRK1\x00".to_vec();
         let identity = b"concurrent-futures 0.0.1 64-bit le";
         let mut body = vec![0x81u8];
-        body.extend_from_slice(&3u32.to_le_bytes()); // this protocol version
+        body.extend_from_slice(&4u32.to_le_bytes()); // this protocol version
         body.extend_from_slice(&4242u32.to_le_bytes());
         body.push(identity.len() as u8);
         body.extend_from_slice(identity);
