@@ -366,8 +366,14 @@ impl Link {
         let pid = crate::process::handshake(r, &format!("agent on {}", self.host))?;
         {
             let mut st = self.state.lock();
+            let now = Instant::now();
             st.agent_pid = Some(pid);
-            st.last_heard = Some(Instant::now());
+            st.last_heard = Some(now);
+            // Idle from now: the copy of the binary may have taken longer
+            // than the linger, and the first worker is about to start.
+            if st.workers.is_empty() {
+                st.idle_since = Some(now);
+            }
         }
         self.changed.notify_all();
         tracing::info!(target: "concurrent_futures", host = %self.host, pid, "agent started");

@@ -51,7 +51,7 @@ fn hello(version: u32, build: &str) -> Vec<u8> {
 }
 
 /// The protocol version of this build.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// A correct handshake.
 fn good_hello() -> Vec<u8> {
@@ -312,7 +312,7 @@ rows! {
     a_1_gib_hello_that_never_arrives_times_out: "1gib-hello-silent",
         ["killed by signal SIGKILL", "did not answer the handshake within 500ms"], handshake = 500 ms;
     a_wrong_protocol_version: "wrong-version",
-        ["killed by signal SIGKILL", "the worker speaks protocol version 4, this pool 3"];
+        ["killed by signal SIGKILL", "the worker speaks protocol version 5, this pool 4"];
     a_wrong_build_identity: "wrong-build",
         ["killed by signal SIGKILL",
          "the worker is another build (concurrent-futures 0.0.0-elsewhere 64-bit le)"];
