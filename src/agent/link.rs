@@ -12,17 +12,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA, SIGKILL, SIGTERM};
+use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA};
 use super::pipe::{pipe, PipeWriter};
 use super::serve::SILENT_PINGS;
+use super::worker::{AgentStdin, AgentWorker};
 use crate::launch::{Spawned, WorkerProcess};
 use crate::process::frame::read_frame;
 use crate::Error;
@@ -43,10 +42,6 @@ pub(crate) struct LinkOptions {
 /// How long a worker start may take on the agent's side.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The status reported for a worker whose link was lost (its own is
-/// unknown): what a shell reports for SIGKILL, but never read as one.
-const LOST_STATUS: i32 = 137 << 8;
-
 /// One link to a host agent. Dropping it closes the link: the agent kills
 /// what still runs there and exits.
 pub(crate) struct AgentLink {
@@ -62,13 +57,13 @@ impl fmt::Debug for AgentLink {
 }
 
 /// What the link's threads, its handle and its workers share.
-struct Link {
-    host: String,
+pub(super) struct Link {
+    pub(super) host: String,
     options: LinkOptions,
     /// The agent's stdin; `None` once the link is closed.
     out: Mutex<Option<BufWriter<Box<dyn Write + Send>>>>,
-    state: Mutex<State>,
-    changed: Condvar,
+    pub(super) state: Mutex<State>,
+    pub(super) changed: Condvar,
     /// The client that runs the agent (`ssh`, `srun`).
     client: Mutex<Box<dyn WorkerProcess>>,
     /// The last lines the agent (or its client) wrote to stderr, and
@@ -80,28 +75,28 @@ struct Link {
 const STDERR_LINES: usize = 6;
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     /// The agent's pid, once it answered.
     agent_pid: Option<u32>,
     /// Why the link ended, once it did.
-    lost: Option<String>,
+    pub(super) lost: Option<String>,
     /// Closed by the pool side (not lost).
-    closed: bool,
-    workers: HashMap<u32, Slot>,
+    pub(super) closed: bool,
+    pub(super) workers: HashMap<u32, Slot>,
     next_tag: u32,
     /// Since when no worker runs on the link.
-    idle_since: Option<Instant>,
+    pub(super) idle_since: Option<Instant>,
     last_heard: Option<Instant>,
 }
 
 /// One worker as the link knows it.
-struct Slot {
+pub(super) struct Slot {
     stdout: PipeWriter,
     stderr: PipeWriter,
     /// Its pid there, or why it could not start.
     started: Option<Result<u32, String>>,
     /// Its wait status, once reaped there.
-    status: Option<i32>,
+    pub(super) status: Option<i32>,
 }
 
 impl AgentLink {
@@ -273,7 +268,7 @@ impl Drop for AgentLink {
 
 impl Link {
     /// Writes one frame to the agent.
-    fn send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
+    pub(super) fn send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
         let mut buf = Vec::with_capacity(32);
         msg.encode(&mut buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -286,7 +281,7 @@ impl Link {
     }
 
     /// Writes bytes for worker `tag`'s stdin as `Data` frames.
-    fn send_data(&self, tag: u32, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn send_data(&self, tag: u32, bytes: &[u8]) -> io::Result<()> {
         let mut out = self.out.lock();
         let w = out
             .as_mut()
@@ -302,7 +297,7 @@ impl Link {
     }
 
     /// The reason nothing more can start here, if so.
-    fn why_gone(&self, st: &State) -> Option<String> {
+    pub(super) fn why_gone(&self, st: &State) -> Option<String> {
         match (&st.lost, st.closed) {
             (Some(why), _) => Some(why.clone()),
             (None, true) => Some(format!("the link to {} was closed", self.host)),
@@ -567,124 +562,6 @@ impl Link {
                 wake = wake.min(since + self.options.linger);
             }
             self.changed.wait_until(&mut st, wake);
-        }
-    }
-}
-
-/// A worker's stdin: bytes become `Data` frames; dropping it closes the
-/// worker's stdin on its host.
-struct AgentStdin {
-    link: Arc<Link>,
-    tag: u32,
-}
-
-impl Write for AgentStdin {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.link.send_data(self.tag, buf)?;
-        Ok(buf.len())
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.link.send_data(self.tag, buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for AgentStdin {
-    fn drop(&mut self) {
-        let _ = self.link.send(&ToAgent::Close { tag: self.tag });
-    }
-}
-
-/// A worker's process handle: signals go through the agent, the status is
-/// the one the agent reports.
-struct AgentWorker {
-    link: Arc<Link>,
-    tag: u32,
-    /// Its status is unknown: the link ended first.
-    lost: bool,
-    on_drop: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl fmt::Debug for AgentWorker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentWorker")
-            .field("host", &self.link.host)
-            .field("tag", &self.tag)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AgentWorker {
-    fn signal(&self, signal: u8) -> io::Result<()> {
-        match self.link.send(&ToAgent::Signal {
-            tag: self.tag,
-            signal,
-        }) {
-            // The link is gone: the agent kills its workers itself.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            other => other,
-        }
-    }
-}
-
-impl WorkerProcess for AgentWorker {
-    fn kill(&mut self) -> io::Result<()> {
-        self.signal(SIGKILL)
-    }
-
-    fn terminate(&mut self) -> io::Result<()> {
-        self.signal(SIGTERM)
-    }
-
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        let st = self.link.state.lock();
-        if let Some(status) = st.workers.get(&self.tag).and_then(|s| s.status) {
-            return Ok(Some(ExitStatus::from_raw(status)));
-        }
-        if st.lost.is_some() || st.closed {
-            self.lost = true;
-            return Ok(Some(ExitStatus::from_raw(LOST_STATUS)));
-        }
-        Ok(None)
-    }
-
-    fn describe_exit(&self, status: ExitStatus) -> String {
-        if !self.lost {
-            return crate::launch::exit::describe_exit(status);
-        }
-        let why = self
-            .link
-            .why_gone(&self.link.state.lock())
-            .unwrap_or_default();
-        format!("was lost with its host ({why})")
-    }
-
-    fn host_lost(&self) -> Option<String> {
-        self.lost.then(|| self.link.host.clone())
-    }
-}
-
-impl Drop for AgentWorker {
-    fn drop(&mut self) {
-        let exited = {
-            let mut st = self.link.state.lock();
-            let slot = st.workers.remove(&self.tag);
-            if st.workers.is_empty() {
-                st.idle_since = Some(Instant::now());
-            }
-            slot.is_some_and(|s| s.status.is_some())
-        };
-        self.link.changed.notify_all();
-        if !exited {
-            // A worker outlives no handle.
-            let _ = self.signal(SIGKILL);
-        }
-        if let Some(f) = self.on_drop.take() {
-            f();
         }
     }
 }

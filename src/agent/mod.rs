@@ -14,10 +14,13 @@
 pub(crate) mod frames;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
+mod hosts;
 mod link;
 mod pipe;
 pub(crate) mod serve;
+mod worker;
 
+pub(crate) use hosts::HostLinks;
 pub(crate) use link::{AgentLink, LinkOptions};
 
 use std::ffi::OsString;

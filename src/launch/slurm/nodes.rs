@@ -4,7 +4,6 @@
 //! allocation's environment (`SLURM_JOB_NODELIST`, expanded by
 //! `scontrol show hostnames`, and `SLURM_TASKS_PER_NODE`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
@@ -17,7 +16,7 @@ use super::super::client::spawn_client;
 use super::super::local::current_executable;
 use super::super::{Spawned, WorkerSpec};
 use super::{Slurm, Step};
-use crate::agent::{agent_env, AgentLink, LinkOptions};
+use crate::agent::{agent_env, AgentLink, HostLinks, LinkOptions};
 use crate::Error;
 
 /// How often an idle step's link is pinged.
@@ -32,7 +31,7 @@ const LINGER: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct Nodes {
     table: Mutex<Option<Result<Vec<Node>, Error>>>,
-    links: Mutex<HashMap<usize, Arc<Mutex<Option<Arc<AgentLink>>>>>>,
+    links: HostLinks,
 }
 
 impl fmt::Debug for Nodes {
@@ -88,14 +87,13 @@ impl Slurm {
 
     /// Node `i`'s live link, or a new step running its agent.
     fn node_link(&self, i: usize, node: &Node, spec: &WorkerSpec) -> Result<Arc<AgentLink>, Error> {
-        let slot = Arc::clone(self.nodes.links.lock().entry(i).or_default());
-        let mut slot = slot.lock();
-        if let Some(link) = slot.as_ref() {
-            if link.ended().is_none() {
-                return Ok(Arc::clone(link));
-            }
-        }
-        *slot = None;
+        self.nodes
+            .links
+            .get_or_open(i, || self.open_step(node, spec))
+    }
+
+    /// Starts node's step, running its agent, and opens its link.
+    fn open_step(&self, node: &Node, spec: &WorkerSpec) -> Result<AgentLink, Error> {
         let cmd = self.step_command(node, spec)?;
         let child = spawn_client(cmd).map_err(|e| {
             Error::Io(format!(
@@ -111,14 +109,7 @@ impl Slurm {
             handshake: HANDSHAKE,
             linger: LINGER,
         };
-        let link = Arc::new(AgentLink::open(
-            spawned,
-            node.name.clone(),
-            options,
-            &|| true,
-        )?);
-        *slot = Some(Arc::clone(&link));
-        Ok(link)
+        AgentLink::open(spawned, node.name.clone(), options, &|| true)
     }
 
     /// `srun` for node's step: one task on that node with the node's

@@ -3,7 +3,6 @@
 //! workers; at most [`fanout`](Ssh::fanout) connection attempts at once;
 //! a handshake the host refuses is tried again after a jittered pause.
 
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use super::super::ship::{remote_command, Program, Progress, SharedStdin, ShipRea
 use super::super::ssh_process::SshProcess;
 use super::super::{Spawned, WorkerSpec};
 use super::Ssh;
-use crate::agent::{agent_env, AgentLink, LinkOptions};
+use crate::agent::{agent_env, AgentLink, HostLinks, LinkOptions};
 use crate::launch::backoff::Backoff;
 use crate::Error;
 
@@ -32,7 +31,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// The launcher's links, one per host index, and the fanout's count.
 #[derive(Debug, Default)]
 pub(crate) struct Links {
-    hosts: Mutex<HashMap<usize, Arc<Mutex<Option<Arc<AgentLink>>>>>>,
+    hosts: HostLinks,
     /// Connection attempts in flight.
     connecting: Mutex<usize>,
     connected: Condvar,
@@ -42,10 +41,6 @@ pub(crate) struct Links {
 struct Permit<'a>(&'a Links);
 
 impl Links {
-    fn slot(&self, i: usize) -> Arc<Mutex<Option<Arc<AgentLink>>>> {
-        Arc::clone(self.hosts.lock().entry(i).or_default())
-    }
-
     fn permit(&self, fanout: usize) -> Permit<'_> {
         let mut n = self.connecting.lock();
         while *n >= fanout.max(1) {
@@ -116,17 +111,10 @@ impl Ssh {
         spec: &WorkerSpec,
         program: &Program,
     ) -> Result<Arc<AgentLink>, Error> {
-        let slot = self.state.links.slot(i);
-        let mut slot = slot.lock();
-        if let Some(link) = slot.as_ref() {
-            if link.ended().is_none() {
-                return Ok(Arc::clone(link));
-            }
-        }
-        *slot = None;
-        let link = Arc::new(self.connect(i, spec, program)?);
-        *slot = Some(Arc::clone(&link));
-        Ok(link)
+        self.state
+            .links
+            .hosts
+            .get_or_open(i, || self.connect(i, spec, program))
     }
 
     /// Opens a link to host `i`: runs the agent there (shipping the

@@ -1,0 +1,137 @@
+//! A worker behind a host agent, as the pool holds it: its stdin, whose
+//! bytes become `DATA` frames on the link, and its process handle, which
+//! signals it through the agent and reads the exit status the agent
+//! reports (`link.rs` fills its stdout and stderr).
+
+use std::fmt;
+use std::io::{self, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::frames::{ToAgent, SIGKILL, SIGTERM};
+use super::link::Link;
+use crate::launch::WorkerProcess;
+
+/// The status reported for a worker whose link was lost (its own is
+/// unknown): what a shell reports for SIGKILL, but never read as one.
+const LOST_STATUS: i32 = 137 << 8;
+
+/// A worker's stdin: bytes become `Data` frames; dropping it closes the
+/// worker's stdin on its host.
+pub(super) struct AgentStdin {
+    pub(super) link: Arc<Link>,
+    pub(super) tag: u32,
+}
+
+impl Write for AgentStdin {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.link.send_data(self.tag, buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.link.send_data(self.tag, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for AgentStdin {
+    fn drop(&mut self) {
+        let _ = self.link.send(&ToAgent::Close { tag: self.tag });
+    }
+}
+
+/// A worker's process handle: signals go through the agent, the status is
+/// the one the agent reports.
+pub(super) struct AgentWorker {
+    pub(super) link: Arc<Link>,
+    pub(super) tag: u32,
+    /// Its status is unknown: the link ended first.
+    pub(super) lost: bool,
+    pub(super) on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl fmt::Debug for AgentWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentWorker")
+            .field("host", &self.link.host)
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentWorker {
+    fn signal(&self, signal: u8) -> io::Result<()> {
+        match self.link.send(&ToAgent::Signal {
+            tag: self.tag,
+            signal,
+        }) {
+            // The link is gone: the agent kills its workers itself.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl WorkerProcess for AgentWorker {
+    fn kill(&mut self) -> io::Result<()> {
+        self.signal(SIGKILL)
+    }
+
+    fn terminate(&mut self) -> io::Result<()> {
+        self.signal(SIGTERM)
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        let st = self.link.state.lock();
+        if let Some(status) = st.workers.get(&self.tag).and_then(|s| s.status) {
+            return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        if st.lost.is_some() || st.closed {
+            self.lost = true;
+            return Ok(Some(ExitStatus::from_raw(LOST_STATUS)));
+        }
+        Ok(None)
+    }
+
+    fn describe_exit(&self, status: ExitStatus) -> String {
+        if !self.lost {
+            return crate::launch::exit::describe_exit(status);
+        }
+        let why = self
+            .link
+            .why_gone(&self.link.state.lock())
+            .unwrap_or_default();
+        format!("was lost with its host ({why})")
+    }
+
+    fn host_lost(&self) -> Option<String> {
+        self.lost.then(|| self.link.host.clone())
+    }
+}
+
+impl Drop for AgentWorker {
+    fn drop(&mut self) {
+        let exited = {
+            let mut st = self.link.state.lock();
+            let slot = st.workers.remove(&self.tag);
+            if st.workers.is_empty() {
+                st.idle_since = Some(Instant::now());
+            }
+            slot.is_some_and(|s| s.status.is_some())
+        };
+        self.link.changed.notify_all();
+        if !exited {
+            // A worker outlives no handle.
+            let _ = self.signal(SIGKILL);
+        }
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
