@@ -3,15 +3,30 @@
 //!
 //! ```text
 //! eval "$(scripts/test-cluster start)"
-//! salloc -n 2 cargo bench --bench cluster
+//! BENCH_DASK_PYTHON=/path/to/venv/bin/python salloc -n 16 cargo bench --bench cluster
 //! ```
 //!
-//! Rows: pool start to first result; pipelined round trips (10,000 no-ops
-//! submitted, then the results); map of 100,000 no-ops; heavy_compute(1e7)
-//! x8 speedup over serial. A launcher whose daemons are not there (no
-//! `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note. The Python
-//! peer (dask.distributed) is `benches/peers/dask_peer.py`; run it with
-//! `BENCH_DASK_PYTHON=path/to/venv/bin/python`.
+//! Rows per launcher: pool start to first result; pipelined round trips
+//! (10,000 no-ops submitted, then the results); map of 100,000 no-ops;
+//! heavy_compute(1e7) x8 speedup over serial. A launcher whose daemons are
+//! not there (no `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note.
+//!
+//! Then the figures of one agent per host (issue 14), against the loopback
+//! sshds at stock settings (`MaxStartups 10:30:100`, `MaxSessions 10`):
+//! workers up on 1 host x 16 and x 64 slots, ssh clients and parent threads
+//! on 2 hosts x 32, job steps inside `salloc -n 16`, 640 tasks of 20 ms on
+//! 64 slots against the ideal, round trips through one host link, and the
+//! bytes shipped on a cold cache; each row's comment says what it measures.
+//!
+//! Peers: dask.distributed on this machine (`benches/peers/dask_peer.py`)
+//! and dask's `SSHCluster` on the same sshd
+//! (`benches/peers/dask_ssh_peer.py`, one run per size in
+//! `BENCH_DASK_SSH_WORKERS`, default `2,16,64`; it needs dask, distributed
+//! and asyncssh), both run by `BENCH_DASK_PYTHON`.
+//!
+//! `BENCH_REPS` (default 5) sets the repetitions; each row is a median. A
+//! short smoke run: `BENCH_REPS=1 BENCH_DASK_SSH_WORKERS=2 ROUND_TRIPS=100
+//! PIPELINED=200 MAPPED=1000` (the last three are the dask peer's counts).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -19,6 +34,8 @@ use std::time::Instant;
 use concurrent_futures::launch::{Local, Slurm, Ssh};
 use concurrent_futures::{task, Future, ProcessPoolBuilder, ProcessPoolExecutor};
 
+#[path = "cluster/agents.rs"]
+mod agents;
 #[path = "support/stats.rs"]
 mod stats;
 
@@ -30,7 +47,7 @@ const HEAVY_TASKS: usize = 8;
 const HEAVY_N: u64 = 10_000_000;
 const WORKERS: usize = 2;
 
-fn noop(x: u64) -> u64 {
+pub(crate) fn noop(x: u64) -> u64 {
     x
 }
 
@@ -38,7 +55,7 @@ fn heavy_compute(n: u64) -> u64 {
     (0..n).fold(0u64, |acc, i| acc.wrapping_add(black_box(i * i)))
 }
 
-fn reps() -> usize {
+pub(crate) fn reps() -> usize {
     stats::reps(5)
 }
 
@@ -69,7 +86,7 @@ fn launchers() -> Vec<(&'static str, Option<Make>)> {
     ]
 }
 
-fn row(launcher: &str, name: &str, value: String) {
+pub(crate) fn row(launcher: &str, name: &str, value: String) {
     println!("| {launcher} | {name} | {value} |");
 }
 
@@ -151,14 +168,14 @@ fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder, serial: f64) {
     );
 }
 
-fn dask() {
+fn dask(ours: Option<(f64, f64)>) {
     let Some(python) = std::env::var_os("BENCH_DASK_PYTHON") else {
-        println!("(dask: set BENCH_DASK_PYTHON to a python with dask[distributed])");
+        println!("(dask: set BENCH_DASK_PYTHON to a python with dask[distributed] and asyncssh)");
         return;
     };
     let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/dask_peer.py");
     let peer = std::env::var_os("BENCH_DASK_PEER").map_or(peer, Into::into);
-    match std::process::Command::new(python).arg(&peer).output() {
+    match std::process::Command::new(&python).arg(&peer).output() {
         Ok(out) => {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 println!("| dask | {line} |");
@@ -166,6 +183,7 @@ fn dask() {
         }
         Err(e) => println!("(dask: cannot run {}: {e})", peer.display()),
     }
+    agents::dask_ssh(&python, std::env::var_os("CF_SSH_CONFIG").as_ref(), ours);
 }
 
 fn main() {
@@ -189,5 +207,6 @@ fn main() {
             None => println!("| {name} | skipped: daemons not running (scripts/test-cluster) | |"),
         }
     }
-    dask();
+    let ours = agents::rows(std::env::var_os("CF_SSH_CONFIG").as_ref());
+    dask(ours);
 }
