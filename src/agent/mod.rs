@@ -27,17 +27,19 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 /// The environment that makes [`init`](crate::init) serve as an agent
-/// with `slots` workers, pinging every `ping`.
-pub(crate) fn agent_env(slots: usize, ping: Duration) -> [(OsString, OsString); 2] {
+/// with `slots` workers, pinging every `ping`, relaying at most `chunk`
+/// bytes of output per frame.
+pub(crate) fn agent_env(slots: usize, ping: Duration, chunk: usize) -> [(OsString, OsString); 2] {
     [
         (crate::process::WORKER_ENV.into(), serve::AGENT_MARK.into()),
         (
             serve::AGENT_ENV.into(),
             format!(
-                "{}={slots},{}={}",
+                "{}={slots},{}={},{}={chunk}",
                 serve::SLOTS_KEY,
                 serve::PING_KEY,
-                ping.as_millis().max(1)
+                ping.as_millis().max(1),
+                serve::CHUNK_KEY,
             )
             .into(),
         ),

@@ -53,7 +53,12 @@ const EXIT_SILENCE: i32 = 1;
 /// The exit code after a protocol error or bad settings (a worker's too).
 const EXIT_FAILED: i32 = 3;
 
-/// The most bytes one `Output` frame carries.
+/// The setting for the most bytes of a worker's output one `Output`
+/// frame carries (optional).
+pub(crate) const CHUNK_KEY: &str = "chunk";
+
+/// The most bytes one `Output` frame carries unless the settings say
+/// fewer.
 const RELAY_CHUNK: usize = 64 * 1024;
 const _: () = assert!(RELAY_CHUNK <= MAX_DATA);
 
@@ -72,11 +77,17 @@ pub(crate) struct Settings {
     /// How often the agent writes a `Pong`; six of these without a frame
     /// from the pool end it.
     pub(crate) ping: Duration,
+    /// The most bytes of a worker's output in one `Output` frame (at most
+    /// 64 KiB). `srun` forwards a message over about 2.5 KB in two pieces,
+    /// and Nagle's algorithm holds the second for 40 ms: the Slurm
+    /// launcher asks for less.
+    pub(crate) chunk: usize,
 }
 
 impl Settings {
-    /// Parses `slots=K,ping_ms=P`: both keys once each, in any order,
-    /// positive decimal integers, nothing else.
+    /// Parses `slots=K,ping_ms=P[,chunk=C]`: each key at most once, in
+    /// any order, the first two required, positive decimal integers,
+    /// nothing else.
     ///
     /// # Errors
     ///
@@ -85,7 +96,7 @@ impl Settings {
         let bad = |why: String| {
             Error::InvalidArgument(format!("bad agent settings {AGENT_ENV}={text:?}: {why}"))
         };
-        let (mut slots, mut ping) = (None, None);
+        let (mut slots, mut ping, mut chunk) = (None, None, None);
         for part in text.split(',') {
             let (key, value) = part
                 .split_once('=')
@@ -93,6 +104,7 @@ impl Settings {
             let setting = match key {
                 SLOTS_KEY => &mut slots,
                 PING_KEY => &mut ping,
+                CHUNK_KEY => &mut chunk,
                 _ => return Err(bad(format!("unknown setting `{key}`"))),
             };
             if setting.is_some() {
@@ -112,6 +124,9 @@ impl Settings {
         Ok(Settings {
             slots: usize::try_from(slots).map_err(|_| bad(format!("{slots} slots")))?,
             ping: Duration::from_millis(ping),
+            chunk: chunk.map_or(RELAY_CHUNK, |c| {
+                usize::try_from(c).map_or(RELAY_CHUNK, |c| c.min(RELAY_CHUNK))
+            }),
         })
     }
 }
@@ -207,6 +222,7 @@ pub(crate) fn run() -> ! {
         link: Mutex::new(File::from(output)),
         born: Instant::now(),
         heard_ms: AtomicU64::new(0),
+        chunk: settings.chunk,
     });
     let mut buf = Vec::new();
     hello(&mut buf).unwrap_or_else(|e| failed(e));
@@ -260,6 +276,8 @@ struct Shared {
     born: Instant,
     /// When the last frame arrived, in milliseconds after `born`.
     heard_ms: AtomicU64,
+    /// The most bytes of output in one `Output` frame.
+    chunk: usize,
 }
 
 impl Shared {
@@ -450,7 +468,8 @@ fn feed_stdin(mut stdin: ChildStdin, queued: &Receiver<Vec<u8>>) {
 fn relay(shared: &Shared, tag: u32, stream: Stream, mut from: impl Read) {
     // The frame is built in place: the header once, each read right
     // behind it, then the frame's length (its first 4 bytes) patched.
-    let mut frame = Vec::with_capacity(RELAY_CHUNK + 16);
+    let chunk = shared.chunk;
+    let mut frame = Vec::with_capacity(chunk + 16);
     let header = FromAgent::Output {
         tag,
         stream,
@@ -461,7 +480,7 @@ fn relay(shared: &Shared, tag: u32, stream: Stream, mut from: impl Read) {
     }
     let head = frame.len();
     loop {
-        frame.resize(head + RELAY_CHUNK, 0);
+        frame.resize(head + chunk, 0);
         let n = match from.read(&mut frame[head..]) {
             Ok(0) => break,
             Ok(n) => n,
@@ -534,6 +553,16 @@ mod tests {
         assert_eq!(ok.slots, 64);
         assert_eq!(ok.ping, Duration::from_millis(500));
         assert_eq!(Settings::parse("ping_ms=1,slots=2").unwrap().slots, 2);
+        assert_eq!(
+            Settings::parse("ping_ms=1,slots=2").unwrap().chunk,
+            64 * 1024
+        );
+        let small = Settings::parse("slots=2,chunk=2000,ping_ms=1").unwrap();
+        assert_eq!(small.chunk, 2000);
+        let big = Settings::parse("slots=2,ping_ms=1,chunk=99999999").unwrap();
+        assert_eq!(big.chunk, 64 * 1024);
+        assert!(Settings::parse("slots=2,ping_ms=1,chunk=0").is_err());
+        assert!(Settings::parse("slots=2,ping_ms=1,chunk=1,chunk=2").is_err());
         for bad in [
             "",
             "slots=2",

@@ -16,6 +16,7 @@ use super::super::ship::{remote_command, Program, Progress, SharedStdin, ShipRea
 use super::super::ssh_process::SshProcess;
 use super::super::{Spawned, WorkerSpec};
 use super::Ssh;
+use crate::agent::frames::MAX_DATA;
 use crate::agent::{agent_env, AgentLink, HostLinks, LinkOptions};
 use crate::launch::backoff::Backoff;
 use crate::Error;
@@ -160,7 +161,7 @@ impl Ssh {
         let host = self.hosts[i].0.clone();
         let mut env = self.worker_env(spec);
         env.retain(|(k, _)| k != crate::process::WORKER_ENV);
-        env.extend(agent_env(slots, self.keepalive));
+        env.extend(agent_env(slots, self.keepalive, MAX_DATA));
         let mut cmd = self.command(&host);
         cmd.arg(remote_command(
             program,
@@ -225,6 +226,7 @@ impl Ssh {
             ping: self.keepalive,
             handshake: self.check_timeout,
             linger: LINGER,
+            chunk: MAX_DATA,
         };
         let started = Arc::clone(&progress);
         AgentLink::open(spawned, host, options, &move || {
