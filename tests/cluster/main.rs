@@ -18,6 +18,7 @@ mod agents;
 mod conformance;
 mod faults;
 mod launch;
+mod links;
 mod node_down;
 
 // Pools that set no `worker_args` (`launch`'s) run this entry; the others

@@ -1,0 +1,158 @@
+//! What a host link survives and how it is opened: a handshake the host
+//! drops is tried again, `fanout` bounds the connections being opened at
+//! once, and a link that goes silent is lost.
+
+use std::fs;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use concurrent_futures::{task, Error};
+
+use crate::cluster_common::{over_ssh, ssh, write_script};
+use crate::process_common::{alive, builder, eventually, gate, send_signal, square, Scratch, LONG};
+
+/// The parent process of `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_handshake_the_host_drops_is_tried_again() {
+    over_ssh(|config| {
+        let dir = Scratch::new("refused");
+        let wrapper = dir.path().join("ssh");
+        let tries = dir.path().join("tries");
+        // The first two agent connections fail as sshd's MaxStartups makes
+        // them fail; the host check (`exit 0`) always passes.
+        write_script(
+            &wrapper,
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *CONCURRENT_FUTURES_WORKER=agent*)\n  \
+                 echo x >> '{t}'\n  \
+                 if [ $(wc -l < '{t}') -le 2 ]; then\n    \
+                 echo 'kex_exchange_identification: Connection closed by remote host' >&2\n    \
+                 exit 255\n  fi;;\nesac\nexec ssh \"$@\"\n",
+                t = tries.display()
+            ),
+        );
+        let pool = builder()
+            .launcher(ssh(&config, &[("refused1", 1)]).ssh_program(wrapper.as_os_str()))
+            .build()
+            .expect("pool");
+        assert_eq!(pool.submit(task!(square), 3).result_timeout(LONG), Ok(9));
+        let attempts = fs::read_to_string(&tries)
+            .expect("the tries")
+            .lines()
+            .count();
+        assert_eq!(attempts, 3);
+        let host = &pool.stats().hosts[0];
+        assert!(host.up, "{host:?}");
+    });
+}
+
+/// Three hosts of one slot, a worker started on each from three threads
+/// at once, through an ssh that takes 300 ms before it connects (logged):
+/// how many connection attempts were in flight at most.
+fn most_at_once(fanout: Option<usize>, tag: &str) -> usize {
+    let config = crate::cluster_common::ssh_config().expect("ssh config");
+    let dir = Scratch::new(tag);
+    let wrapper = dir.path().join("ssh");
+    let log = dir.path().join("log");
+    write_script(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\ncase \"$*\" in *CONCURRENT_FUTURES_WORKER=agent*)\n  \
+             echo \"+ $(date +%s%N)\" >> '{l}'; sleep 0.3; echo \"- $(date +%s%N)\" >> '{l}';;\n\
+             esac\nexec ssh \"$@\"\n",
+            l = log.display()
+        ),
+    );
+    let mut launcher =
+        ssh(&config, &[("fan1", 1), ("fan2", 1), ("refused1", 1)]).ssh_program(wrapper.as_os_str());
+    if let Some(n) = fanout {
+        launcher = launcher.fanout(n);
+    }
+    let pool = Arc::new(builder().launcher(launcher).build().expect("pool"));
+    let scratch = Arc::new(Scratch::new(&format!("{tag}-gate")));
+    let start = Arc::new(Barrier::new(3));
+    let submitters: Vec<_> = (0..3)
+        .map(|_| {
+            let (pool, scratch, start) =
+                (Arc::clone(&pool), Arc::clone(&scratch), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                pool.submit(task!(gate), scratch.dir())
+            })
+        })
+        .collect();
+    let running: Vec<_> = submitters
+        .into_iter()
+        .map(|t| t.join().expect("submit"))
+        .collect();
+    scratch.wait_started(3);
+    scratch.open();
+    for mut fut in running {
+        fut.result_timeout(LONG).expect("a pid");
+    }
+    let mut events: Vec<(u128, i32)> = fs::read_to_string(&log)
+        .expect("the log")
+        .lines()
+        .filter_map(|l| {
+            let (sign, at) = l.split_once(' ')?;
+            Some((at.parse().ok()?, if sign == "+" { 1 } else { -1 }))
+        })
+        .collect();
+    events.sort();
+    assert_eq!(events.len(), 6, "{events:?}");
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in events {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[test]
+fn fanout_bounds_the_connections_opened_at_once() {
+    over_ssh(|_config| {
+        assert_eq!(most_at_once(Some(1), "fanout-1"), 1);
+        // The default lets all three go at once: the test can tell.
+        assert_eq!(most_at_once(None, "fanout-default"), 3);
+    });
+}
+
+#[test]
+fn a_silent_link_is_lost_and_its_agent_goes() {
+    over_ssh(|config| {
+        let scratch = Scratch::new("quiet");
+        let pool = builder()
+            .launcher(ssh(&config, &[("quiet1", 1)]).keepalive(Duration::from_millis(100)))
+            .restart_workers(true)
+            .build()
+            .expect("pool");
+        let mut running = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let worker = scratch.pids("started-")[0];
+        let agent = parent_of(worker).expect("the agent");
+        // A frozen host: the connection stays, nothing comes through it.
+        send_signal(agent, libc::SIGSTOP);
+        match running.result_timeout(LONG) {
+            Err(Error::HostLost(why)) => {
+                assert!(why.contains("quiet1"), "{why}");
+                assert!(why.contains("was silent for 600ms"), "{why}");
+            }
+            other => panic!("expected HostLost, got {other:?}"),
+        }
+        send_signal(agent, libc::SIGCONT);
+        // Woken, the agent finds its link gone: it and its worker exit.
+        eventually("the agent exits", || !alive(agent));
+        eventually("its worker exits", || !alive(worker));
+        assert_eq!(pool.submit(task!(square), 4).result_timeout(LONG), Ok(16));
+    });
+}
