@@ -23,7 +23,7 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 /// How to get the daemons, for the message of a test that cannot run.
 const HOW: &str = "apt-get install openssh-server openssh-client slurm-wlm munge \
     (or: scripts/test-cluster install), then run the tests with \
-    `scripts/test-cluster test` (it starts the daemons and runs them inside `salloc -n 2`)";
+    `scripts/test-cluster test` (it starts the daemons and runs them inside `salloc -n 16`)";
 
 fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")
