@@ -5,7 +5,9 @@
 //!
 //! 1. `submit` encodes the argument into a [`job::Job`] and queues it
 //!    (`pool.rs` → `shared.rs`, `Shared::enqueue`), starting a worker if
-//!    the running ones cannot take it (`launcher.rs` → [`crate::launch`]).
+//!    the running ones cannot take it (`spawn.rs`, `launcher.rs` →
+//!    [`crate::launch`]; under `Ssh` and `Slurm` the worker is started by
+//!    its host's agent, through the host's link: [`crate::agent`]).
 //! 2. A worker's writer thread takes it from the queue when that worker has
 //!    room in its window (`pace.rs`), records it as held and sends a `Call`
 //!    frame (`writer.rs`, `link.rs`, `protocol.rs`). Sent to an idle worker
@@ -36,6 +38,7 @@ mod pool;
 mod protocol;
 mod reader;
 mod shared;
+mod spawn;
 mod stats;
 mod timer;
 mod worker;

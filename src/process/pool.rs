@@ -131,7 +131,7 @@ impl ProcessPoolExecutor {
     }
 
     pub(crate) fn from_config(config: Config) -> Self {
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, super::spawn::start_worker));
         ProcessPoolExecutor {
             owner: Arc::new(Owner { shared }),
         }

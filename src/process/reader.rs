@@ -2,44 +2,21 @@
 //! their futures, and when the output ends reaps the worker and reports
 //! one [`Exit`] to the pool, which decides what happens next.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::link::{Fate, Sent, Stage};
+use super::link::{Fate, Stage};
 use super::protocol::{build_identity, read_frame, skip_to_magic, FromWorker, PROTOCOL_VERSION};
-use super::shared::Shared;
+use super::shared::{Exit, Shared};
 use super::worker::{mark_io_thread, wait_blocking, Worker};
 use super::writer::INIT_HINT;
 use crate::Error;
 
 /// How long a worker that closed its output may take to exit.
 const REAP_GRACE: Duration = Duration::from_secs(2);
-
-/// A worker's end, as its reader reports it to the pool.
-pub(crate) struct Exit {
-    /// What it held: the front may have started, the rest never did.
-    pub(crate) held: VecDeque<Sent>,
-    /// Why the pool ended it, if it did.
-    pub(crate) fate: Option<Fate>,
-    /// Its stage before its output ended.
-    pub(crate) was: Stage,
-    /// It exited with status 0, holding nothing, unprompted.
-    pub(crate) clean: bool,
-    /// "worker process 7 exited with code 3 (...); its last stderr lines: ..."
-    pub(crate) reason: String,
-    /// The reason for the tasks that did not run in it, when it died
-    /// running one: "... while running another task (submit #3); ...".
-    /// Else the same as `reason`.
-    pub(crate) others: String,
-    /// "exited with code 3", "was killed by signal SIGKILL (9)", "ended".
-    pub(crate) status: String,
-    /// The link to its host died first: its status is unknown.
-    pub(crate) lost: bool,
-}
 
 /// The reader thread of one worker.
 pub(crate) fn read_loop(shared: Arc<Shared>, worker: Arc<Worker>, stdout: Box<dyn Read + Send>) {

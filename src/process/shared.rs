@@ -9,19 +9,16 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::builder::Config;
 use super::job::{Job, Place};
-use super::launcher::launch;
 use super::link::{Fate, Sent, Stage};
-use super::reader::{read_loop, Exit};
 use super::timer::Timer;
 use super::worker::Worker;
-use super::writer::write_loop;
 use crate::executor::Stop;
 use crate::launch::backoff::Backoff;
 use crate::lifecycle::{self, fail_all, Abandon, Deadline, Pool, Threads};
@@ -49,6 +46,28 @@ pub(crate) fn pid_of(worker: &Worker) -> Option<u32> {
     worker.pid.or_else(|| worker.link.lock().hello_pid)
 }
 
+/// A worker's end, as its reader reports it to the pool.
+pub(crate) struct Exit {
+    /// What it held: the front may have started, the rest never did.
+    pub(crate) held: VecDeque<Sent>,
+    /// Why the pool ended it, if it did.
+    pub(crate) fate: Option<Fate>,
+    /// Its stage before its output ended.
+    pub(crate) was: Stage,
+    /// It exited with status 0, holding nothing, unprompted.
+    pub(crate) clean: bool,
+    /// "worker process 7 exited with code 3 (...); its last stderr lines: ..."
+    pub(crate) reason: String,
+    /// The reason for the tasks that did not run in it, when it died
+    /// running one: "... while running another task (submit #3); ...".
+    /// Else the same as `reason`.
+    pub(crate) others: String,
+    /// "exited with code 3", "was killed by signal SIGKILL (9)", "ended".
+    pub(crate) status: String,
+    /// The link to its host died first: its status is unknown.
+    pub(crate) lost: bool,
+}
+
 /// What submitters, workers and `shutdown` agree on, under one lock.
 pub(crate) struct State {
     /// Tasks no worker holds yet, oldest first.
@@ -73,7 +92,7 @@ pub(crate) struct State {
     /// Submits queued so far: the next one's index, for error messages.
     submits: u64,
     /// Writer and reader threads not yet joined.
-    threads: Threads,
+    pub(super) threads: Threads,
 }
 
 /// The state the worker threads share with the pool handle.
@@ -85,7 +104,11 @@ pub(crate) struct Shared {
     work: Condvar,
     /// Signalled when a worker goes or a launch ends: what a shutdown
     /// with a deadline waits on.
-    changed: Condvar,
+    pub(super) changed: Condvar,
+    /// Launches a worker into a reserved slot and starts its threads
+    /// (`spawn.rs`; a function here, so that this file, which decides,
+    /// does not depend on the threads that carry its decisions out).
+    start: fn(&Arc<Shared>),
     /// Jobs outstanding, futures running and ended, workers replaced:
     /// shared with every job's ticket.
     pub(crate) counters: Arc<Counters>,
@@ -96,8 +119,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config, start: fn(&Arc<Shared>)) -> Self {
         Shared {
+            start,
             config,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -552,75 +576,7 @@ impl Shared {
         }
         st.starting += 1;
         drop(st);
-        self.start_worker();
-    }
-
-    /// Launches a worker into a reserved slot and starts its threads. If
-    /// it cannot start and no worker is left to take the queued jobs, they
-    /// fail with the reason.
-    fn start_worker(self: &Arc<Self>) {
-        let launched = launch(self.config.launcher.as_ref(), &self.config.spec);
-        let mut st = self.state.lock();
-        st.starting -= 1;
-        self.changed.notify_all();
-        let launched = match launched {
-            Ok(l) => {
-                st.launch_failed = false;
-                l
-            }
-            Err(e) => {
-                st.launch_failed = true;
-                st.last_error = Some(e.to_string());
-                tracing::warn!(target: "concurrent_futures", error = %e, "worker launch failed");
-                if st.workers.is_empty() && st.starting == 0 {
-                    let queued = std::mem::take(&mut st.queue);
-                    drop(st);
-                    fail_all(queued, &e);
-                }
-                return;
-            }
-        };
-        st.threads.join_finished();
-        let me = Arc::downgrade(self);
-        let worker = Worker::new(
-            launched.process,
-            launched.label,
-            launched.tail,
-            launched.stderr_thread,
-            Arc::new(move || {
-                if let Some(shared) = me.upgrade() {
-                    shared.wake_for_recall();
-                }
-            }),
-        );
-        st.workers.push(Arc::clone(&worker));
-        let broken = st.broken.is_some();
-        drop(st);
-        if broken {
-            worker.stop(Fate::Stopped("stopped because the pool broke".into()), true);
-        }
-        let name = worker
-            .pid
-            .map_or_else(|| "remote".to_string(), |p| p.to_string());
-        let start = |role: &str, f: Box<dyn FnOnce() + Send>| {
-            thread::Builder::new()
-                .name(format!("concurrent-futures-{role}-{name}"))
-                .spawn(f)
-        };
-        let (s, w, stdin) = (Arc::clone(self), Arc::clone(&worker), launched.stdin);
-        let writer = start("writer", Box::new(move || write_loop(s, w, stdin)));
-        let (s, w, stdout) = (Arc::clone(self), Arc::clone(&worker), launched.stdout);
-        let reader = start("reader", Box::new(move || read_loop(s, w, stdout)));
-        let mut st = self.state.lock();
-        let failed = writer.is_err() || reader.is_err();
-        st.threads.extend(writer.into_iter().chain(reader));
-        self.changed.notify_all();
-        if failed {
-            st.workers.retain(|w| !Arc::ptr_eq(w, &worker));
-            drop(st);
-            worker.abandon_start();
-            self.break_pool("cannot start a pool thread".to_string());
-        }
+        (self.start)(self);
     }
 
     /// Stops accepting tasks; cancels the queued ones if asked; with
