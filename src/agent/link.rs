@@ -98,9 +98,29 @@ pub(super) struct Slot {
     stdout: PipeWriter,
     stderr: PipeWriter,
     /// Its pid there, or why it could not start.
-    started: Option<Result<u32, String>>,
+    pub(super) started: Option<Result<u32, String>>,
     /// Its wait status, once reaped there.
     pub(super) status: Option<i32>,
+}
+
+impl State {
+    /// Registers a new worker whose output goes to `stdout` and `stderr`;
+    /// returns its tag. The link is no longer idle.
+    pub(super) fn add_worker(&mut self, stdout: PipeWriter, stderr: PipeWriter) -> u32 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.idle_since = None;
+        self.workers.insert(
+            tag,
+            Slot {
+                stdout,
+                stderr,
+                started: None,
+                status: None,
+            },
+        );
+        tag
+    }
 }
 
 impl AgentLink {
@@ -200,19 +220,7 @@ impl AgentLink {
             if let Some(why) = link.why_gone(&st) {
                 return Err(Error::Io(why));
             }
-            let tag = st.next_tag;
-            st.next_tag += 1;
-            st.idle_since = None;
-            st.workers.insert(
-                tag,
-                Slot {
-                    stdout: stdout_w,
-                    stderr: stderr_w,
-                    started: None,
-                    status: None,
-                },
-            );
-            tag
+            st.add_worker(stdout_w, stderr_w)
         };
         // From here on the handle owns the slot: dropping it on an error
         // path removes the slot and frees the launcher's.
@@ -352,75 +360,13 @@ impl Link {
     /// the link ends.
     fn read_loop(self: Arc<Self>, stdout: Box<dyn Read + Send>) {
         let mut r = BufReader::with_capacity(256 * 1024, stdout);
-        let why = match self.read_frames(&mut r) {
+        let why = match read_link(&mut r, &self.host, &self.state, &self.changed) {
             Ok(()) => format!("the link to {} closed", self.host),
             Err(e) => format!("the link to {} failed: {e}", self.host),
         };
         drop(r);
         let why = self.reap_client(why);
         self.lose(why);
-    }
-
-    fn read_frames(&self, r: &mut impl BufRead) -> Result<(), Error> {
-        let pid = crate::process::handshake(r, &format!("agent on {}", self.host))?;
-        {
-            let mut st = self.state.lock();
-            let now = Instant::now();
-            st.agent_pid = Some(pid);
-            st.last_heard = Some(now);
-            // Idle from now: the copy of the binary may have taken longer
-            // than the linger, and the first worker is about to start.
-            if st.workers.is_empty() {
-                st.idle_since = Some(now);
-            }
-        }
-        self.changed.notify_all();
-        tracing::info!(target: "concurrent_futures", host = %self.host, pid, "agent started");
-        while let Some(frame) = read_frame(r)? {
-            let msg = FromAgent::decode(&frame)?;
-            let mut st = self.state.lock();
-            st.last_heard = Some(Instant::now());
-            let tag = match &msg {
-                FromAgent::Pong => continue,
-                FromAgent::Started { tag, .. }
-                | FromAgent::SpawnFailed { tag, .. }
-                | FromAgent::Output { tag, .. }
-                | FromAgent::Exited { tag, .. } => *tag,
-            };
-            if tag >= st.next_tag {
-                return Err(Error::Protocol(format!(
-                    "a frame for worker {tag}, which was never started"
-                )));
-            }
-            // A worker whose handle was dropped: nobody listens.
-            let Some(slot) = st.workers.get_mut(&tag) else {
-                continue;
-            };
-            match msg {
-                FromAgent::Started { pid, .. } => slot.started = Some(Ok(pid)),
-                FromAgent::SpawnFailed { error, .. } => slot.started = Some(Err(error)),
-                FromAgent::Exited { status, .. } => slot.status = Some(status),
-                FromAgent::Output { stream, bytes, .. } => {
-                    let to = match stream {
-                        Stream::Stdout => &slot.stdout,
-                        Stream::Stderr => &slot.stderr,
-                    };
-                    if bytes.is_empty() {
-                        to.close();
-                    } else {
-                        let to = to.clone();
-                        drop(st);
-                        // The frame body is the tag, the stream, the bytes.
-                        to.push(frame.body, 5);
-                        continue;
-                    }
-                }
-                FromAgent::Pong => {}
-            }
-            drop(st);
-            self.changed.notify_all();
-        }
-        Ok(())
     }
 
     /// Waits (a little) for the agent's client to exit and reaps it; the
@@ -568,4 +514,81 @@ impl Link {
             self.changed.wait_until(&mut st, wake);
         }
     }
+}
+
+/// What the reader thread does with the agent's output `r`: its handshake,
+/// then its frames, each applied to the workers in `state` (waking
+/// `changed`), until the stream ends (`Ok`) or a frame is refused. Apart
+/// from [`Link`] so that the fuzz target (`fuzz.rs`) runs it over bytes,
+/// without a process or a thread.
+///
+/// # Errors
+///
+/// [`Error::Io`] or [`Error::Protocol`]: the handshake failed, a frame is
+/// malformed, or it is for a tag the pool never gave.
+pub(super) fn read_link(
+    r: &mut impl BufRead,
+    host: &str,
+    state: &Mutex<State>,
+    changed: &Condvar,
+) -> Result<(), Error> {
+    let pid = crate::process::handshake(r, &format!("agent on {host}"))?;
+    {
+        let mut st = state.lock();
+        let now = Instant::now();
+        st.agent_pid = Some(pid);
+        st.last_heard = Some(now);
+        // Idle from now: the copy of the binary may have taken longer
+        // than the linger, and the first worker is about to start.
+        if st.workers.is_empty() {
+            st.idle_since = Some(now);
+        }
+    }
+    changed.notify_all();
+    tracing::info!(target: "concurrent_futures", host = %host, pid, "agent started");
+    while let Some(frame) = read_frame(r)? {
+        let msg = FromAgent::decode(&frame)?;
+        let mut st = state.lock();
+        st.last_heard = Some(Instant::now());
+        let tag = match &msg {
+            FromAgent::Pong => continue,
+            FromAgent::Started { tag, .. }
+            | FromAgent::SpawnFailed { tag, .. }
+            | FromAgent::Output { tag, .. }
+            | FromAgent::Exited { tag, .. } => *tag,
+        };
+        if tag >= st.next_tag {
+            return Err(Error::Protocol(format!(
+                "a frame for worker {tag}, which was never started"
+            )));
+        }
+        // A worker whose handle was dropped: nobody listens.
+        let Some(slot) = st.workers.get_mut(&tag) else {
+            continue;
+        };
+        match msg {
+            FromAgent::Started { pid, .. } => slot.started = Some(Ok(pid)),
+            FromAgent::SpawnFailed { error, .. } => slot.started = Some(Err(error)),
+            FromAgent::Exited { status, .. } => slot.status = Some(status),
+            FromAgent::Output { stream, bytes, .. } => {
+                let to = match stream {
+                    Stream::Stdout => &slot.stdout,
+                    Stream::Stderr => &slot.stderr,
+                };
+                if bytes.is_empty() {
+                    to.close();
+                } else {
+                    let to = to.clone();
+                    drop(st);
+                    // The frame body is the tag, the stream, the bytes.
+                    to.push(frame.body, 5);
+                    continue;
+                }
+            }
+            FromAgent::Pong => {}
+        }
+        drop(st);
+        changed.notify_all();
+    }
+    Ok(())
 }
