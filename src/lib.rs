@@ -204,7 +204,7 @@ pub fn init() {}
 #[cfg(all(unix, feature = "fuzzing"))]
 pub mod __fuzz {
     pub use crate::agent::fuzz::{
-        agent_seeds, agent_side, read_agent_reply, AgentReply, AgentRequest,
+        agent_seeds, agent_side, link_seeds, link_side, read_agent_reply, AgentReply, AgentRequest,
     };
     pub use crate::process::fuzz::{
         call_frames, frames, fuzz_tasks, pool_side, read_call_result, read_hello, seeds,

@@ -121,6 +121,12 @@ impl State {
         );
         tag
     }
+
+    /// The agent's pid, once its handshake was read.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn agent_pid(&self) -> Option<u32> {
+        self.agent_pid
+    }
 }
 
 impl AgentLink {
