@@ -9,7 +9,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use concurrent_futures::__fuzz::{agent_side, frames, pool_side, seeds, worker_side};
+use concurrent_futures::__fuzz::{
+    agent_side, frames, link_seeds, link_side, pool_side, seeds as wire_seeds, worker_side,
+};
 
 /// Counts the bytes this thread holds, and their peak.
 struct Counting;
@@ -74,12 +76,22 @@ fn budget(len: usize) -> usize {
 
 type Target = fn(&[u8]) -> Result<usize, String>;
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("frame_decoder", |d| Ok(frames(d))),
     ("pool_handshake", pool_side),
     ("worker_dispatch", worker_side),
     ("agent_dispatch", agent_side),
+    ("link_reader", link_side),
 ];
+
+/// The built-in seeds of a target: the host link's come from the agent's
+/// fuzz module, the others from the process pool's.
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    match target {
+        "link_reader" => link_seeds(),
+        _ => wire_seeds(target),
+    }
+}
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
@@ -153,6 +165,13 @@ fn seeds_replay_cleanly_and_reach_the_code_behind_the_handshake() {
         .map(|s| worker_side(s).unwrap())
         .sum();
     assert!(replies >= 8, "{replies}");
+    // The link reader takes every frame of the first seed, and the
+    // frames before the one refused in the others.
+    let taken: usize = seeds("link_reader")
+        .iter()
+        .map(|s| link_side(s).unwrap())
+        .sum();
+    assert!(taken >= 17, "{taken}");
 }
 
 #[test]
