@@ -110,8 +110,9 @@ pub enum Error {
     /// The link to the host that ran the task died: its agent was killed,
     /// its `ssh` client or `srun` step ended, or it went silent (a network
     /// gone). The task's own fate is unknown; the message names the host.
-    /// The pool goes on with its other hosts under `restart_workers`, and
-    /// connects to this one again after a backoff.
+    /// Under `restart_workers` the pool goes on with its other hosts, and
+    /// opens a new link to this one for its next worker there (an ssh host
+    /// that then fails to answer is left alone for a growing pause).
     #[error("the task's host was lost: {0}")]
     HostLost(String),
 }

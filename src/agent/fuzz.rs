@@ -404,7 +404,7 @@ fn run_link(data: &[u8], given: u32, listening: u32) -> LinkRun {
         for _ in 0..given {
             let (out_w, out_r) = pipe();
             let (err_w, err_r) = pipe();
-            st.add_worker(out_w.clone(), err_w.clone());
+            let _ = st.add_worker(out_w.clone(), err_w.clone());
             pipes.push([(out_w, out_r), (err_w, err_r)]);
         }
         for tag in listening..given {

@@ -3,6 +3,7 @@
 //! link that ended is replaced by the next start.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -11,18 +12,25 @@ use super::AgentLink;
 use crate::Error;
 
 /// One host's place: its live link, if any, under the lock its opening
-/// holds (so a host is connected once however many starts wait).
-type Place = Arc<Mutex<Option<Arc<AgentLink>>>>;
+/// holds (so a host is connected once however many starts wait), and the
+/// failed openings so far with the last one's error.
+#[derive(Debug, Default)]
+struct Place {
+    failures: AtomicU64,
+    link: Mutex<(Option<Arc<AgentLink>>, Option<Error>)>,
+}
 
 /// The links of a launcher, by host index.
 #[derive(Debug, Default)]
 pub(crate) struct HostLinks {
-    places: Mutex<HashMap<usize, Place>>,
+    places: Mutex<HashMap<usize, Arc<Place>>>,
 }
 
 impl HostLinks {
     /// Host `i`'s live link, or the one `open` makes (while others that
-    /// want host `i` wait for it).
+    /// want host `i` wait for it). A start that waited while an opening
+    /// failed gets that failure rather than trying again itself: a host
+    /// that does not answer costs one wait, not one per worker.
     ///
     /// # Errors
     ///
@@ -33,15 +41,30 @@ impl HostLinks {
         open: impl FnOnce() -> Result<AgentLink, Error>,
     ) -> Result<Arc<AgentLink>, Error> {
         let place = Arc::clone(self.places.lock().entry(i).or_default());
-        let mut place = place.lock();
-        if let Some(link) = place.as_ref() {
+        let seen = place.failures.load(Ordering::Acquire);
+        let mut held = place.link.lock();
+        if place.failures.load(Ordering::Acquire) != seen {
+            if let Some(e) = &held.1 {
+                return Err(e.clone());
+            }
+        }
+        if let Some(link) = held.0.as_ref() {
             if link.ended().is_none() {
                 return Ok(Arc::clone(link));
             }
         }
-        *place = None;
-        let link = Arc::new(open()?);
-        *place = Some(Arc::clone(&link));
-        Ok(link)
+        held.0 = None;
+        match open() {
+            Ok(link) => {
+                let link = Arc::new(link);
+                *held = (Some(Arc::clone(&link)), None);
+                Ok(link)
+            }
+            Err(e) => {
+                held.1 = Some(e.clone());
+                place.failures.fetch_add(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
     }
 }

@@ -73,6 +73,9 @@ pub(super) struct Link {
     /// The last lines the agent (or its client) wrote to stderr, and
     /// whether that stream ended: quoted when the link fails.
     stderr: Mutex<(VecDeque<String>, bool)>,
+    /// Signalled when the agent's stderr ends (a condvar of its own: one
+    /// condvar serves one mutex).
+    stderr_ended: Condvar,
 }
 
 /// How many lines of the agent's stderr a link failure quotes.
@@ -103,12 +106,21 @@ pub(super) struct Slot {
     pub(super) status: Option<i32>,
 }
 
+impl Slot {
+    /// Ends both of the worker's output streams for their readers.
+    pub(super) fn close_pipes(&self) {
+        self.stdout.close();
+        self.stderr.close();
+    }
+}
+
 impl State {
     /// Registers a new worker whose output goes to `stdout` and `stderr`;
-    /// returns its tag. The link is no longer idle.
-    pub(super) fn add_worker(&mut self, stdout: PipeWriter, stderr: PipeWriter) -> u32 {
+    /// returns its tag (`None` after 2^32 - 1 of them: tags are never
+    /// reused). The link is no longer idle.
+    pub(super) fn add_worker(&mut self, stdout: PipeWriter, stderr: PipeWriter) -> Option<u32> {
         let tag = self.next_tag;
-        self.next_tag += 1;
+        self.next_tag = tag.checked_add(1)?;
         self.idle_since = None;
         self.workers.insert(
             tag,
@@ -119,7 +131,7 @@ impl State {
                 status: None,
             },
         );
-        tag
+        Some(tag)
     }
 
     /// The agent's pid, once its handshake was read.
@@ -162,6 +174,7 @@ impl AgentLink {
             changed: Condvar::new(),
             client: Mutex::new(process),
             stderr: Mutex::new((VecDeque::new(), stderr.is_none())),
+            stderr_ended: Condvar::new(),
         });
         let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -224,9 +237,21 @@ impl AgentLink {
         let tag = {
             let mut st = link.state.lock();
             if let Some(why) = link.why_gone(&st) {
+                drop(st);
+                on_drop();
                 return Err(Error::Io(why));
             }
-            st.add_worker(stdout_w, stderr_w)
+            match st.add_worker(stdout_w, stderr_w) {
+                Some(tag) => tag,
+                None => {
+                    drop(st);
+                    on_drop();
+                    return Err(Error::Io(format!(
+                        "the link to {} has started as many workers as it can tag",
+                        link.host
+                    )));
+                }
+            }
         };
         // From here on the handle owns the slot: dropping it on an error
         // path removes the slot and frees the launcher's.
@@ -265,11 +290,11 @@ impl AgentLink {
             }
             if link.changed.wait_until(&mut st, deadline).timed_out() {
                 drop(st);
+                link.kill_client();
                 link.lose(format!(
                     "the agent on {} did not start a worker within {SPAWN_TIMEOUT:?}",
                     link.host
                 ));
-                link.kill_client();
                 return Err(Error::Io(
                     link.why_gone(&link.state.lock()).unwrap_or_default(),
                 ));
@@ -294,6 +319,22 @@ impl Link {
         let w = out
             .as_mut()
             .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        w.write_all(&buf)?;
+        w.flush()
+    }
+
+    /// Writes one frame to the agent if no other write is under way
+    /// (`Ok` without writing if one is).
+    pub(super) fn try_send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
+        let Some(mut out) = self.out.try_lock() else {
+            return Ok(());
+        };
+        let w = out
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        let mut buf = Vec::with_capacity(32);
+        msg.encode(&mut buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         w.write_all(&buf)?;
         w.flush()
     }
@@ -347,8 +388,8 @@ impl Link {
                         self.options.handshake,
                         crate::process::INIT_HINT
                     );
-                    self.lose(why.clone());
                     self.kill_client();
+                    self.lose(why.clone());
                     return Err(Error::Protocol(why));
                 }
                 // The copy's progress is polled: it has no wake-up of its own.
@@ -393,7 +434,11 @@ impl Link {
                     client = self.client.lock();
                 }
                 Ok(None) => {
+                    // Past the grace: end it, then wait for it to go.
                     let _ = client.kill();
+                    drop(client);
+                    thread::sleep(Duration::from_millis(10));
+                    client = self.client.lock();
                 }
                 Err(_) => return why,
             }
@@ -410,12 +455,20 @@ impl Link {
             st.lost = Some(why);
         }
         for slot in st.workers.values() {
-            slot.stdout.close();
-            slot.stderr.close();
+            slot.close_pipes();
         }
         drop(st);
-        *self.out.lock() = None;
+        self.drop_writer();
         self.changed.notify_all();
+    }
+
+    /// Closes the agent's stdin, unless a write is blocked on it: then
+    /// the client is gone or going (every caller killed it or saw it end),
+    /// the write fails, and the next one finds the link lost.
+    fn drop_writer(&self) {
+        if let Some(mut out) = self.out.try_lock() {
+            *out = None;
+        }
     }
 
     /// The stderr thread: copies the agent's own stderr (its complaints,
@@ -440,7 +493,7 @@ impl Link {
             }
         }
         self.stderr.lock().1 = true;
-        self.changed.notify_all();
+        self.stderr_ended.notify_all();
     }
 
     /// The agent's last stderr lines, quoted, once its stderr ended (or
@@ -448,7 +501,12 @@ impl Link {
     fn stderr_tail(&self) -> String {
         let deadline = Instant::now() + Duration::from_millis(500);
         let mut tail = self.stderr.lock();
-        while !tail.1 && !self.changed.wait_until(&mut tail, deadline).timed_out() {}
+        while !tail.1
+            && !self
+                .stderr_ended
+                .wait_until(&mut tail, deadline)
+                .timed_out()
+        {}
         if tail.0.is_empty() {
             return String::new();
         }
@@ -468,7 +526,13 @@ impl Link {
     /// input, kills what runs there and exits; the reader reaps it.
     fn close(&self) {
         self.state.lock().closed = true;
-        *self.out.lock() = None;
+        if let Some(mut out) = self.out.try_lock() {
+            *out = None;
+        } else {
+            // A write is blocked on the link: it will not carry the end of
+            // input through; ending the client does.
+            self.kill_client();
+        }
         self.changed.notify_all();
     }
 
@@ -477,6 +541,7 @@ impl Link {
     /// linger time is closed.
     fn keep_alive(self: Arc<Self>) {
         let ping = self.options.ping;
+        let silence = ping.saturating_mul(SILENT_PINGS);
         let mut next_ping = Instant::now() + ping;
         let mut st = self.state.lock();
         loop {
@@ -493,22 +558,25 @@ impl Link {
                     return;
                 }
             }
-            if st
-                .last_heard
-                .is_some_and(|t| now >= t + ping * SILENT_PINGS)
-            {
+            if st.last_heard.is_some_and(|t| now >= t + silence) {
                 drop(st);
-                self.lose(format!(
-                    "the link to {} was silent for {:?}",
-                    self.host,
-                    ping * SILENT_PINGS
-                ));
+                // The client first: a write blocked on the frozen link
+                // then fails, and gives the link's writer lock back.
                 self.kill_client();
+                self.lose(format!(
+                    "the link to {} was silent for {silence:?}",
+                    self.host
+                ));
                 return;
             }
-            if now >= next_ping {
+            // Nothing is written before the agent's handshake: until then
+            // the agent's stdin may be carrying the copy of its binary.
+            // And a ping never waits for a writer (one blocked on a frozen
+            // link would stop the silence check): a busy link is alive
+            // enough to the agent, which counts every frame.
+            if now >= next_ping && st.agent_pid.is_some() {
                 next_ping = now + ping;
-                let sent = MutexGuard::unlocked(&mut st, || self.send(&ToAgent::Ping));
+                let sent = MutexGuard::unlocked(&mut st, || self.try_send(&ToAgent::Ping));
                 if sent.is_err() {
                     continue; // the reader sees the end
                 }

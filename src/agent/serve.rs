@@ -32,7 +32,8 @@ use crate::Error;
 /// The value of `CONCURRENT_FUTURES_WORKER` that makes a process an agent.
 pub(crate) const AGENT_MARK: &str = "agent";
 
-/// The environment variable with an agent's settings: `slots=K,ping_ms=P`.
+/// The environment variable with an agent's settings:
+/// `slots=K,ping_ms=P[,chunk=C]`.
 pub(crate) const AGENT_ENV: &str = "CONCURRENT_FUTURES_AGENT";
 
 /// The setting for how many workers may live at once.
@@ -307,6 +308,18 @@ impl Shared {
         }
     }
 
+    /// Writes whole frames unless another write is under way; ends the
+    /// agent if the link is gone.
+    fn try_write(&self, frames: &[u8]) {
+        let Some(mut link) = self.link.try_lock() else {
+            return;
+        };
+        if link.write_all(frames).is_err() {
+            drop(link);
+            self.end(EXIT_LINK_CLOSED, None);
+        }
+    }
+
     /// Writes whole frames; ends the agent if the link is gone.
     fn write(&self, frames: &[u8]) {
         let written = self.link.lock().write_all(frames);
@@ -538,7 +551,13 @@ fn keep_alive(shared: &Shared, ping: Duration) {
             let why = format!("no frame from the pool in {} ms", silence.as_millis());
             shared.end(EXIT_SILENCE, Some(&why));
         }
-        shared.send(&FromAgent::Pong, &mut buf);
+        // Never behind a relay's write: one blocked on a frozen link would
+        // stop the silence check above. A link that is being written to
+        // tells the pool the agent is alive anyway.
+        buf.clear();
+        if FromAgent::Pong.encode(&mut buf).is_ok() {
+            shared.try_write(&buf);
+        }
     }
 }
 

@@ -120,6 +120,11 @@ impl Drop for AgentWorker {
         let exited = {
             let mut st = self.link.state.lock();
             let slot = st.workers.remove(&self.tag);
+            // Its readers end: a stderr whose end would have come after
+            // the exit is not waited for by anyone now.
+            if let Some(slot) = &slot {
+                slot.close_pipes();
+            }
             if st.workers.is_empty() {
                 st.idle_since = Some(Instant::now());
             }

@@ -293,7 +293,7 @@ impl Ssh {
     }
 
     /// How often each side of an idle link says it is alive (default
-    /// 10 s). A link silent for 6 intervals is lost: its running tasks
+    /// 10 s; at least 1 ms, at most a day). A link silent for 6 intervals is lost: its running tasks
     /// fail with [`Error::HostLost`], and the agent, hearing nothing
     /// either, kills the host's workers and exits. This catches what the
     /// end of a stream never reports: a half-open TCP connection, a host
@@ -309,7 +309,9 @@ impl Ssh {
     /// ```
     #[must_use]
     pub fn keepalive(mut self, interval: Duration) -> Self {
-        self.keepalive = interval.max(Duration::from_millis(1));
+        // Within a millisecond and a day: the agent counts in whole
+        // milliseconds, and a day of silence is as good as never.
+        self.keepalive = interval.clamp(Duration::from_millis(1), Duration::from_secs(86_400));
         self
     }
 

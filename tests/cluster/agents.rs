@@ -5,28 +5,18 @@
 //! `HostLost`.
 
 use std::collections::HashSet;
-use std::fs;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::launch::Slurm;
 use concurrent_futures::{task, Error};
 
-use crate::cluster_common::{over_slurm, over_ssh, ssh, ssh_clients};
+use crate::cluster_common::{over_slurm, over_ssh, parent_of, ssh, ssh_clients};
 use crate::process_common::{
     alive, builder, eventually, gate, parse_pids, pid, send_signal, sleep_ms, square, test_path,
     within, ChildRun, Scratch, LONG,
 };
-
-/// The parent process of `pid`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 /// Sleeps `ms`, then says which process ran it.
 fn nap_pid(ms: u64) -> u32 {

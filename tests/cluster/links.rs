@@ -9,18 +9,8 @@ use std::time::Duration;
 
 use concurrent_futures::{task, Error};
 
-use crate::cluster_common::{over_ssh, ssh, write_script};
+use crate::cluster_common::{fresh_cache, over_ssh, parent_of, ssh, ssh_clients, write_script};
 use crate::process_common::{alive, builder, eventually, gate, send_signal, square, Scratch, LONG};
-
-/// The parent process of `pid`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 #[test]
 fn a_handshake_the_host_drops_is_tried_again() {
@@ -154,5 +144,77 @@ fn a_silent_link_is_lost_and_its_agent_goes() {
         eventually("the agent exits", || !alive(agent));
         eventually("its worker exits", || !alive(worker));
         assert_eq!(pool.submit(task!(square), 4).result_timeout(LONG), Ok(16));
+    });
+}
+
+#[test]
+fn pings_wait_for_the_agent_s_handshake_so_a_copy_is_never_spoiled() {
+    over_ssh(|config| {
+        // A client that passes the first block of its input on, then
+        // pauses: the copy of the binary takes a second, and a ping every
+        // millisecond would land in it if one were sent before the agent
+        // answered.
+        let dir = Scratch::new("pinged");
+        let wrapper = dir.path().join("ssh");
+        write_script(
+            &wrapper,
+            "#!/bin/sh\n{ dd bs=65536 count=1 2>/dev/null; sleep 1; cat; } | exec ssh \"$@\"\n",
+        );
+        let cache = fresh_cache("pinged");
+        let launcher = ssh(&config, &[("pinged1", 1)])
+            .ssh_program(wrapper.as_os_str())
+            .cache_dir(cache.to_string_lossy())
+            .keepalive(Duration::from_millis(1));
+        let pool = builder().launcher(launcher).build().expect("pool");
+        assert_eq!(pool.submit(task!(square), 5).result_timeout(LONG), Ok(25));
+        drop(pool);
+        // The cached program is the binary, byte for byte: its name's key
+        // is its SHA-256.
+        let cached: Vec<_> = fs::read_dir(&cache)
+            .expect("the cache")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        let key = cached[0]
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("worker-"))
+            .expect("worker-<key>")
+            .to_string();
+        let out = std::process::Command::new("sha256sum")
+            .arg(&cached[0])
+            .output()
+            .expect("sha256sum");
+        let sum = String::from_utf8_lossy(&out.stdout);
+        assert!(sum.starts_with(&key), "{sum} is not {key}");
+        let _ = fs::remove_dir_all(&cache);
+    });
+}
+
+#[test]
+fn a_lost_link_is_reported_at_once_while_something_holds_its_stderr() {
+    over_ssh(|config| {
+        // The client leaves a process behind that keeps its stderr open:
+        // the link's end must not wait for that stream.
+        let dir = Scratch::new("held");
+        let wrapper = dir.path().join("ssh");
+        write_script(&wrapper, "#!/bin/sh\n( sleep 20 >&2 & )\nexec ssh \"$@\"\n");
+        let scratch = Scratch::new("held-gate");
+        let pool = builder()
+            .launcher(ssh(&config, &[("held1", 1)]).ssh_program(wrapper.as_os_str()))
+            .restart_workers(true)
+            .build()
+            .expect("pool");
+        let mut running = pool.submit(task!(gate), scratch.dir());
+        scratch.wait_started(1);
+        let clients = ssh_clients("held1");
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        send_signal(clients[0], libc::SIGKILL);
+        // Within LONG (10 s), not after a minute of silence.
+        match running.result_timeout(LONG) {
+            Err(Error::HostLost(why)) => assert!(why.contains("held1"), "{why}"),
+            other => panic!("expected HostLost, got {other:?}"),
+        }
     });
 }

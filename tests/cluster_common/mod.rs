@@ -207,6 +207,16 @@ pub fn slurm_node() -> String {
     std::env::var("SLURM_JOB_NODELIST").expect("inside an allocation")
 }
 
+/// The parent process of `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The processes whose parent is `parent` and whose name is `comm`.
 pub fn children(parent: u32, comm: &str) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {

@@ -66,20 +66,38 @@ impl Slurm {
         let (i, node) = self
             .nodes
             .choose(|| read_allocation(&self.srun_program_for_scontrol()))?;
-        let link = match self.node_link(i, &node, spec) {
-            Ok(link) => link,
-            Err(e) => {
-                self.nodes.release(i);
-                return Err(e);
-            }
-        };
-        let env = spec
+        let env: Vec<(Vec<u8>, Vec<u8>)> = spec
             .env()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
-        let args = spec.args().map(|a| a.as_bytes().to_vec()).collect();
-        let nodes = Arc::clone(&self.nodes);
-        link.spawn(args, env, Box::new(move || nodes.release(i)))
+        let args: Vec<Vec<u8>> = spec.args().map(|a| a.as_bytes().to_vec()).collect();
+        // A step may end (idle) between its lookup and the spawn: then the
+        // next look starts another.
+        for _ in 0..2 {
+            let link = match self.node_link(i, &node, spec) {
+                Ok(link) => link,
+                Err(e) => {
+                    self.nodes.release(i);
+                    return Err(e);
+                }
+            };
+            let nodes = Arc::clone(&self.nodes);
+            match link.spawn(
+                args.clone(),
+                env.clone(),
+                Box::new(move || nodes.release(i)),
+            ) {
+                Ok(spawned) => return Ok(spawned),
+                // The slot was freed with the handle; count it again.
+                Err(_) if link.ended().is_some() => self.nodes.recount(i),
+                Err(e) => return Err(e),
+            }
+        }
+        self.nodes.release(i);
+        Err(Error::Io(format!(
+            "the step on {} ended twice while starting a worker",
+            node.name
+        )))
     }
 
     /// The `scontrol` next to the chosen `srun` if there is one there,
@@ -132,12 +150,17 @@ impl Slurm {
             None => current_executable()?,
         };
         let mut cmd = Command::new(&self.srun);
+        // `--overlap`: the step takes the node's CPUs without waiting for
+        // another step that holds them (another pool in the same
+        // allocation, or this pool's previous step still being torn
+        // down), which would hold `submit` until it ends.
         cmd.args([
             "--unbuffered",
             "--nodes=1",
             "--ntasks=1",
             "--quiet",
             "--exact",
+            "--overlap",
         ])
         .arg(format!("--nodelist={}", node.name))
         .arg(format!("--cpus-per-task={}", node.cpus.max(1)))
@@ -191,6 +214,16 @@ impl Nodes {
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),
+        }
+    }
+
+    /// Counts one more worker on node `i` (its slot was freed by a start
+    /// that is tried again).
+    fn recount(&self, i: usize) {
+        if let Some(Ok(nodes)) = self.table.lock().as_mut() {
+            if let Some(n) = nodes.get_mut(i) {
+                n.live += 1;
+            }
         }
     }
 
