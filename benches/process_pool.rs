@@ -44,6 +44,10 @@ fn noop(x: u64) -> u64 {
 }
 
 /// The same work as CPython's `heavy_compute`, wrapping instead of growing.
+/// Never inlined: the serial baseline and the workers run the same machine
+/// code (an inlined copy in the baseline loop sped up or slowed down with
+/// unrelated changes to the binary, and the ratio with it).
+#[inline(never)]
 fn heavy_compute(n: u64) -> u64 {
     (0..n).fold(0u64, |acc, i| acc.wrapping_add(black_box(i * i)))
 }
