@@ -262,15 +262,7 @@ pub(crate) fn data_header(buf: &mut Vec<u8>, tag: u32, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::frame::read_frame;
-    use std::io::Cursor;
-
-    fn one_frame(bytes: &[u8]) -> Frame {
-        let mut r = Cursor::new(bytes);
-        let f = read_frame(&mut r).unwrap().unwrap();
-        assert!(read_frame(&mut r).unwrap().is_none());
-        f
-    }
+    use crate::process::frame::one_frame;
 
     #[test]
     fn every_message_round_trips() {

@@ -197,6 +197,15 @@ impl<'a> Body<'a> {
     }
 }
 
+/// The one frame `bytes` hold (for tests: panics otherwise).
+#[cfg(test)]
+pub(crate) fn one_frame(bytes: &[u8]) -> Frame {
+    let mut r = std::io::Cursor::new(bytes);
+    let f = read_frame(&mut r).unwrap().unwrap();
+    assert!(read_frame(&mut r).unwrap().is_none());
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

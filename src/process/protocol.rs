@@ -407,14 +407,8 @@ fn decode_wire<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::frame::one_frame;
     use std::io::Cursor;
-
-    fn one_frame(bytes: &[u8]) -> Frame {
-        let mut r = Cursor::new(bytes);
-        let f = read_frame(&mut r).unwrap().unwrap();
-        assert!(read_frame(&mut r).unwrap().is_none());
-        f
-    }
 
     #[test]
     fn every_message_round_trips() {
