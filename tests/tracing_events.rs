@@ -286,3 +286,31 @@ fn nothing_above_trace_per_task_and_a_panicking_callback_is_an_error_event() {
     assert!(event.message.contains("callback bug"), "{event:?}");
     common::with_timeout(LONG, move || drop(pool));
 }
+
+#[test]
+fn a_slow_start_on_a_host_says_it_is_still_copying() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one = start();
+    // A host that passes its check but whose link takes 11 s to get
+    // anywhere (as a big binary over a slow link would), then drops.
+    let dir = Scratch::new("trace-slow-copy");
+    let wrapper = dir.path().join("ssh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncase \"$*\" in *'exit 0'*) exit 0;; esac\nsleep 11\nexit 255\n",
+    )
+    .expect("write the fake ssh");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("make it executable");
+    let slow = Ssh::new()
+        .host("slow", 1)
+        .ssh_program(wrapper.as_os_str())
+        .remote_program("/bin/true");
+    let started = std::time::Instant::now();
+    assert!(slow.launch(&WorkerSpec::new()).is_err());
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    let event = wait_for("the agent's program is still being copied");
+    assert_eq!(event.level, Level::WARN);
+    assert_eq!(event.fields["host"], "slow");
+    assert_eq!(event.fields["waited_s"], "10");
+}

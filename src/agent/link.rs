@@ -43,6 +43,9 @@ pub(crate) struct LinkOptions {
     pub(crate) chunk: usize,
 }
 
+/// After this long connecting or copying, the link says it is still at it.
+const SLOW_START: Duration = Duration::from_secs(10);
+
 /// How long a worker start may take on the agent's side.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -367,6 +370,8 @@ impl Link {
     /// Waits for the agent's handshake.
     fn await_hello(&self, running: &dyn Fn() -> bool) -> Result<(), Error> {
         let mut deadline: Option<Instant> = None;
+        let began = Instant::now();
+        let mut said_slow = false;
         let mut st = self.state.lock();
         loop {
             if st.agent_pid.is_some() {
@@ -376,8 +381,17 @@ impl Link {
                 return Err(Error::Io(why.clone()));
             }
             let now = Instant::now();
-            if deadline.is_none() && running() {
-                deadline = now.checked_add(self.options.handshake);
+            if deadline.is_none() {
+                if running() {
+                    deadline = now.checked_add(self.options.handshake);
+                } else if !said_slow && now >= began + SLOW_START {
+                    // Connecting and copying the program have no deadline
+                    // of ours (a big binary on a slow link is not a dead
+                    // host); a start this slow says why it waits.
+                    said_slow = true;
+                    let waited_s = SLOW_START.as_secs();
+                    tracing::warn!(target: "concurrent_futures", host = %self.host, waited_s, "the agent's program is still being copied to the host (or the connection is still being made); its handshake deadline starts once it runs");
+                }
             }
             match deadline {
                 Some(d) if now >= d => {

@@ -406,8 +406,8 @@ fn decode_wire<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::frame::one_frame;
+    use super::*;
     use std::io::Cursor;
 
     #[test]
