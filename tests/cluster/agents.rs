@@ -266,3 +266,44 @@ fn salloc_of_sixteen_runs_one_step_per_node() {
         assert_eq!(parents.len(), 1);
     });
 }
+
+/// The first try marks `{dir}/tried` and blocks until `{dir}/open` exists
+/// (its host is lost meanwhile); a later try returns at once. Returns the
+/// pid of the try that finished.
+fn first_try_blocks(dir: String) -> u32 {
+    let tried = std::path::Path::new(&dir).join("tried");
+    if !tried.exists() {
+        std::fs::write(&tried, std::process::id().to_string()).expect("mark the try");
+        let open = std::path::Path::new(&dir).join("open");
+        while !open.exists() && std::path::Path::new(&dir).exists() {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    std::process::id()
+}
+
+#[test]
+fn a_task_with_a_retry_runs_again_when_its_host_is_lost() {
+    over_ssh(|config| {
+        let scratch = Scratch::new("agent-retry");
+        // The default policy: a lost host would break the pool, but the
+        // task's retry runs it again through a new link.
+        let pool = builder()
+            .launcher(ssh(&config, &[("retry1", 1)]))
+            .build()
+            .expect("pool");
+        let mut fut = pool.submit(task!(first_try_blocks).retries(1), scratch.dir());
+        let tried = scratch.path().join("tried");
+        eventually("the first try started", || tried.exists());
+        let first: u32 = std::fs::read_to_string(&tried)
+            .expect("the first try's pid")
+            .parse()
+            .expect("a pid");
+        let agent = parent_of(first).expect("the agent");
+        send_signal(agent, libc::SIGKILL);
+        let second = fut.result_timeout(LONG).expect("the retry finished");
+        assert_ne!(second, first);
+        assert_ne!(parent_of(second), Some(agent));
+        assert_eq!(pool.stats().retries, 1);
+    });
+}
