@@ -501,7 +501,11 @@ fn expect_link(data: &[u8]) -> Expected {
         };
         match message {
             FromAgent::Started { pid, .. } => w.started = Some(Ok(pid)),
-            FromAgent::SpawnFailed { error, .. } => w.started = Some(Err(error)),
+            FromAgent::SpawnFailed { error, .. } => {
+                // A worker that never started has no output to come.
+                w.started = Some(Err(error));
+                ended[tag as usize] = [true, true];
+            }
             FromAgent::Exited { status, .. } => w.status = Some(status),
             FromAgent::Output { stream, bytes, .. } => {
                 let i = usize::from(stream == Stream::Stderr);

@@ -46,9 +46,6 @@ pub(crate) struct LinkOptions {
 /// After this long connecting or copying, the link says it is still at it.
 const SLOW_START: Duration = Duration::from_secs(10);
 
-/// How long a worker start may take on the agent's side.
-const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// One link to a host agent. Dropping it closes the link: the agent kills
 /// what still runs there and exits.
 pub(crate) struct AgentLink {
@@ -226,8 +223,9 @@ impl AgentLink {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the host when the link is gone or the agent
-    /// could not start the worker.
+    /// [`Error::Io`] naming the host when the link is gone. A worker the
+    /// agent cannot start is a `Spawned` whose output ends at once and
+    /// whose process says why.
     pub(crate) fn spawn(
         &self,
         args: Vec<Vec<u8>>,
@@ -262,47 +260,27 @@ impl AgentLink {
             link: Arc::clone(link),
             tag,
             lost: false,
+            not_started: None,
             on_drop: Some(on_drop),
         };
         link.send(&ToAgent::Spawn { tag, args, env })
             .map_err(|e| Error::Io(format!("the link to {} failed: {e}", link.host)))?;
-        let deadline = Instant::now() + SPAWN_TIMEOUT;
-        let mut st = link.state.lock();
-        loop {
-            if let Some(Some(started)) = st.workers.get(&tag).map(|s| s.started.clone()) {
-                drop(st);
-                return match started {
-                    Ok(_pid) => Ok(Spawned {
-                        stdin: Box::new(AgentStdin {
-                            link: Arc::clone(link),
-                            tag,
-                        }),
-                        stdout: Box::new(stdout_r),
-                        stderr: Some(Box::new(stderr_r)),
-                        process: Box::new(process),
-                        label: Some(link.host.clone()),
-                    }),
-                    Err(why) => Err(Error::Io(format!(
-                        "the agent on {} cannot start a worker: {why}",
-                        link.host
-                    ))),
-                };
-            }
-            if let Some(why) = link.why_gone(&st) {
-                return Err(Error::Io(why));
-            }
-            if link.changed.wait_until(&mut st, deadline).timed_out() {
-                drop(st);
-                link.kill_client();
-                link.lose(format!(
-                    "the agent on {} did not start a worker within {SPAWN_TIMEOUT:?}",
-                    link.host
-                ));
-                return Err(Error::Io(
-                    link.why_gone(&link.state.lock()).unwrap_or_default(),
-                ));
-            }
-        }
+        // Not waited for: the worker's handshake comes through its stdout
+        // like a local worker's (the pool's `handshake_timeout` covers the
+        // start), and a start the agent refuses ends that stdout, which the
+        // pool reads as a worker that died before it was ready. So a start
+        // never blocks on the link's reader, which may itself be the
+        // thread that asks for it (a done-callback that submits).
+        Ok(Spawned {
+            stdin: Box::new(AgentStdin {
+                link: Arc::clone(link),
+                tag,
+            }),
+            stdout: Box::new(stdout_r),
+            stderr: Some(Box::new(stderr_r)),
+            process: Box::new(process),
+            label: Some(link.host.clone()),
+        })
     }
 }
 
@@ -656,7 +634,11 @@ pub(super) fn read_link(
         };
         match msg {
             FromAgent::Started { pid, .. } => slot.started = Some(Ok(pid)),
-            FromAgent::SpawnFailed { error, .. } => slot.started = Some(Err(error)),
+            FromAgent::SpawnFailed { error, .. } => {
+                // It never ran: its output ends now, and its handle says why.
+                slot.started = Some(Err(error));
+                slot.close_pipes();
+            }
             FromAgent::Exited { status, .. } => slot.status = Some(status),
             FromAgent::Output { stream, bytes, .. } => {
                 let to = match stream {

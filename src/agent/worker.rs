@@ -18,6 +18,10 @@ use crate::launch::WorkerProcess;
 /// unknown): what a shell reports for SIGKILL, but never read as one.
 const LOST_STATUS: i32 = 137 << 8;
 
+/// The status reported for a worker the agent could not start: a shell's
+/// "cannot execute", but never read as one.
+const NOT_STARTED_STATUS: i32 = 127 << 8;
+
 /// A worker's stdin: bytes become `Data` frames; dropping it closes the
 /// worker's stdin on its host.
 pub(super) struct AgentStdin {
@@ -53,6 +57,8 @@ pub(super) struct AgentWorker {
     pub(super) tag: u32,
     /// Its status is unknown: the link ended first.
     pub(super) lost: bool,
+    /// The agent could not start it, and why.
+    pub(super) not_started: Option<String>,
     pub(super) on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -89,8 +95,13 @@ impl WorkerProcess for AgentWorker {
 
     fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         let st = self.link.state.lock();
-        if let Some(status) = st.workers.get(&self.tag).and_then(|s| s.status) {
+        let slot = st.workers.get(&self.tag);
+        if let Some(status) = slot.and_then(|s| s.status) {
             return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        if let Some(Some(Err(why))) = slot.map(|s| &s.started) {
+            self.not_started = Some(why.clone());
+            return Ok(Some(ExitStatus::from_raw(NOT_STARTED_STATUS)));
         }
         if st.lost.is_some() || st.closed {
             self.lost = true;
@@ -100,6 +111,12 @@ impl WorkerProcess for AgentWorker {
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
+        if let Some(why) = &self.not_started {
+            return format!(
+                "could not be started by the agent on {}: {why}",
+                self.link.host
+            );
+        }
         if !self.lost {
             return crate::launch::exit::describe_exit(status);
         }
