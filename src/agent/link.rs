@@ -209,12 +209,7 @@ impl AgentLink {
 
     /// Why the link ended, if it did (lost, or closed when idle).
     pub(crate) fn ended(&self) -> Option<String> {
-        let st = self.link.state.lock();
-        match (&st.lost, st.closed) {
-            (Some(why), _) => Some(why.clone()),
-            (None, true) => Some(format!("the link to {} was closed", self.link.host)),
-            (None, false) => None,
-        }
+        self.link.why_gone(&self.link.state.lock())
     }
 
     /// Starts a worker on the agent's host: this executable with `args`
