@@ -11,7 +11,10 @@
 //! in `~/.cache/concurrent-futures/` there; the hosts need no Rust and no
 //! copy of the program.
 
-use concurrent_futures::launch::{Local, Slurm, Ssh};
+use concurrent_futures::launch::{Local, Slurm};
+
+#[path = "support/hosts.rs"]
+mod hosts;
 use concurrent_futures::{task, Error, ProcessPoolExecutor};
 
 /// A CPU-bound task: the sum of squares below `n`.
@@ -33,30 +36,11 @@ fn main() -> Result<(), Error> {
     let builder = ProcessPoolExecutor::builder();
     let builder = if args.iter().any(|a| a == "--slurm") {
         builder.launcher(Slurm::new())
-    } else if args.is_empty() {
-        builder.launcher(Local::new())
     } else {
-        let mut ssh = Ssh::new();
-        let mut words = args.iter();
-        while let Some(word) = words.next() {
-            if word == "-F" {
-                let file = words
-                    .next()
-                    .ok_or_else(|| Error::InvalidArgument("-F needs a file".into()))?;
-                ssh = ssh.ssh_args(["-F", file]);
-                continue;
-            }
-            let (host, slots) = match word.rsplit_once(':') {
-                Some((h, s)) => (
-                    h,
-                    s.parse()
-                        .map_err(|_| Error::InvalidArgument(format!("bad slots in {word}")))?,
-                ),
-                None => (word.as_str(), 1),
-            };
-            ssh = ssh.host(host, slots);
+        match hosts::ssh_from_args(&args)? {
+            Some(ssh) => builder.launcher(ssh),
+            None => builder.launcher(Local::new()),
         }
-        builder.launcher(ssh)
     };
     let pool = builder.build()?;
     println!("{} workers", pool.max_workers());

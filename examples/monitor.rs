@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use concurrent_futures::launch::{Local, Ssh};
+use concurrent_futures::launch::Local;
+
+#[path = "support/hosts.rs"]
+mod hosts;
 use concurrent_futures::{task, Error, PoolStats, ProcessPoolExecutor};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -34,31 +37,6 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
-}
-
-/// `node1:4 node2:4` (and `-F file`) as an `Ssh` launcher, or none.
-fn ssh_from_args() -> Result<Option<Ssh>, Error> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() {
-        return Ok(None);
-    }
-    let mut ssh = Ssh::new();
-    let mut words = args.iter();
-    while let Some(word) = words.next() {
-        if word == "-F" {
-            let file = words
-                .next()
-                .ok_or_else(|| Error::InvalidArgument("-F needs a file".into()))?;
-            ssh = ssh.ssh_args(["-F", file]);
-            continue;
-        }
-        let (host, slots) = word.rsplit_once(':').unwrap_or((word, "1"));
-        let slots = slots
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("bad slots in {word}")))?;
-        ssh = ssh.host(host, slots);
-    }
-    Ok(Some(ssh))
 }
 
 /// Draws one snapshot: the task bar and a bar per host.
@@ -79,7 +57,8 @@ fn draw(s: &PoolStats, tasks: &ProgressBar, hosts: &[ProgressBar]) {
 fn main() -> Result<(), Error> {
     concurrent_futures::init();
     let builder = ProcessPoolExecutor::builder();
-    let pool = match ssh_from_args()? {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let pool = match hosts::ssh_from_args(&args)? {
         Some(ssh) => builder.launcher(ssh).build()?,
         None => builder.launcher(Local::new()).max_workers(4).build()?,
     };
