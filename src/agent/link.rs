@@ -76,6 +76,9 @@ pub(super) struct Link {
     /// Signalled when the agent's stderr ends (a condvar of its own: one
     /// condvar serves one mutex).
     stderr_ended: Condvar,
+    /// Told once when the link is lost after the agent answered (not when
+    /// it is closed): the launcher checks the host again.
+    on_lost: Box<dyn Fn() + Send + Sync>,
 }
 
 /// How many lines of the agent's stderr a link failure quotes.
@@ -145,6 +148,7 @@ impl AgentLink {
     /// Takes a started agent (`spawned`, on `host`), starts the link's
     /// threads and waits for the agent's handshake: at most
     /// `options.handshake` once `running()` says its program runs.
+    /// `on_lost` is told when the link is lost after that.
     ///
     /// # Errors
     ///
@@ -154,6 +158,7 @@ impl AgentLink {
         spawned: Spawned,
         host: String,
         options: LinkOptions,
+        on_lost: Box<dyn Fn() + Send + Sync>,
         running: &dyn Fn() -> bool,
     ) -> Result<AgentLink, Error> {
         let Spawned {
@@ -175,6 +180,7 @@ impl AgentLink {
             client: Mutex::new(process),
             stderr: Mutex::new((VecDeque::new(), stderr.is_none())),
             stderr_ended: Condvar::new(),
+            on_lost,
         });
         let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -435,9 +441,11 @@ impl Link {
     /// The link ended: every worker's output ends, and every wait wakes.
     fn lose(&self, why: String) {
         let mut st = self.state.lock();
+        let mut tell = false;
         if st.lost.is_none() {
             if !st.closed {
                 tracing::warn!(target: "concurrent_futures", host = %self.host, reason = %why, "host link lost");
+                tell = st.agent_pid.is_some();
             }
             st.lost = Some(why);
         }
@@ -447,6 +455,9 @@ impl Link {
         drop(st);
         self.drop_writer();
         self.changed.notify_all();
+        if tell {
+            (self.on_lost)();
+        }
     }
 
     /// Closes the agent's stdin, unless a write is blocked on it: then

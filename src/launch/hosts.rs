@@ -179,13 +179,14 @@ impl HostTable {
         self.changed.notify_all();
     }
 
-    /// A worker's connection was lost after it started: check the host
-    /// again before the next worker goes there.
+    /// The host's link was lost after its agent answered (the connection
+    /// dropped, the agent died, the link went silent): check the host
+    /// again before the next link goes there.
     pub(crate) fn suspect(&self, i: usize) {
         let mut table = self.hosts.lock();
         if let Some(h) = table.get_mut(i) {
             if h.health == Health::Up {
-                tracing::info!(target: "concurrent_futures", host = %h.name, "a connection to the host was lost; checking it again before its next worker");
+                tracing::info!(target: "concurrent_futures", host = %h.name, "the link to the host was lost; checking the host again before its next link");
                 h.health = Health::Unknown;
             }
         }

@@ -1,41 +1,32 @@
 //! The handle of one host agent started by [`Ssh`](super::Ssh): its ssh
-//! client, what the remote script said about the agent, and what the
-//! launcher's host table learns from its end.
+//! client, and what the remote script said about the agent. (A lost link
+//! is reported to the launcher's host table by the link itself.)
 
 use std::fmt;
 use std::io;
 use std::process::ExitStatus;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::exit::describe_exit;
-use super::hosts::HostTable;
 use super::remote_stderr::{LastWords, RemoteEnd};
-use super::ship::Progress;
 use super::WorkerProcess;
 
 /// How long after its client exits the worker's stderr may take to end
 /// (it carries the worker's own status).
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 
-/// An agent's ssh client; tells the launcher's host table when the
-/// connection was lost, and the link how the agent ended.
+/// An agent's ssh client; tells the link how the agent ended.
 pub(crate) struct SshProcess {
     pub(crate) client: Box<dyn WorkerProcess>,
-    /// The host's index and name.
-    pub(crate) host: usize,
+    /// The host's name.
     pub(crate) host_name: String,
-    pub(crate) table: Arc<HostTable>,
-    pub(crate) progress: Arc<Progress>,
     pub(crate) words: Arc<LastWords>,
     pub(crate) end: Arc<RemoteEnd>,
     /// Ended on purpose (kill, terminate): not the host's fault.
     pub(crate) killed: bool,
     /// The client's status and when it came, while its stderr drains.
     pub(crate) exited: Option<(ExitStatus, Instant)>,
-    /// Its end was already recorded.
-    pub(crate) ended: bool,
 }
 
 impl fmt::Debug for SshProcess {
@@ -44,24 +35,6 @@ impl fmt::Debug for SshProcess {
             .field("client", &self.client)
             .field("host", &self.host_name)
             .finish_non_exhaustive()
-    }
-}
-
-impl SshProcess {
-    /// The client exited with `client` and the stream said all it will:
-    /// the status to report. A connection lost under a running agent has
-    /// the host checked again before the next link goes there (the
-    /// launcher records a failed start itself).
-    fn ended(&mut self, client: ExitStatus) -> ExitStatus {
-        let remote = self.end.status();
-        if !std::mem::replace(&mut self.ended, true)
-            && !self.killed
-            && remote.is_none()
-            && self.progress.started.load(Ordering::Acquire)
-        {
-            self.table.suspect(self.host);
-        }
-        remote.unwrap_or(client)
     }
 }
 
@@ -90,7 +63,7 @@ impl WorkerProcess for SshProcess {
         if self.end.status().is_none() && !self.end.closed() && at.elapsed() < STDERR_GRACE {
             return Ok(None);
         }
-        Ok(Some(self.ended(status)))
+        Ok(Some(self.end.status().unwrap_or(status)))
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {

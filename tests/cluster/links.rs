@@ -121,8 +121,23 @@ fn fanout_bounds_the_connections_opened_at_once() {
 fn a_silent_link_is_lost_and_its_agent_goes() {
     over_ssh(|config| {
         let scratch = Scratch::new("quiet");
+        // An ssh that logs the host checks (`ssh host exit 0`).
+        let checks = scratch.path().join("checks");
+        let wrapper = scratch.path().join("ssh");
+        write_script(
+            &wrapper,
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *'exit 0') echo x >> '{c}';; esac\nexec ssh \"$@\"\n",
+                c = checks.display()
+            ),
+        );
+        let count = || fs::read_to_string(&checks).map_or(0, |t| t.lines().count());
         let pool = builder()
-            .launcher(ssh(&config, &[("quiet1", 1)]).keepalive(Duration::from_millis(100)))
+            .launcher(
+                ssh(&config, &[("quiet1", 1)])
+                    .keepalive(Duration::from_millis(100))
+                    .ssh_program(wrapper.as_os_str()),
+            )
             .restart_workers(true)
             .build()
             .expect("pool");
@@ -143,7 +158,10 @@ fn a_silent_link_is_lost_and_its_agent_goes() {
         // Woken, the agent finds its link gone: it and its worker exit.
         eventually("the agent exits", || !alive(agent));
         eventually("its worker exits", || !alive(worker));
+        assert_eq!(count(), 1);
+        // The host is checked again before its next link.
         assert_eq!(pool.submit(task!(square), 4).result_timeout(LONG), Ok(16));
+        assert_eq!(count(), 2);
     });
 }
 

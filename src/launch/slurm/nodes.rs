@@ -138,7 +138,13 @@ impl Slurm {
             // fell from 13.4M to 5.1M items/s with DATA frames cut).
             chunk: crate::agent::frames::MAX_DATA,
         };
-        AgentLink::open(spawned, node.name.clone(), options, &|| true)
+        AgentLink::open(
+            spawned,
+            node.name.clone(),
+            options,
+            Box::new(|| {}),
+            &|| true,
+        )
     }
 
     /// `srun` for node's step: one task on that node with the node's

@@ -210,15 +210,11 @@ impl Ssh {
             stderr,
             process: Box::new(SshProcess {
                 client: process,
-                host: i,
                 host_name: host.clone(),
-                table: Arc::clone(&self.state.hosts),
-                progress: Arc::clone(&progress),
                 words: Arc::clone(&words),
                 end: Arc::clone(&end),
                 killed: false,
                 exited: None,
-                ended: false,
             }),
             label,
         };
@@ -229,7 +225,11 @@ impl Ssh {
             chunk: MAX_DATA,
         };
         let started = Arc::clone(&progress);
-        AgentLink::open(spawned, host, options, &move || {
+        // A link lost after its agent answered has the host checked again
+        // (`ssh host exit 0`) before the next link goes there.
+        let table = Arc::clone(&self.state.hosts);
+        let on_lost = Box::new(move || table.suspect(i));
+        AgentLink::open(spawned, host, options, on_lost, &move || {
             started.started.load(Ordering::Acquire)
         })
         .map_err(|e| {
