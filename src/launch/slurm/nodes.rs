@@ -8,7 +8,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -17,12 +17,15 @@ use super::super::local::current_executable;
 use super::super::{Spawned, WorkerSpec};
 use super::{Slurm, Step};
 use crate::agent::{agent_env, AgentLink, HostLinks, LinkOptions};
+use crate::launch::backoff::Backoff;
 use crate::Error;
 
 /// How often an idle step's link is pinged.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 /// How long the agent may take to answer once its step runs.
 const HANDSHAKE: Duration = Duration::from_secs(60);
+/// How long a node whose step failed is passed over: 1 s, doubling to 60 s.
+const NODE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// How long a node's step stays without workers before it ends.
 const LINGER: Duration = Duration::from_secs(1);
 /// The most bytes of a worker's output in one frame. Slurm's I/O forwarding between
@@ -57,6 +60,10 @@ struct Node {
     cpus: usize,
     /// Workers running there.
     live: usize,
+    /// Its steps lost or refused in a row, and until when it is passed
+    /// over for nodes that work (it is still used when none does).
+    failures: u32,
+    down_until: Option<Instant>,
 }
 
 impl Slurm {
@@ -112,13 +119,19 @@ impl Slurm {
 
     /// Node `i`'s live link, or a new step running its agent.
     fn node_link(&self, i: usize, node: &Node, spec: &WorkerSpec) -> Result<Arc<AgentLink>, Error> {
-        self.nodes
+        let opened = self
+            .nodes
             .links
-            .get_or_open(i, || self.open_step(node, spec))
+            .get_or_open(i, || self.open_step(i, node, spec));
+        match &opened {
+            Ok(_) => self.nodes.record(i, true),
+            Err(_) => self.nodes.record(i, false),
+        }
+        opened
     }
 
     /// Starts node's step, running its agent, and opens its link.
-    fn open_step(&self, node: &Node, spec: &WorkerSpec) -> Result<AgentLink, Error> {
+    fn open_step(&self, i: usize, node: &Node, spec: &WorkerSpec) -> Result<AgentLink, Error> {
         let cmd = self.step_command(node, spec)?;
         let child = spawn_client(cmd).map_err(|e| {
             Error::Io(format!(
@@ -138,13 +151,11 @@ impl Slurm {
             // fell from 13.4M to 5.1M items/s with DATA frames cut).
             chunk: crate::agent::frames::MAX_DATA,
         };
-        AgentLink::open(
-            spawned,
-            node.name.clone(),
-            options,
-            Box::new(|| {}),
-            &|| true,
-        )
+        // A step lost after its agent answered (cancelled, its node set
+        // DOWN) has the node passed over for a while.
+        let nodes = Arc::clone(&self.nodes);
+        let on_lost = Box::new(move || nodes.record(i, false));
+        AgentLink::open(spawned, node.name.clone(), options, on_lost, &|| true)
     }
 
     /// `srun` for node's step: one task on that node with the node's
@@ -202,11 +213,22 @@ impl Nodes {
             Some(Err(e)) => return Err(e.clone()),
             None => return Err(Error::Io("the allocation was not read".to_string())),
         };
+        // A node that failed lately only when no other has a free slot;
+        // then the one whose pause ends first.
+        let now = Instant::now();
         let best = nodes
             .iter_mut()
             .enumerate()
             .filter(|(_, n)| n.live < n.slots)
-            .max_by_key(|(_, n)| (n.slots - n.live, std::cmp::Reverse(n.live)));
+            .max_by_key(|(_, n)| {
+                let down = n.down_until.filter(|t| *t > now);
+                (
+                    down.is_none(),
+                    std::cmp::Reverse(down),
+                    n.slots - n.live,
+                    std::cmp::Reverse(n.live),
+                )
+            });
         match best {
             Some((i, node)) => {
                 node.live += 1;
@@ -220,6 +242,22 @@ impl Nodes {
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),
+        }
+    }
+
+    /// Records how node `i`'s step fared: opened (`true`), or refused or
+    /// lost (`false`: passed over for 1 s, doubling to 60 s).
+    fn record(&self, i: usize, worked: bool) {
+        if let Some(Ok(nodes)) = self.table.lock().as_mut() {
+            if let Some(n) = nodes.get_mut(i) {
+                if worked {
+                    n.failures = 0;
+                    n.down_until = None;
+                } else {
+                    n.failures = n.failures.saturating_add(1);
+                    n.down_until = Some(Instant::now() + NODE_BACKOFF.after(n.failures));
+                }
+            }
         }
     }
 
@@ -293,6 +331,8 @@ fn read_allocation(scontrol: &std::ffi::OsStr) -> Result<Vec<Node>, Error> {
             slots,
             cpus: cpus.get(i).copied().unwrap_or(slots),
             live: 0,
+            failures: 0,
+            down_until: None,
         })
         .filter(|n| n.slots > 0)
         .collect())
@@ -329,31 +369,46 @@ mod tests {
         assert!(parse_counts("x").is_err());
     }
 
+    fn node(name: &str, slots: usize) -> Node {
+        Node {
+            name: name.into(),
+            slots,
+            cpus: slots,
+            live: 0,
+            failures: 0,
+            down_until: None,
+        }
+    }
+
     #[test]
     fn the_node_with_most_free_slots_is_chosen() {
         let nodes = Nodes::default();
-        let table = || {
-            Ok(vec![
-                Node {
-                    name: "a".into(),
-                    slots: 1,
-                    cpus: 1,
-                    live: 0,
-                },
-                Node {
-                    name: "b".into(),
-                    slots: 2,
-                    cpus: 2,
-                    live: 0,
-                },
-            ])
-        };
+        let table = || Ok(vec![node("a", 1), node("b", 2)]);
         let picks: Vec<String> = (0..3)
             .map(|_| nodes.choose(table).unwrap().1.name)
             .collect();
         assert_eq!(picks, ["b", "a", "b"]);
         assert!(matches!(nodes.choose(table), Err(Error::Io(m)) if m.contains("a: 1, b: 2")));
         nodes.release(0);
+        assert_eq!(nodes.choose(table).unwrap().1.name, "a");
+    }
+
+    #[test]
+    fn a_node_whose_step_failed_is_passed_over_while_another_has_room() {
+        let nodes = Nodes::default();
+        let table = || Ok(vec![node("a", 4), node("b", 2)]);
+        assert_eq!(nodes.choose(table).unwrap().1.name, "a");
+        nodes.release(0);
+        // a's step was lost: b takes the next workers though a has more
+        // free slots, and a only when b is full.
+        nodes.record(0, false);
+        let picks: Vec<String> = (0..3)
+            .map(|_| nodes.choose(table).unwrap().1.name)
+            .collect();
+        assert_eq!(picks, ["b", "b", "a"]);
+        // A step that opens there again clears it.
+        nodes.record(0, true);
+        nodes.release(1);
         assert_eq!(nodes.choose(table).unwrap().1.name, "a");
     }
 }
