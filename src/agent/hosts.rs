@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::AgentLink;
+use crate::launch::Spawned;
 use crate::Error;
 
 /// One host's place: its live link, if any, under the lock its opening
@@ -35,10 +36,10 @@ impl HostLinks {
     /// # Errors
     ///
     /// Whatever `open` fails with.
-    pub(crate) fn get_or_open(
+    fn get_or_open(
         &self,
         i: usize,
-        open: impl FnOnce() -> Result<AgentLink, Error>,
+        open: &dyn Fn() -> Result<AgentLink, Error>,
     ) -> Result<Arc<AgentLink>, Error> {
         let place = Arc::clone(self.places.lock().entry(i).or_default());
         let seen = place.failures.load(Ordering::Acquire);
@@ -66,5 +67,42 @@ impl HostLinks {
                 Err(e)
             }
         }
+    }
+
+    /// Starts a worker on host `i` through its link, opened with `open`
+    /// if need be. `release` frees the launcher's slot: when the pool
+    /// drops the worker's handle, or now if no worker could be started. A
+    /// link may close (idle) between its lookup and the start: then one
+    /// more look opens another.
+    ///
+    /// # Errors
+    ///
+    /// Why the link could not be opened, or was gone.
+    pub(crate) fn start(
+        &self,
+        i: usize,
+        open: impl Fn() -> Result<AgentLink, Error>,
+        args: &[Vec<u8>],
+        env: &[(Vec<u8>, Vec<u8>)],
+        release: Box<dyn FnOnce() + Send>,
+    ) -> Result<Spawned, Error> {
+        let mut release = Some(release);
+        let mut tries = 0;
+        let failed = loop {
+            tries += 1;
+            let link = match self.get_or_open(i, &open) {
+                Ok(link) => link,
+                Err(e) => break e,
+            };
+            match link.spawn(args, env, &mut release) {
+                Ok(spawned) => return Ok(spawned),
+                Err(_) if tries < 2 && link.ended().is_some() => {}
+                Err(e) => break e,
+            }
+        };
+        if let Some(release) = release.take() {
+            release();
+        }
+        Err(failed)
     }
 }

@@ -37,10 +37,6 @@ pub(crate) struct LinkOptions {
     pub(crate) handshake: Duration,
     /// How long a link without workers stays open for the next one.
     pub(crate) linger: Duration,
-    /// The most bytes of a worker's input or output in one frame (at most
-    /// 1 MiB): small over `srun`, whose I/O forwarding stalls 40 ms on a
-    /// message over about 2.5 KB.
-    pub(crate) chunk: usize,
 }
 
 /// After this long connecting or copying, the link says it is still at it.
@@ -191,22 +187,18 @@ impl AgentLink {
                 .map_err(|e| Error::Io(format!("cannot start a link thread: {e}")))
         };
         let reader = Arc::clone(&link);
-        if let Err(e) = start("link", Box::new(move || reader.read_loop(stdout))) {
-            link.kill_client();
-            return Err(e);
-        }
-        if let Some(stderr) = stderr {
-            let forwarder = Arc::clone(&link);
-            if let Err(e) = start("agent-stderr", Box::new(move || forwarder.forward(stderr))) {
-                link.lose(e.to_string());
-                link.kill_client();
-                return Err(e);
-            }
-        }
         let keeper = Arc::clone(&link);
-        if let Err(e) = start("keepalive", Box::new(move || keeper.keep_alive())) {
-            link.lose(e.to_string());
-            link.kill_client();
+        let started = start("link", Box::new(move || reader.read_loop(stdout)))
+            .and_then(|()| match stderr {
+                Some(stderr) => {
+                    let forwarder = Arc::clone(&link);
+                    start("agent-stderr", Box::new(move || forwarder.forward(stderr)))
+                }
+                None => Ok(()),
+            })
+            .and_then(|()| start("keepalive", Box::new(move || keeper.keep_alive())));
+        if let Err(e) = started {
+            link.fail(e.to_string());
             return Err(e);
         }
         link.await_hello(running)?;
@@ -219,19 +211,20 @@ impl AgentLink {
     }
 
     /// Starts a worker on the agent's host: this executable with `args`
-    /// and `env` (on top of the agent's environment). `on_drop` runs when
-    /// the pool drops the worker's handle (the launcher frees its slot).
+    /// and `env` (on top of the agent's environment). `on_drop` (taken
+    /// only when a worker starts) runs when the pool drops the worker's
+    /// handle: the launcher frees its slot.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the host when the link is gone. A worker the
-    /// agent cannot start is a `Spawned` whose output ends at once and
-    /// whose process says why.
+    /// [`Error::Io`] naming the host when the link is gone; `on_drop` is
+    /// then left where it was. A worker the agent cannot start is a
+    /// `Spawned` whose output ends at once and whose process says why.
     pub(crate) fn spawn(
         &self,
-        args: Vec<Vec<u8>>,
-        env: Vec<(Vec<u8>, Vec<u8>)>,
-        on_drop: Box<dyn FnOnce() + Send>,
+        args: &[Vec<u8>],
+        env: &[(Vec<u8>, Vec<u8>)],
+        on_drop: &mut Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<Spawned, Error> {
         let link = &self.link;
         let (stdout_w, stdout_r) = pipe();
@@ -239,33 +232,24 @@ impl AgentLink {
         let tag = {
             let mut st = link.state.lock();
             if let Some(why) = link.why_gone(&st) {
-                drop(st);
-                on_drop();
                 return Err(Error::Io(why));
             }
-            match st.add_worker(stdout_w, stderr_w) {
-                Some(tag) => tag,
-                None => {
-                    drop(st);
-                    on_drop();
-                    return Err(Error::Io(format!(
-                        "the link to {} has started as many workers as it can tag",
-                        link.host
-                    )));
-                }
-            }
+            st.add_worker(stdout_w, stderr_w).ok_or_else(|| {
+                Error::Io(format!(
+                    "the link to {} has started as many workers as it can tag",
+                    link.host
+                ))
+            })?
         };
-        // From here on the handle owns the slot: dropping it on an error
-        // path removes the slot and frees the launcher's.
-        let process = AgentWorker {
-            link: Arc::clone(link),
+        let spawn = ToAgent::Spawn {
             tag,
-            lost: false,
-            not_started: None,
-            on_drop: Some(on_drop),
+            args: args.to_vec(),
+            env: env.to_vec(),
         };
-        link.send(&ToAgent::Spawn { tag, args, env })
-            .map_err(|e| Error::Io(format!("the link to {} failed: {e}", link.host)))?;
+        if let Err(e) = link.send(&spawn) {
+            link.state.lock().workers.remove(&tag);
+            return Err(Error::Io(format!("the link to {} failed: {e}", link.host)));
+        }
         // Not waited for: the worker's handshake comes through its stdout
         // like a local worker's (the pool's `handshake_timeout` covers the
         // start), and a start the agent refuses ends that stdout, which the
@@ -279,7 +263,13 @@ impl AgentLink {
             }),
             stdout: Box::new(stdout_r),
             stderr: Some(Box::new(stderr_r)),
-            process: Box::new(process),
+            process: Box::new(AgentWorker {
+                link: Arc::clone(link),
+                tag,
+                lost: false,
+                not_started: None,
+                on_drop: on_drop.take(),
+            }),
             label: Some(link.host.clone()),
         })
     }
@@ -294,31 +284,16 @@ impl Drop for AgentLink {
 impl Link {
     /// Writes one frame to the agent.
     pub(super) fn send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(32);
-        msg.encode(&mut buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let mut out = self.out.lock();
-        let w = out
-            .as_mut()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        w.write_all(&buf)?;
-        w.flush()
+        write_frame(&mut self.out.lock(), msg)
     }
 
     /// Writes one frame to the agent if no other write is under way
     /// (`Ok` without writing if one is).
-    pub(super) fn try_send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
-        let Some(mut out) = self.out.try_lock() else {
-            return Ok(());
-        };
-        let w = out
-            .as_mut()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        let mut buf = Vec::with_capacity(32);
-        msg.encode(&mut buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        w.write_all(&buf)?;
-        w.flush()
+    fn try_send(&self, msg: &ToAgent<'_>) -> io::Result<()> {
+        match self.out.try_lock() {
+            Some(mut out) => write_frame(&mut out, msg),
+            None => Ok(()),
+        }
     }
 
     /// Writes bytes for worker `tag`'s stdin as `Data` frames.
@@ -328,7 +303,7 @@ impl Link {
             .as_mut()
             .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
         let mut header = Vec::with_capacity(9);
-        for piece in bytes.chunks(self.options.chunk.clamp(1, MAX_DATA)) {
+        for piece in bytes.chunks(MAX_DATA) {
             header.clear();
             data_header(&mut header, tag, piece.len());
             w.write_all(&header)?;
@@ -381,8 +356,7 @@ impl Link {
                         self.options.handshake,
                         crate::process::INIT_HINT
                     );
-                    self.kill_client();
-                    self.lose(why.clone());
+                    self.fail(why.clone());
                     return Err(Error::Protocol(why));
                 }
                 // The copy's progress is polled: it has no wake-up of its own.
@@ -413,6 +387,7 @@ impl Link {
     /// reason the link ended, with how the client ended.
     fn reap_client(&self, why: String) -> String {
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut killed = false;
         let mut client = self.client.lock();
         loop {
             match client.try_wait() {
@@ -421,14 +396,12 @@ impl Link {
                     drop(client);
                     return format!("{why} (its agent {how}){}", self.stderr_tail());
                 }
-                Ok(None) if Instant::now() < deadline => {
-                    drop(client);
-                    thread::sleep(Duration::from_millis(10));
-                    client = self.client.lock();
-                }
                 Ok(None) => {
-                    // Past the grace: end it, then wait for it to go.
-                    let _ = client.kill();
+                    if !killed && Instant::now() >= deadline {
+                        // Past the grace: end it, then wait for it to go.
+                        killed = true;
+                        let _ = client.kill();
+                    }
                     drop(client);
                     thread::sleep(Duration::from_millis(10));
                     client = self.client.lock();
@@ -453,6 +426,7 @@ impl Link {
             slot.close_pipes();
         }
         drop(st);
+        // Every caller killed the client or saw it end.
         self.drop_writer();
         self.changed.notify_all();
         if tell {
@@ -460,12 +434,16 @@ impl Link {
         }
     }
 
-    /// Closes the agent's stdin, unless a write is blocked on it: then
-    /// the client is gone or going (every caller killed it or saw it end),
-    /// the write fails, and the next one finds the link lost.
-    fn drop_writer(&self) {
-        if let Some(mut out) = self.out.try_lock() {
-            *out = None;
+    /// Closes the agent's stdin, unless a write is blocked on it (false):
+    /// the caller then ends the client, the write fails, and the next one
+    /// finds the link gone.
+    fn drop_writer(&self) -> bool {
+        match self.out.try_lock() {
+            Some(mut out) => {
+                *out = None;
+                true
+            }
+            None => false,
         }
     }
 
@@ -520,13 +498,19 @@ impl Link {
         let _ = self.client.lock().kill();
     }
 
+    /// Ends a link that failed on this side: the client first (a write
+    /// blocked on the link then fails and gives the writer lock back), then
+    /// the link is lost.
+    fn fail(&self, why: String) {
+        self.kill_client();
+        self.lose(why);
+    }
+
     /// Closes the link from this side: the agent hears the end of its
     /// input, kills what runs there and exits; the reader reaps it.
     fn close(&self) {
         self.state.lock().closed = true;
-        if let Some(mut out) = self.out.try_lock() {
-            *out = None;
-        } else {
+        if !self.drop_writer() {
             // A write is blocked on the link: it will not carry the end of
             // input through; ending the client does.
             self.kill_client();
@@ -549,7 +533,6 @@ impl Link {
             let now = Instant::now();
             if let Some(since) = st.idle_since {
                 if st.agent_pid.is_some() && now >= since + self.options.linger {
-                    st.closed = true;
                     drop(st);
                     tracing::debug!(target: "concurrent_futures", host = %self.host, "idle host link closed");
                     self.close();
@@ -558,10 +541,7 @@ impl Link {
             }
             if st.last_heard.is_some_and(|t| now >= t + silence) {
                 drop(st);
-                // The client first: a write blocked on the frozen link
-                // then fails, and gives the link's writer lock back.
-                self.kill_client();
-                self.lose(format!(
+                self.fail(format!(
                     "the link to {} was silent for {silence:?}",
                     self.host
                 ));
@@ -586,6 +566,21 @@ impl Link {
             self.changed.wait_until(&mut st, wake);
         }
     }
+}
+
+/// Writes one frame to the agent's stdin `out` (`None` once closed).
+fn write_frame(
+    out: &mut Option<BufWriter<Box<dyn Write + Send>>>,
+    msg: &ToAgent<'_>,
+) -> io::Result<()> {
+    let w = out
+        .as_mut()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+    let mut buf = Vec::with_capacity(32);
+    msg.encode(&mut buf)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    w.write_all(&buf)?;
+    w.flush()
 }
 
 /// What the reader thread does with the agent's output `r`: its handshake,

@@ -192,14 +192,6 @@ impl HostTable {
         }
     }
 
-    /// Counts one more worker on host `i` (its slot was freed by a start
-    /// that is tried again).
-    pub(crate) fn recount(&self, i: usize) {
-        if let Some(h) = self.hosts.lock().get_mut(i) {
-            h.live += 1;
-        }
-    }
-
     /// A worker on host `i` is gone: its slot is free.
     pub(crate) fn release(&self, i: usize) {
         let mut table = self.hosts.lock();

@@ -28,7 +28,10 @@ const HANDSHAKE: Duration = Duration::from_secs(60);
 const NODE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// How long a node's step stays without workers before it ends.
 const LINGER: Duration = Duration::from_secs(1);
-/// The most bytes of a worker's output in one frame. Slurm's I/O forwarding between
+/// The most bytes of a worker's output in one frame (the input is not
+/// cut: `srun` reads what its stdin holds at once and sends it as one
+/// message however we cut it; measured, `map` fell from 13.4M to 5.1M
+/// items/s with the input cut). Slurm's I/O forwarding between
 /// `srun` and `slurmstepd` writes a message over about 2.5 KB in two
 /// pieces, and Nagle's algorithm holds the second until the first is
 /// acknowledged (40 ms, the delayed-ACK timer); messages under it pass in
@@ -78,33 +81,18 @@ impl Slurm {
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
         let args: Vec<Vec<u8>> = spec.args().map(|a| a.as_bytes().to_vec()).collect();
-        // A step may end (idle) between its lookup and the spawn: then the
-        // next look starts another.
-        for _ in 0..2 {
-            let link = match self.node_link(i, &node, spec) {
-                Ok(link) => link,
-                Err(e) => {
-                    self.nodes.release(i);
-                    return Err(e);
-                }
-            };
-            let nodes = Arc::clone(&self.nodes);
-            match link.spawn(
-                args.clone(),
-                env.clone(),
-                Box::new(move || nodes.release(i)),
-            ) {
-                Ok(spawned) => return Ok(spawned),
-                // The slot was freed with the handle; count it again.
-                Err(_) if link.ended().is_some() => self.nodes.recount(i),
-                Err(e) => return Err(e),
-            }
-        }
-        self.nodes.release(i);
-        Err(Error::Io(format!(
-            "the step on {} ended twice while starting a worker",
-            node.name
-        )))
+        let nodes = Arc::clone(&self.nodes);
+        self.nodes.links.start(
+            i,
+            || {
+                let opened = self.open_step(i, &node, spec);
+                self.nodes.record(i, opened.is_ok());
+                opened
+            },
+            &args,
+            &env,
+            Box::new(move || nodes.release(i)),
+        )
     }
 
     /// The `scontrol` next to the chosen `srun` if there is one there,
@@ -115,19 +103,6 @@ impl Slurm {
             Some(next_to) if next_to.is_file() => next_to.into_os_string(),
             _ => "scontrol".into(),
         }
-    }
-
-    /// Node `i`'s live link, or a new step running its agent.
-    fn node_link(&self, i: usize, node: &Node, spec: &WorkerSpec) -> Result<Arc<AgentLink>, Error> {
-        let opened = self
-            .nodes
-            .links
-            .get_or_open(i, || self.open_step(i, node, spec));
-        match &opened {
-            Ok(_) => self.nodes.record(i, true),
-            Err(_) => self.nodes.record(i, false),
-        }
-        opened
     }
 
     /// Starts node's step, running its agent, and opens its link.
@@ -146,10 +121,6 @@ impl Slurm {
             ping: KEEPALIVE,
             handshake: HANDSHAKE,
             linger: LINGER,
-            // Not the input: `srun` reads what its stdin holds at once and
-            // sends it as one message however we cut it (measured: map
-            // fell from 13.4M to 5.1M items/s with DATA frames cut).
-            chunk: crate::agent::frames::MAX_DATA,
         };
         // A step lost after its agent answered (cancelled, its node set
         // DOWN) has the node passed over for a while.
@@ -257,16 +228,6 @@ impl Nodes {
                     n.failures = n.failures.saturating_add(1);
                     n.down_until = Some(Instant::now() + NODE_BACKOFF.after(n.failures));
                 }
-            }
-        }
-    }
-
-    /// Counts one more worker on node `i` (its slot was freed by a start
-    /// that is tried again).
-    fn recount(&self, i: usize) {
-        if let Some(Ok(nodes)) = self.table.lock().as_mut() {
-            if let Some(n) = nodes.get_mut(i) {
-                n.live += 1;
             }
         }
     }

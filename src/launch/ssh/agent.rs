@@ -68,54 +68,20 @@ impl Ssh {
         spec: &WorkerSpec,
         program: &Program,
     ) -> Result<Spawned, Error> {
-        let table = &self.state.hosts;
         let env: Vec<(Vec<u8>, Vec<u8>)> = self
             .worker_env(spec)
             .into_iter()
             .map(|(k, v)| (k.into_encoded_bytes(), v.into_encoded_bytes()))
             .collect();
         let args: Vec<Vec<u8>> = spec.args().map(|a| a.as_bytes().to_vec()).collect();
-        // A link may close (idle) between its lookup and the spawn: then
-        // the next look opens another.
-        for _ in 0..2 {
-            let link = match self.link_for(i, spec, program) {
-                Ok(link) => link,
-                Err(e) => {
-                    table.release(i);
-                    return Err(e);
-                }
-            };
-            let release = {
-                let table = Arc::clone(table);
-                Box::new(move || table.release(i))
-            };
-            match link.spawn(args.clone(), env.clone(), release) {
-                Ok(spawned) => return Ok(spawned),
-                Err(_) if link.ended().is_some() => {
-                    // The slot was freed with the handle; count it again.
-                    table.recount(i);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        table.release(i);
-        Err(Error::Io(format!(
-            "the link to {} closed twice while starting a worker",
-            self.hosts[i].0
-        )))
-    }
-
-    /// Host `i`'s live link, or a new one.
-    fn link_for(
-        &self,
-        i: usize,
-        spec: &WorkerSpec,
-        program: &Program,
-    ) -> Result<Arc<AgentLink>, Error> {
-        self.state
-            .links
-            .hosts
-            .get_or_open(i, || self.connect(i, spec, program))
+        let table = Arc::clone(&self.state.hosts);
+        self.state.links.hosts.start(
+            i,
+            || self.connect(i, spec, program),
+            &args,
+            &env,
+            Box::new(move || table.release(i)),
+        )
     }
 
     /// Opens a link to host `i`: runs the agent there (shipping the
@@ -222,7 +188,6 @@ impl Ssh {
             ping: self.keepalive,
             handshake: self.check_timeout,
             linger: LINGER,
-            chunk: MAX_DATA,
         };
         let started = Arc::clone(&progress);
         // A link lost after its agent answered has the host checked again
