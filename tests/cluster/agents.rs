@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use concurrent_futures::launch::Slurm;
 use concurrent_futures::{task, Error};
 
-use crate::cluster_common::{over_slurm, over_ssh, parent_of, ssh, ssh_clients};
+use crate::cluster_common::{
+    assert_host_lost, busy_worker, over_slurm, over_ssh, parent_of, ssh, ssh_clients,
+};
 use crate::process_common::{
     alive, builder, eventually, gate, parse_pids, pid, send_signal, sleep_ms, square, test_path,
     within, ChildRun, Scratch, LONG,
@@ -160,22 +162,12 @@ fn killing_the_agent_fails_what_ran_there_with_host_lost_and_the_pool_reconnects
 fn killing_the_ssh_client_is_host_lost_and_the_agent_takes_its_workers_down() {
     over_ssh(|config| {
         let scratch = Scratch::new("agent-kill-client");
-        let pool = builder()
-            .launcher(ssh(&config, &[("lost3", 1)]))
-            .restart_workers(true)
-            .build()
-            .expect("pool");
-        let mut running = pool.submit(task!(gate), scratch.dir());
-        scratch.wait_started(1);
-        let worker = scratch.pids("started-")[0];
+        let (pool, worker, running) = busy_worker(ssh(&config, &[("lost3", 1)]), &scratch);
         let agent = parent_of(worker).expect("the agent");
         let clients = ssh_clients("lost3");
         assert_eq!(clients.len(), 1);
         send_signal(clients[0], libc::SIGKILL);
-        match running.result_timeout(LONG) {
-            Err(Error::HostLost(why)) => assert!(why.contains("lost3"), "{why}"),
-            other => panic!("expected HostLost, got {other:?}"),
-        }
+        assert_host_lost(running, "lost3");
         eventually("the agent exits", || !alive(agent));
         eventually("its worker exits", || !alive(worker));
         assert_eq!(pool.submit(task!(square), 5).result_timeout(LONG), Ok(25));

@@ -7,9 +7,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use concurrent_futures::{task, Error};
+use concurrent_futures::task;
 
-use crate::cluster_common::{fresh_cache, over_ssh, parent_of, ssh, ssh_clients, write_script};
+use crate::cluster_common::{
+    assert_host_lost, busy_worker, fresh_cache, over_ssh, parent_of, ssh, ssh_clients, write_script,
+};
 use crate::process_common::{alive, builder, eventually, gate, send_signal, square, Scratch, LONG};
 
 #[test]
@@ -132,28 +134,15 @@ fn a_silent_link_is_lost_and_its_agent_goes() {
             ),
         );
         let count = || fs::read_to_string(&checks).map_or(0, |t| t.lines().count());
-        let pool = builder()
-            .launcher(
-                ssh(&config, &[("quiet1", 1)])
-                    .keepalive(Duration::from_millis(100))
-                    .ssh_program(wrapper.as_os_str()),
-            )
-            .restart_workers(true)
-            .build()
-            .expect("pool");
-        let mut running = pool.submit(task!(gate), scratch.dir());
-        scratch.wait_started(1);
-        let worker = scratch.pids("started-")[0];
+        let launcher = ssh(&config, &[("quiet1", 1)])
+            .keepalive(Duration::from_millis(100))
+            .ssh_program(wrapper.as_os_str());
+        let (pool, worker, running) = busy_worker(launcher, &scratch);
         let agent = parent_of(worker).expect("the agent");
         // A frozen host: the connection stays, nothing comes through it.
         send_signal(agent, libc::SIGSTOP);
-        match running.result_timeout(LONG) {
-            Err(Error::HostLost(why)) => {
-                assert!(why.contains("quiet1"), "{why}");
-                assert!(why.contains("was silent for 600ms"), "{why}");
-            }
-            other => panic!("expected HostLost, got {other:?}"),
-        }
+        let why = assert_host_lost(running, "quiet1");
+        assert!(why.contains("was silent for 600ms"), "{why}");
         send_signal(agent, libc::SIGCONT);
         // Woken, the agent finds its link gone: it and its worker exit.
         eventually("the agent exits", || !alive(agent));
@@ -219,20 +208,12 @@ fn a_lost_link_is_reported_at_once_while_something_holds_its_stderr() {
         let wrapper = dir.path().join("ssh");
         write_script(&wrapper, "#!/bin/sh\n( sleep 20 >&2 & )\nexec ssh \"$@\"\n");
         let scratch = Scratch::new("held-gate");
-        let pool = builder()
-            .launcher(ssh(&config, &[("held1", 1)]).ssh_program(wrapper.as_os_str()))
-            .restart_workers(true)
-            .build()
-            .expect("pool");
-        let mut running = pool.submit(task!(gate), scratch.dir());
-        scratch.wait_started(1);
+        let launcher = ssh(&config, &[("held1", 1)]).ssh_program(wrapper.as_os_str());
+        let (_pool, _worker, running) = busy_worker(launcher, &scratch);
         let clients = ssh_clients("held1");
         assert_eq!(clients.len(), 1, "{clients:?}");
         send_signal(clients[0], libc::SIGKILL);
         // Within LONG (10 s), not after a minute of silence.
-        match running.result_timeout(LONG) {
-            Err(Error::HostLost(why)) => assert!(why.contains("held1"), "{why}"),
-            other => panic!("expected HostLost, got {other:?}"),
-        }
+        assert_host_lost(running, "held1");
     });
 }
