@@ -5,9 +5,14 @@
 //! reader thread fills (`pipe.rs`), and its process handle signals it
 //! through the agent and reads the exit status the agent reports.
 //!
-//! A link spends three threads here, whatever its number of workers: the
-//! reader, the keepalive (pings, silence, idle close) and the agent's
-//! stderr.
+//! A worker the pool attaches to the link ([`AgentWorker::attach`]) is
+//! served by the link's driver thread instead (`driver.rs`): its output
+//! goes to the driver rather than to pipes. A link spends three threads
+//! here, whatever its number of workers: the reader, the driver and the
+//! agent's stderr. Pings, silence and idle close are the business of one
+//! thread for all links (`keeper.rs`).
+//!
+//! [`AgentWorker::attach`]: super::worker::AgentWorker::attach
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -19,7 +24,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA};
+use super::driver::{self, Output, Rider};
+use super::keeper;
 use super::pipe::{pipe, PipeWriter};
+use crate::process::Bell;
 use super::serve::SILENT_PINGS;
 use super::worker::{AgentStdin, AgentWorker};
 use crate::launch::{Spawned, WorkerProcess};
@@ -75,6 +83,8 @@ pub(super) struct Link {
     /// Told once when the link is lost after the agent answered (not when
     /// it is closed): the launcher checks the host again.
     on_lost: Box<dyn Fn() + Send + Sync>,
+    /// Wakes the driver thread (`driver.rs`).
+    pub(super) bell: Arc<Bell>,
 }
 
 /// How many lines of the agent's stderr a link failure quotes.
@@ -93,23 +103,75 @@ pub(super) struct State {
     /// Since when no worker runs on the link.
     pub(super) idle_since: Option<Instant>,
     last_heard: Option<Instant>,
+    /// When the next ping goes.
+    next_ping: Option<Instant>,
+    /// Riders attached and not yet taken by the driver.
+    pub(super) arriving: Vec<(u32, Box<dyn Rider>)>,
+    /// The driver thread runs.
+    pub(super) driving: bool,
 }
 
 /// One worker as the link knows it.
 pub(super) struct Slot {
-    stdout: PipeWriter,
-    stderr: PipeWriter,
+    sink: Sink,
     /// Its pid there, or why it could not start.
     pub(super) started: Option<Result<u32, String>>,
     /// Its wait status, once reaped there.
     pub(super) status: Option<i32>,
 }
 
+/// Where a worker's output goes.
+enum Sink {
+    /// To pipes that whoever holds its [`Spawned`] reads.
+    Pipes {
+        stdout: PipeWriter,
+        stderr: PipeWriter,
+    },
+    /// To the rider the link's driver polls, which takes it from here.
+    Driven(Output),
+}
+
 impl Slot {
     /// Ends both of the worker's output streams for their readers.
-    pub(super) fn close_pipes(&self) {
-        self.stdout.close();
-        self.stderr.close();
+    pub(super) fn close_pipes(&mut self) {
+        match &mut self.sink {
+            Sink::Pipes { stdout, stderr } => {
+                stdout.close();
+                stderr.close();
+            }
+            Sink::Driven(out) => {
+                out.stdout_end = true;
+                out.stderr_end = true;
+            }
+        }
+    }
+
+    /// From now on the output goes to a rider: what the pipes hold moves
+    /// over.
+    pub(super) fn drive(&mut self) {
+        if let Sink::Pipes { stdout, stderr } = &self.sink {
+            let (stdout, stdout_end) = stdout.take_all();
+            let (stderr, stderr_end) = stderr.take_all();
+            self.sink = Sink::Driven(Output {
+                stdout,
+                stdout_end,
+                stderr,
+                stderr_end,
+            });
+        }
+    }
+
+    /// What came for the rider since it last looked.
+    pub(super) fn take_output(&mut self) -> Output {
+        match &mut self.sink {
+            Sink::Driven(out) => Output {
+                stdout: std::mem::take(&mut out.stdout),
+                stdout_end: out.stdout_end,
+                stderr: std::mem::take(&mut out.stderr),
+                stderr_end: out.stderr_end,
+            },
+            Sink::Pipes { .. } => Output::default(),
+        }
     }
 }
 
@@ -124,8 +186,7 @@ impl State {
         self.workers.insert(
             tag,
             Slot {
-                stdout,
-                stderr,
+                sink: Sink::Pipes { stdout, stderr },
                 started: None,
                 status: None,
             },
@@ -177,6 +238,7 @@ impl AgentLink {
             stderr: Mutex::new((VecDeque::new(), stderr.is_none())),
             stderr_ended: Condvar::new(),
             on_lost,
+            bell: Arc::default(),
         });
         let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -187,7 +249,6 @@ impl AgentLink {
                 .map_err(|e| Error::Io(format!("cannot start a link thread: {e}")))
         };
         let reader = Arc::clone(&link);
-        let keeper = Arc::clone(&link);
         let started = start("link", Box::new(move || reader.read_loop(stdout)))
             .and_then(|()| match stderr {
                 Some(stderr) => {
@@ -196,7 +257,7 @@ impl AgentLink {
                 }
                 None => Ok(()),
             })
-            .and_then(|()| start("keepalive", Box::new(move || keeper.keep_alive())));
+            .and_then(|()| keeper::keep(&link));
         if let Err(e) = started {
             link.fail(e.to_string());
             return Err(e);
@@ -374,7 +435,7 @@ impl Link {
     /// the link ends.
     fn read_loop(self: Arc<Self>, stdout: Box<dyn Read + Send>) {
         let mut r = BufReader::with_capacity(256 * 1024, stdout);
-        let why = match read_link(&mut r, &self.host, &self.state, &self.changed) {
+        let why = match read_link(&mut r, &self.host, &self.state, &self.changed, &self.bell) {
             Ok(()) => format!("the link to {} closed", self.host),
             Err(e) => format!("the link to {} failed: {e}", self.host),
         };
@@ -422,13 +483,14 @@ impl Link {
             }
             st.lost = Some(why);
         }
-        for slot in st.workers.values() {
+        for slot in st.workers.values_mut() {
             slot.close_pipes();
         }
         drop(st);
         // Every caller killed the client or saw it end.
         self.drop_writer();
         self.changed.notify_all();
+        self.bell.ring();
         if tell {
             (self.on_lost)();
         }
@@ -516,55 +578,83 @@ impl Link {
             self.kill_client();
         }
         self.changed.notify_all();
+        self.bell.ring();
     }
 
-    /// The keepalive thread: a ping every interval; a link silent for
-    /// [`SILENT_PINGS`] intervals is lost; a link without workers for its
-    /// linger time is closed.
-    fn keep_alive(self: Arc<Self>) {
+    /// The keepalive's look at the link (`keeper.rs`): a ping every
+    /// interval; a link silent for [`SILENT_PINGS`] intervals is lost; a
+    /// link without workers for its linger time is closed. Returns when to
+    /// look again, or `None` once the link has ended.
+    pub(super) fn tend(&self) -> Option<Instant> {
         let ping = self.options.ping;
         let silence = ping.saturating_mul(SILENT_PINGS);
-        let mut next_ping = Instant::now() + ping;
         let mut st = self.state.lock();
-        loop {
-            if st.lost.is_some() || st.closed {
-                return;
-            }
-            let now = Instant::now();
-            if let Some(since) = st.idle_since {
-                if st.agent_pid.is_some() && now >= since + self.options.linger {
-                    drop(st);
-                    tracing::debug!(target: "concurrent_futures", host = %self.host, "idle host link closed");
-                    self.close();
-                    return;
-                }
-            }
-            if st.last_heard.is_some_and(|t| now >= t + silence) {
-                drop(st);
-                self.fail(format!(
-                    "the link to {} was silent for {silence:?}",
-                    self.host
-                ));
-                return;
-            }
-            // Nothing is written before the agent's handshake: until then
-            // the agent's stdin may be carrying the copy of its binary.
-            // And a ping never waits for a writer (one blocked on a frozen
-            // link would stop the silence check): a busy link is alive
-            // enough to the agent, which counts every frame.
-            if now >= next_ping && st.agent_pid.is_some() {
-                next_ping = now + ping;
-                let sent = MutexGuard::unlocked(&mut st, || self.try_send(&ToAgent::Ping));
-                if sent.is_err() {
-                    continue; // the reader sees the end
-                }
-            }
-            let mut wake = next_ping;
-            if let Some(since) = st.idle_since {
-                wake = wake.min(since + self.options.linger);
-            }
-            self.changed.wait_until(&mut st, wake);
+        if st.lost.is_some() || st.closed {
+            return None;
         }
+        let now = Instant::now();
+        if let Some(since) = st.idle_since {
+            if st.agent_pid.is_some() && now >= since + self.options.linger {
+                drop(st);
+                tracing::debug!(target: "concurrent_futures", host = %self.host, "idle host link closed");
+                self.close();
+                return None;
+            }
+        }
+        if st.last_heard.is_some_and(|t| now >= t + silence) {
+            drop(st);
+            self.fail(format!(
+                "the link to {} was silent for {silence:?}",
+                self.host
+            ));
+            return None;
+        }
+        let mut next_ping = *st.next_ping.get_or_insert(now + ping);
+        // Nothing is written before the agent's handshake: until then the
+        // agent's stdin may be carrying the copy of its binary. And a ping
+        // never waits for a writer (one blocked on a frozen link would
+        // stop the silence check): a busy link is alive enough to the
+        // agent, which counts every frame.
+        if now >= next_ping && st.agent_pid.is_some() {
+            next_ping = now + ping;
+            st.next_ping = Some(next_ping);
+            // A failed ping: the reader sees the end.
+            let _ = MutexGuard::unlocked(&mut st, || self.try_send(&ToAgent::Ping));
+        }
+        let mut wake = next_ping;
+        if let Some(since) = st.idle_since {
+            wake = wake.min(since + self.options.linger);
+        }
+        if let Some(heard) = st.last_heard {
+            wake = wake.min(heard + silence);
+        }
+        Some(wake)
+    }
+
+    /// Hands worker `tag`'s output to `rider`, which the driver thread
+    /// polls from now on (the thread starts with the first rider).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the driver thread cannot start.
+    pub(super) fn attach(self: &Arc<Self>, tag: u32, rider: Box<dyn Rider>) -> Result<(), Error> {
+        let mut st = self.state.lock();
+        if let Some(slot) = st.workers.get_mut(&tag) {
+            slot.drive();
+        }
+        if !st.driving {
+            let link = Arc::clone(self);
+            thread::Builder::new()
+                .name("concurrent-futures-driver".to_string())
+                .stack_size(1 << 20)
+                .spawn(move || driver::drive(link))
+                .map_err(|e| Error::Io(format!("cannot start a link thread: {e}")))?;
+            st.driving = true;
+        }
+        st.arriving.push((tag, rider));
+        drop(st);
+        self.bell.ring();
+        Ok(())
     }
 }
 
@@ -598,6 +688,7 @@ pub(super) fn read_link(
     host: &str,
     state: &Mutex<State>,
     changed: &Condvar,
+    bell: &Bell,
 ) -> Result<(), Error> {
     let pid = crate::process::handshake(r, &format!("agent on {host}"))?;
     {
@@ -642,24 +733,41 @@ pub(super) fn read_link(
             }
             FromAgent::Exited { status, .. } => slot.status = Some(status),
             FromAgent::Output { stream, bytes, .. } => {
-                let to = match stream {
-                    Stream::Stdout => &slot.stdout,
-                    Stream::Stderr => &slot.stderr,
-                };
-                if bytes.is_empty() {
-                    to.close();
-                } else {
-                    let to = to.clone();
-                    drop(st);
-                    // The frame body is the tag, the stream, the bytes.
-                    to.push(frame.body, 5);
-                    continue;
+                let end = bytes.is_empty();
+                match &mut slot.sink {
+                    Sink::Pipes { stdout, stderr } => {
+                        let to = match stream {
+                            Stream::Stdout => stdout,
+                            Stream::Stderr => stderr,
+                        };
+                        if end {
+                            to.close();
+                        } else {
+                            let to = to.clone();
+                            drop(st);
+                            // The frame body is the tag, the stream, the bytes.
+                            to.push(frame.body, 5);
+                            continue;
+                        }
+                    }
+                    Sink::Driven(out) => {
+                        let (to, ended) = match stream {
+                            Stream::Stdout => (&mut out.stdout, &mut out.stdout_end),
+                            Stream::Stderr => (&mut out.stderr, &mut out.stderr_end),
+                        };
+                        if end {
+                            *ended = true;
+                        } else if !*ended {
+                            to.extend_from_slice(bytes);
+                        }
+                    }
                 }
             }
             FromAgent::Pong => {}
         }
         drop(st);
         changed.notify_all();
+        bell.ring();
     }
     Ok(())
 }

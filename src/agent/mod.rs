@@ -11,17 +11,21 @@
 //! exit status. When its link closes, or stays silent too long, it kills
 //! its workers and exits.
 
+mod driver;
 pub(crate) mod frames;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 mod hosts;
+mod keeper;
 mod link;
 mod pipe;
 pub(crate) mod serve;
 mod worker;
 
 pub(crate) use hosts::HostLinks;
+pub(crate) use driver::{on_driver_thread, Output, Polled, Rider};
 pub(crate) use link::{AgentLink, LinkOptions};
+pub(crate) use worker::AgentWorker;
 
 use std::ffi::OsString;
 use std::time::Duration;

@@ -52,6 +52,21 @@ impl PipeWriter {
         self.0.readable.notify_one();
     }
 
+    /// Takes every byte not read yet, and whether the stream ended; the
+    /// reader gets nothing more.
+    pub(crate) fn take_all(&self) -> (Vec<u8>, bool) {
+        let mut st = self.0.state.lock();
+        let mut bytes = Vec::new();
+        for (chunk, at) in st.chunks.drain(..) {
+            bytes.extend_from_slice(&chunk[at..]);
+        }
+        let closed = st.closed;
+        st.closed = true;
+        drop(st);
+        self.0.readable.notify_all();
+        (bytes, closed)
+    }
+
     /// The end of the stream: the reader gets what is left, then end of
     /// file.
     pub(crate) fn close(&self) {

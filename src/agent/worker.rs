@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::frames::{ToAgent, SIGKILL, SIGTERM};
+use super::driver::Rider;
+use super::keeper;
 use super::link::Link;
+use crate::process::Bell;
+use crate::Error;
 use crate::launch::WorkerProcess;
 
 /// The status reported for a worker whose link was lost (its own is
@@ -52,7 +56,7 @@ impl Drop for AgentStdin {
 
 /// A worker's process handle: signals go through the agent, the status is
 /// the one the agent reports.
-pub(super) struct AgentWorker {
+pub(crate) struct AgentWorker {
     pub(super) link: Arc<Link>,
     pub(super) tag: u32,
     /// Its status is unknown: the link ended first.
@@ -72,6 +76,24 @@ impl fmt::Debug for AgentWorker {
 }
 
 impl AgentWorker {
+    /// The bell that wakes the link's driver thread, which serves this
+    /// worker once it is attached.
+    pub(crate) fn bell(&self) -> Arc<Bell> {
+        Arc::clone(&self.link.bell)
+    }
+
+    /// Has the link's driver thread serve this worker through `rider`
+    /// from now on: the worker's output goes to the rider, not to the
+    /// pipes of its [`Spawned`](crate::launch::Spawned), which read
+    /// nothing more.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the driver thread cannot start.
+    pub(crate) fn attach(&self, rider: Box<dyn Rider>) -> Result<(), Error> {
+        self.link.attach(self.tag, rider)
+    }
+
     fn signal(&self, signal: u8) -> io::Result<()> {
         match self.link.send(&ToAgent::Signal {
             tag: self.tag,
@@ -130,16 +152,20 @@ impl WorkerProcess for AgentWorker {
     fn host_lost(&self) -> Option<String> {
         self.lost.then(|| self.link.host.clone())
     }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 impl Drop for AgentWorker {
     fn drop(&mut self) {
         let exited = {
             let mut st = self.link.state.lock();
-            let slot = st.workers.remove(&self.tag);
+            let mut slot = st.workers.remove(&self.tag);
             // Its readers end: a stderr whose end would have come after
             // the exit is not waited for by anyone now.
-            if let Some(slot) = &slot {
+            if let Some(slot) = &mut slot {
                 slot.close_pipes();
             }
             if st.workers.is_empty() {
@@ -148,6 +174,7 @@ impl Drop for AgentWorker {
             slot.is_some_and(|s| s.status.is_some())
         };
         self.link.changed.notify_all();
+        keeper::poke();
         if !exited {
             // A worker outlives no handle.
             let _ = self.signal(SIGKILL);

@@ -109,6 +109,25 @@ pub trait WorkerProcess: Send + fmt::Debug {
     fn host_lost(&self) -> Option<String> {
         None
     }
+
+    /// How the crate finds its own host-link workers among the handles a
+    /// launcher returns, to serve them from the link's threads. Keep the
+    /// default (`None`) in a launcher of your own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::process::{Command, Stdio};
+    /// use concurrent_futures::launch::{ChildProcess, WorkerProcess};
+    ///
+    /// let child = Command::new("true").stdin(Stdio::null()).spawn()?;
+    /// assert!(ChildProcess::new(child).as_any_mut().is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[doc(hidden)]
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// A [`WorkerProcess`] that is a child process of this one: the worker

@@ -139,9 +139,7 @@ pub(crate) fn skip_to_magic(r: &mut impl BufRead) -> Result<usize, Error> {
     let mut byte = [0u8; 1];
     while matched < MAGIC.len() {
         if r.read(&mut byte)? == 0 {
-            return Err(Error::Protocol(format!(
-                "the worker closed its output before the handshake (after {total} bytes of other output)"
-            )));
+            return Err(closed_before_magic(total));
         }
         total += 1;
         if byte[0] == MAGIC[matched] {
@@ -150,12 +148,42 @@ pub(crate) fn skip_to_magic(r: &mut impl BufRead) -> Result<usize, Error> {
             matched = usize::from(byte[0] == MAGIC[0]);
         }
         if total - matched > MAX_NOISE {
-            return Err(Error::Protocol(format!(
-                "the worker wrote more than {MAX_NOISE} bytes of other output instead of the handshake"
-            )));
+            return Err(too_much_noise());
         }
     }
     Ok(total - MAGIC.len())
+}
+
+/// [`skip_to_magic`] over the output received so far, `buf`: how many
+/// bytes to skip, the magic included, once it is there; `None` until then
+/// (`closed`: nothing more will come).
+pub(crate) fn find_magic(buf: &[u8], closed: bool) -> Result<Option<usize>, Error> {
+    if let Some(at) = buf.windows(MAGIC.len()).position(|w| w == MAGIC) {
+        if at > MAX_NOISE {
+            return Err(too_much_noise());
+        }
+        return Ok(Some(at + MAGIC.len()));
+    }
+    if closed {
+        return Err(closed_before_magic(buf.len()));
+    }
+    // The end of `buf` may be the start of the magic.
+    if buf.len().saturating_sub(MAGIC.len() - 1) > MAX_NOISE {
+        return Err(too_much_noise());
+    }
+    Ok(None)
+}
+
+fn closed_before_magic(total: usize) -> Error {
+    Error::Protocol(format!(
+        "the worker closed its output before the handshake (after {total} bytes of other output)"
+    ))
+}
+
+fn too_much_noise() -> Error {
+    Error::Protocol(format!(
+        "the worker wrote more than {MAX_NOISE} bytes of other output instead of the handshake"
+    ))
 }
 
 /// A little-endian cursor over a frame body.
@@ -264,5 +292,20 @@ mod tests {
         assert!(matches!(skip_to_magic(&mut empty), Err(Error::Protocol(_))));
         let mut flood = Cursor::new(vec![b'x'; MAX_NOISE + 10]);
         assert!(matches!(skip_to_magic(&mut flood), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn magic_is_found_in_what_arrived_so_far() {
+        let mut bytes = b"banner\n".to_vec();
+        assert_eq!(find_magic(&bytes, false).unwrap(), None);
+        bytes.extend_from_slice(&MAGIC[..3]);
+        assert_eq!(find_magic(&bytes, false).unwrap(), None);
+        bytes.extend_from_slice(&MAGIC[3..]);
+        bytes.push(42);
+        assert_eq!(find_magic(&bytes, false).unwrap(), Some(7 + MAGIC.len()));
+        assert!(matches!(find_magic(b"banner", true), Err(Error::Protocol(m)) if m.contains("after 6 bytes")));
+        let flood = vec![b'x'; MAX_NOISE + MAGIC.len()];
+        assert!(matches!(find_magic(&flood, false), Err(Error::Protocol(_))));
+        assert_eq!(find_magic(&flood[..MAX_NOISE], false).unwrap(), None);
     }
 }

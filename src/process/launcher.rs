@@ -7,6 +7,8 @@ use std::thread::{self, JoinHandle};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::bell::Bell;
+use crate::agent::AgentWorker;
 use crate::launch::{Launcher, Spawned, WorkerProcess, WorkerSpec};
 use crate::Error;
 
@@ -102,6 +104,15 @@ pub(crate) struct Launched {
     pub(crate) label: Option<String>,
     pub(crate) tail: Arc<StderrTail>,
     pub(crate) stderr_thread: Option<JoinHandle<()>>,
+    /// For a worker on a host link, which the link's driver thread serves
+    /// (`driven.rs`): the link's bell, and its stderr pipe, which must
+    /// stay open until the driver takes over its output.
+    pub(crate) linked: Option<(Arc<Bell>, Option<Box<dyn Read + Send>>)>,
+}
+
+/// The host-link worker behind `process`, if it is one.
+pub(crate) fn agent_worker(process: &mut dyn WorkerProcess) -> Option<&mut AgentWorker> {
+    process.as_any_mut()?.downcast_mut::<AgentWorker>()
 }
 
 /// Starts one worker through `launcher` and forwards its stderr.
@@ -114,6 +125,17 @@ pub(crate) fn launch(launcher: &dyn Launcher, spec: &WorkerSpec) -> Result<Launc
         label,
     } = launcher.launch(spec)?;
     let tail = Arc::new(StderrTail::default());
+    if let Some(bell) = agent_worker(process.as_mut()).map(|w| w.bell()) {
+        return Ok(Launched {
+            process,
+            stdin,
+            stdout,
+            label,
+            tail,
+            stderr_thread: None,
+            linked: Some((bell, stderr)),
+        });
+    }
     let stderr_thread = match stderr {
         None => {
             tail.close();
@@ -134,7 +156,14 @@ pub(crate) fn launch(launcher: &dyn Launcher, spec: &WorkerSpec) -> Result<Launc
         label,
         tail,
         stderr_thread,
+        linked: None,
     })
+}
+
+/// One line of a worker's stderr: copied to ours, and kept in its tail.
+pub(crate) fn relay_stderr_line(tail: &StderrTail, line: &[u8]) {
+    let _ = std::io::stderr().write_all(line);
+    tail.push(line);
 }
 
 /// Copies the worker's stderr to ours, line by line, keeping the tail.
@@ -154,10 +183,7 @@ fn spawn_stderr_forwarder(
                         tail.close();
                         return;
                     }
-                    Ok(_) => {
-                        let _ = std::io::stderr().write_all(&line);
-                        tail.push(&line);
-                    }
+                    Ok(_) => relay_stderr_line(&tail, &line),
                 }
             }
         })

@@ -24,7 +24,9 @@
 //!    which fails the task that ran and either breaks the pool or sends
 //!    the tasks that never started to another worker (`shared.rs`).
 
+mod bell;
 mod builder;
+mod driven;
 mod child;
 pub(crate) mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -50,4 +52,6 @@ pub(crate) use child::{hello, take_stdio};
 pub use pool::ProcessPoolExecutor;
 pub(crate) use protocol::WORKER_ENV;
 pub(crate) use reader::handshake;
+pub(crate) use bell::Bell;
+pub(crate) use worker::mark_io_thread;
 pub(crate) use writer::INIT_HINT;

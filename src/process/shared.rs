@@ -8,12 +8,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::bell::Bell;
 use super::builder::Config;
 use super::job::{Job, Place};
 use super::link::{Fate, Sent, Stage};
@@ -93,6 +94,10 @@ pub(crate) struct State {
     submits: u64,
     /// Writer and reader threads not yet joined.
     pub(super) threads: Threads,
+    /// Workers that host links' drivers serve (`driven.rs`) and that are
+    /// not settled yet: what a shutdown waits for instead of their
+    /// threads.
+    pub(super) driven: usize,
 }
 
 /// The state the worker threads share with the pool handle.
@@ -116,6 +121,18 @@ pub(crate) struct Shared {
     /// Held while a `shutdown` joins the threads.
     joining: Mutex<()>,
     pub(crate) timer: Timer,
+    /// The bells of the host links whose driver threads serve workers of
+    /// this pool: rung whenever `work` is signalled (empty for a pool
+    /// whose workers have threads of their own).
+    bells: Mutex<Vec<Weak<Bell>>>,
+}
+
+/// What [`Shared::poll_jobs`] found.
+pub(crate) enum Take {
+    /// As [`Shared::take_jobs`] returns.
+    Jobs(Option<Vec<Job>>),
+    /// Nothing to take yet: poll again when rung, or at this time.
+    Wait(Option<Instant>),
 }
 
 impl Shared {
@@ -136,6 +153,7 @@ impl Shared {
                 last_error: None,
                 submits: 0,
                 threads: Threads::default(),
+                driven: 0,
             }),
             work: Condvar::new(),
             changed: Condvar::new(),
@@ -143,6 +161,37 @@ impl Shared {
             seq: AtomicU64::new(0),
             joining: Mutex::new(()),
             timer: Timer::default(),
+            bells: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Rings `bell` too whenever writers are woken for work.
+    pub(crate) fn add_bell(&self, bell: &Arc<Bell>) {
+        let mut bells = self.bells.lock();
+        bells.retain(|b| b.strong_count() > 0);
+        if !bells.iter().any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(bell))) {
+            bells.push(Arc::downgrade(bell));
+        }
+    }
+
+    /// Wakes the writers waiting for work (one, unless `all`), and every
+    /// link driver but the one of `except`'s bell: a driver that passes on
+    /// a wake-up must not wake itself, or it would never rest.
+    fn notify_work(&self, all: bool, except: Option<&Worker>) {
+        if all {
+            self.work.notify_all();
+        } else {
+            self.work.notify_one();
+        }
+        let bells = self.bells.lock();
+        if bells.is_empty() {
+            return;
+        }
+        let own = except.and_then(|w| w.bell.as_ref()).map(Arc::as_ptr);
+        for bell in bells.iter().filter_map(Weak::upgrade) {
+            if Some(Arc::as_ptr(&bell)) != own {
+                bell.ring();
+            }
         }
     }
 
@@ -153,11 +202,7 @@ impl Shared {
     /// Wakes the writers for `n` jobs queued with `enqueue(.., false)`.
     pub(crate) fn wake_writers(&self, n: usize) {
         let _st = self.state.lock();
-        if n == 1 {
-            self.work.notify_one();
-        } else {
-            self.work.notify_all();
-        }
+        self.notify_work(n != 1, None);
     }
 
     /// Queues a job (or fails it if the pool refuses work) and starts a
@@ -188,7 +233,7 @@ impl Shared {
         }
         st.queue.push_back(job);
         if wake {
-            self.work.notify_one();
+            self.notify_work(false, None);
         }
         self.start_if_needed(st);
     }
@@ -203,73 +248,96 @@ impl Shared {
     pub(crate) fn take_jobs(&self, worker: &Worker, left: Option<usize>) -> Option<Vec<Job>> {
         let mut st = self.state.lock();
         let taken = loop {
-            if worker.leaving() {
-                break None;
-            }
-            // Set before this worker's tasks are counted: a reader that
-            // then takes an answer off them sees the flag and wakes us
-            // (see `answered`), so a share that grows is never missed.
-            worker.waiting.store(true, Ordering::SeqCst);
-            let (room, held, idle, stranded) = {
-                let link = worker.link.lock();
-                let now = Instant::now();
-                let stranded = link.stranded_at();
-                if !link.to_send.is_empty() || stranded.is_some_and(|t| t <= now) {
-                    // Recalls to send: the writer's own loop does it.
-                    break Some(Vec::new());
-                }
-                (link.room(now), link.held.len(), link.idle(), stranded)
-            };
-            let room = left.map_or(room, |l| room.min(l));
-            if room == 0 {
-                break Some(Vec::new());
-            }
-            let queued = st.queue.len();
-            let share = self.share(&st, worker, held, idle);
-            let take = room.min(share);
-            if take > 0 {
-                let mut jobs = Vec::with_capacity(take);
-                let mut bytes = 0;
-                while jobs.len() < take && bytes < BATCH_BYTES {
-                    let Some(job) = st.queue.pop_front() else {
-                        break;
-                    };
-                    bytes += job.payload.bytes().len();
-                    jobs.push(job);
-                }
-                break Some(jobs);
-            }
-            if queued > 0 {
-                // Left for other workers; make sure one is awake.
-                self.work.notify_all();
-            } else if st.closing {
-                break None;
-            } else if idle {
-                // Out of work: a worker holding tasks behind one that runs
-                // long may now give them to us.
-                for w in &st.workers {
-                    if !std::ptr::eq(Arc::as_ptr(w), worker) {
-                        w.wake_if_stranded();
-                    }
-                }
-            }
-            // What this worker holds behind its running task is recalled
-            // once that task has run long: wake up then.
-            match stranded {
-                Some(t) => {
+            match self.try_take(&mut st, worker, left) {
+                Take::Jobs(taken) => break taken,
+                Take::Wait(Some(t)) => {
                     self.work.wait_until(&mut st, t);
                 }
-                None => self.work.wait(&mut st),
+                Take::Wait(None) => self.work.wait(&mut st),
             }
         };
+        self.took(&st, worker);
+        taken
+    }
+
+    /// [`take_jobs`](Self::take_jobs) without the wait, for a worker that
+    /// a host link's driver serves: the driver is rung when it may try
+    /// again.
+    pub(crate) fn poll_jobs(&self, worker: &Worker, left: Option<usize>) -> Take {
+        let mut st = self.state.lock();
+        let take = self.try_take(&mut st, worker, left);
+        if let Take::Jobs(_) = &take {
+            self.took(&st, worker);
+        }
+        take
+    }
+
+    /// One look at the queue for [`take_jobs`](Self::take_jobs).
+    fn try_take(&self, st: &mut State, worker: &Worker, left: Option<usize>) -> Take {
+        if worker.leaving() {
+            return Take::Jobs(None);
+        }
+        // Set before this worker's tasks are counted: a reader that then
+        // takes an answer off them sees the flag and wakes us (see
+        // `answered`), so a share that grows is never missed.
+        worker.waiting.store(true, Ordering::SeqCst);
+        let (room, held, idle, stranded) = {
+            let link = worker.link.lock();
+            let now = Instant::now();
+            let stranded = link.stranded_at();
+            if !link.to_send.is_empty() || stranded.is_some_and(|t| t <= now) {
+                // Recalls to send: the writer's own loop does it.
+                return Take::Jobs(Some(Vec::new()));
+            }
+            (link.room(now), link.held.len(), link.idle(), stranded)
+        };
+        let room = left.map_or(room, |l| room.min(l));
+        if room == 0 {
+            return Take::Jobs(Some(Vec::new()));
+        }
+        let queued = st.queue.len();
+        let share = self.share(st, worker, held, idle);
+        let take = room.min(share);
+        if take > 0 {
+            let mut jobs = Vec::with_capacity(take);
+            let mut bytes = 0;
+            while jobs.len() < take && bytes < BATCH_BYTES {
+                let Some(job) = st.queue.pop_front() else {
+                    break;
+                };
+                bytes += job.payload.bytes().len();
+                jobs.push(job);
+            }
+            return Take::Jobs(Some(jobs));
+        }
+        if queued > 0 {
+            // Left for other workers; make sure one is awake.
+            self.notify_work(true, Some(worker));
+        } else if st.closing {
+            return Take::Jobs(None);
+        } else if idle {
+            // Out of work: a worker holding tasks behind one that runs
+            // long may now give them to us.
+            for w in &st.workers {
+                if !std::ptr::eq(Arc::as_ptr(w), worker) {
+                    w.wake_if_stranded();
+                }
+            }
+        }
+        // What this worker holds behind its running task is recalled once
+        // that task has run long: wake up then.
+        Take::Wait(stranded)
+    }
+
+    /// `worker` took what it could: it waits no more.
+    fn took(&self, st: &State, worker: &Worker) {
         worker.waiting.store(false, Ordering::SeqCst);
         if !st.queue.is_empty() {
             // Jobs are left: for idle workers (which nobody else wakes if
             // the wake-up that brought us here was theirs), or beyond what
             // we could take. Pass the wake-up on to a writer that can.
-            self.work.notify_all();
+            self.notify_work(true, Some(worker));
         }
-        taken
     }
 
     /// How many queued jobs `worker` (holding `held`) may take. Each
@@ -320,7 +388,7 @@ impl Shared {
     /// for work, its share may have grown; wake it.
     pub(crate) fn answered(&self, worker: &Worker) {
         if worker.waiting.load(Ordering::SeqCst) && !self.state.lock().queue.is_empty() {
-            self.work.notify_all();
+            self.notify_work(true, None);
         }
     }
 
@@ -328,7 +396,7 @@ impl Shared {
     /// recalls it is to send.
     pub(crate) fn wake_for_recall(&self) {
         let _st = self.state.lock();
-        self.work.notify_all();
+        self.notify_work(true, None);
     }
 
     /// A worker gave back a task it held: `cancelled`, whose future is
@@ -380,7 +448,7 @@ impl Shared {
             };
             st.queue.insert(at, job);
         }
-        self.work.notify_all();
+        self.notify_work(true, None);
         self.start_if_needed(st);
     }
 
@@ -392,7 +460,7 @@ impl Shared {
                 return;
             }
             st.broken = Some(reason.clone());
-            self.work.notify_all();
+            self.notify_work(true, None);
             (std::mem::take(&mut st.queue), st.workers.clone())
         };
         tracing::error!(target: "concurrent_futures", %reason, "pool broken");
@@ -444,7 +512,7 @@ impl Shared {
             if !clean {
                 st.last_error = Some(reason.clone());
             }
-            self.work.notify_all();
+            self.notify_work(true, None);
             self.changed.notify_all();
             st.broken.clone()
         };
@@ -549,6 +617,13 @@ impl Shared {
         true
     }
 
+    /// A worker a link's driver served is settled, or was never served.
+    pub(crate) fn driven_done(&self) {
+        let mut st = self.state.lock();
+        st.driven = st.driven.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
     /// A worker became ready: launches need no more backoff.
     pub(crate) fn worker_ready(&self) {
         let mut st = self.state.lock();
@@ -593,7 +668,7 @@ impl Pool for Shared {
     fn close(&self, cancel: bool) -> Vec<Job> {
         let mut st = self.state.lock();
         st.closing = true;
-        self.work.notify_all();
+        self.notify_work(true, None);
         if !cancel {
             return Vec::new();
         }
@@ -611,7 +686,8 @@ impl Pool for Shared {
     }
 
     fn on_own_thread(&self) -> bool {
-        self.state.lock().threads.include_current()
+        // A link's driver may serve this pool's workers (and another's).
+        crate::agent::on_driver_thread() || self.state.lock().threads.include_current()
     }
 
     fn joining(&self) -> &Mutex<()> {
@@ -650,11 +726,14 @@ impl Pool for Shared {
         let mut st = self.state.lock();
         // A submit accepted before `closing` may still be launching its
         // worker, without the lock and without threads yet: wait for them
-        // (a deadline has already killed what lives).
-        while deadline.is_none()
-            && st.threads.is_empty()
-            && (st.starting > 0 || !st.workers.is_empty())
-        {
+        // (a deadline has already killed what lives). Workers that a host
+        // link's driver serves have no threads to join: wait until each is
+        // settled (also after a deadline's kill, as joining its reader
+        // would).
+        let waiting = |st: &State| {
+            st.driven > 0 || (deadline.is_none() && (st.starting > 0 || !st.workers.is_empty()))
+        };
+        while st.threads.is_empty() && waiting(&st) {
             self.changed.wait(&mut st);
         }
         st.threads.take()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::bell::Bell;
 use super::launcher::StderrTail;
 use super::link::{Fate, Link, Stage};
 use crate::future::Holder;
@@ -49,6 +50,9 @@ pub(crate) struct Worker {
     pub(crate) holder: Arc<Holder>,
     /// Wakes its writer when it waits for work in the pool's queue.
     wake_writer: Arc<dyn Fn() + Send + Sync>,
+    /// The bell of the host link whose driver thread writes to and reads
+    /// from this worker (`driven.rs`), instead of threads of its own.
+    pub(crate) bell: Option<Arc<Bell>>,
 }
 
 impl Worker {
@@ -60,6 +64,7 @@ impl Worker {
         tail: Arc<StderrTail>,
         stderr_thread: Option<JoinHandle<()>>,
         wake_writer: Arc<dyn Fn() + Send + Sync>,
+        bell: Option<Arc<Bell>>,
     ) -> Arc<Worker> {
         Arc::new_cyclic(|me: &Weak<Worker>| {
             let me = me.clone();
@@ -67,31 +72,21 @@ impl Worker {
                 me.upgrade()
                     .is_some_and(|worker| worker.cancel_held(key, still_held))
             });
-            Worker::with_holder(process, label, tail, stderr_thread, holder, wake_writer)
+            Worker {
+                pid: process.pid(),
+                label,
+                link: Mutex::new(Link::new()),
+                cond: Condvar::new(),
+                process: Mutex::new(Some(process)),
+                tail,
+                leaving: AtomicBool::new(false),
+                waiting: AtomicBool::new(false),
+                stderr_thread: Mutex::new(stderr_thread),
+                holder,
+                wake_writer,
+                bell,
+            }
         })
-    }
-
-    fn with_holder(
-        process: Box<dyn WorkerProcess>,
-        label: Option<String>,
-        tail: Arc<StderrTail>,
-        stderr_thread: Option<JoinHandle<()>>,
-        holder: Arc<Holder>,
-        wake_writer: Arc<dyn Fn() + Send + Sync>,
-    ) -> Worker {
-        Worker {
-            pid: process.pid(),
-            label,
-            link: Mutex::new(Link::new()),
-            cond: Condvar::new(),
-            process: Mutex::new(Some(process)),
-            tail,
-            leaving: AtomicBool::new(false),
-            waiting: AtomicBool::new(false),
-            stderr_thread: Mutex::new(stderr_thread),
-            holder,
-            wake_writer,
-        }
     }
 
     /// Cancels the held task of future `key`: asks the worker for it back
@@ -113,7 +108,7 @@ impl Worker {
                 return true;
             }
         }
-        self.cond.notify_all();
+        self.notify();
         // Its writer may wait in the pool's queue instead (not under the
         // link's lock: the pool's lock comes first).
         (self.wake_writer)();
@@ -138,7 +133,7 @@ impl Worker {
             asked |= link.recall_to_cancel_at(at);
         }
         if asked {
-            self.cond.notify_all();
+            self.notify();
             drop(link);
             (self.wake_writer)();
         }
@@ -166,7 +161,7 @@ impl Worker {
     pub(crate) fn settled(&self) {
         let mut link = self.link.lock();
         link.settled = true;
-        self.cond.notify_all();
+        self.notify();
     }
 
     /// Wakes its writer if tasks wait behind one it runs long: another
@@ -174,7 +169,7 @@ impl Worker {
     pub(crate) fn wake_if_stranded(&self) {
         let link = self.link.lock();
         if link.stranded_at().is_some() {
-            self.cond.notify_all();
+            self.notify();
         }
     }
 
@@ -191,7 +186,7 @@ impl Worker {
             // more: what it gave back goes out before what came after.
             link.recall_done();
         }
-        self.cond.notify_all();
+        self.notify();
     }
 
     /// "worker process 4242" (its pid here, or as its handshake said),
@@ -207,13 +202,22 @@ impl Worker {
         }
     }
 
+    /// Wakes whoever waits on its link: its writer (or the driver of the
+    /// host link it runs on), cancels waiting for an answer.
+    pub(crate) fn notify(&self) {
+        self.cond.notify_all();
+        if let Some(bell) = &self.bell {
+            bell.ring();
+        }
+    }
+
     /// Moves to `stage` (under the link's lock) and wakes the writer.
     pub(crate) fn set_stage(&self, link: &mut Link, stage: Stage) {
         link.stage = stage;
         if matches!(stage, Stage::Retiring | Stage::Gone) {
             self.leaving.store(true, Ordering::Release);
         }
-        self.cond.notify_all();
+        self.notify();
     }
 
     /// True once it takes no more tasks.

@@ -20,6 +20,18 @@ use crate::process_common::{
     within, ChildRun, Scratch, LONG,
 };
 
+/// The number of threads of process `pid` (`Threads:` in its status).
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(usize::MAX)
+}
+
 /// Sleeps `ms`, then says which process ran it.
 fn nap_pid(ms: u64) -> u32 {
     thread::sleep(Duration::from_millis(ms));
@@ -175,7 +187,8 @@ fn killing_the_ssh_client_is_host_lost_and_the_agent_takes_its_workers_down() {
 }
 
 /// Run as a child process by the test below: a pool of 4 workers on node1
-/// and 4 on node2; prints their pids, then waits to be killed.
+/// and 4 on node2; prints their pids and its own thread count, then waits
+/// to be killed.
 #[test]
 fn child_pool_to_be_killed() {
     if std::env::var_os("CF_CHILD_KILLED").is_none() {
@@ -192,6 +205,7 @@ fn child_pool_to_be_killed() {
         .map(|mut f| f.result_timeout(LONG).expect("pid").to_string())
         .collect();
     println!("PIDS {}", pids.join(" "));
+    println!("THREADS {}", threads_of(std::process::id()));
     thread::sleep(LONG * 6);
 }
 
@@ -204,6 +218,13 @@ fn a_killed_pool_leaves_no_agent_and_no_remote_worker_after_two_seconds() {
         );
         let workers = parse_pids(&child.line_after("PIDS "));
         assert_eq!(workers.len(), 8);
+        // A link costs three threads whatever its workers (its reader, its
+        // driver, the agent's stderr); two serve the whole process (the
+        // keepalive of every link, and the one that starts ssh clients).
+        // With the test harness's own two: 2 + 2 x 3 + 2 (a writer, reader
+        // and stderr thread per worker would be 24 more).
+        let threads: usize = child.line_after("THREADS ").trim().parse().expect("a count");
+        assert!(threads <= 10, "{threads} threads for 2 links of 4 workers");
         let agents: HashSet<u32> = workers.iter().filter_map(|w| parent_of(*w)).collect();
         assert_eq!(agents.len(), 2, "{agents:?}");
         let pid = child.child.id();

@@ -9,6 +9,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::agent::frames::{FromAgent, Stream};
 use crate::agent::link::{read_link, State};
+use crate::process::Bell;
 use crate::agent::pipe::{pipe, PipeReader, PipeWriter};
 use crate::process::frame::{read_frame, MAGIC};
 use crate::process::handshake;
@@ -67,7 +68,7 @@ fn run_link(data: &[u8], given: u32, listening: u32) -> LinkRun {
     // A let-go worker's readers are gone with its handle.
     pipes.truncate(listening as usize);
     let mut r = data;
-    let outcome = read_link(&mut r, "fuzz", &state, &changed);
+    let outcome = read_link(&mut r, "fuzz", &state, &changed, &Bell::default());
     let st = state.lock();
     let workers = pipes
         .into_iter()
