@@ -23,15 +23,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA};
 use super::driver::{self, Output, Rider};
+use super::frames::{data_header, FromAgent, Stream, ToAgent, MAX_DATA};
 use super::keeper;
 use super::pipe::{pipe, PipeWriter};
-use crate::process::Bell;
 use super::serve::SILENT_PINGS;
 use super::worker::{AgentStdin, AgentWorker};
 use crate::launch::{Spawned, WorkerProcess};
 use crate::process::frame::read_frame;
+use crate::process::Bell;
 use crate::Error;
 
 /// How a link behaves; the launcher chooses.

@@ -22,8 +22,8 @@ mod pipe;
 pub(crate) mod serve;
 mod worker;
 
-pub(crate) use hosts::HostLinks;
 pub(crate) use driver::{on_driver_thread, Output, Polled, Rider};
+pub(crate) use hosts::HostLinks;
 pub(crate) use link::{AgentLink, LinkOptions};
 pub(crate) use worker::AgentWorker;
 

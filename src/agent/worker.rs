@@ -10,13 +10,13 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::frames::{ToAgent, SIGKILL, SIGTERM};
 use super::driver::Rider;
+use super::frames::{ToAgent, SIGKILL, SIGTERM};
 use super::keeper;
 use super::link::Link;
+use crate::launch::WorkerProcess;
 use crate::process::Bell;
 use crate::Error;
-use crate::launch::WorkerProcess;
 
 /// The status reported for a worker whose link was lost (its own is
 /// unknown): what a shell reports for SIGKILL, but never read as one.

@@ -212,9 +212,7 @@ impl Driven {
     fn write(&mut self, progress: &mut bool) -> Option<Instant> {
         let (shared, worker) = (Arc::clone(&self.shared), Arc::clone(&self.worker));
         for _ in 0..STEPS_PER_POLL {
-            let Some(out) = self.stdin.as_mut() else {
-                return None;
-            };
+            let out = self.stdin.as_mut()?;
             match self.writing {
                 Writing::Closed => return None,
                 Writing::Handshake(deadline) => {

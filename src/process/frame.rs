@@ -303,7 +303,9 @@ mod tests {
         bytes.extend_from_slice(&MAGIC[3..]);
         bytes.push(42);
         assert_eq!(find_magic(&bytes, false).unwrap(), Some(7 + MAGIC.len()));
-        assert!(matches!(find_magic(b"banner", true), Err(Error::Protocol(m)) if m.contains("after 6 bytes")));
+        assert!(
+            matches!(find_magic(b"banner", true), Err(Error::Protocol(m)) if m.contains("after 6 bytes"))
+        );
         let flood = vec![b'x'; MAX_NOISE + MAGIC.len()];
         assert!(matches!(find_magic(&flood, false), Err(Error::Protocol(_))));
         assert_eq!(find_magic(&flood[..MAX_NOISE], false).unwrap(), None);

@@ -107,8 +107,12 @@ pub(crate) struct Launched {
     /// For a worker on a host link, which the link's driver thread serves
     /// (`driven.rs`): the link's bell, and its stderr pipe, which must
     /// stay open until the driver takes over its output.
-    pub(crate) linked: Option<(Arc<Bell>, Option<Box<dyn Read + Send>>)>,
+    pub(crate) linked: Option<Linked>,
 }
+
+/// A worker on a host link: the link's bell, and the worker's stderr
+/// pipe (kept open until the driver takes over its output).
+pub(crate) type Linked = (Arc<Bell>, Option<Box<dyn Read + Send>>);
 
 /// The host-link worker behind `process`, if it is one.
 pub(crate) fn agent_worker(process: &mut dyn WorkerProcess) -> Option<&mut AgentWorker> {

@@ -26,8 +26,8 @@
 
 mod bell;
 mod builder;
-mod driven;
 mod child;
+mod driven;
 pub(crate) mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
@@ -46,12 +46,12 @@ mod timer;
 mod worker;
 mod writer;
 
+pub(crate) use bell::Bell;
 pub use builder::ProcessPoolBuilder;
 pub use child::init;
 pub(crate) use child::{hello, take_stdio};
 pub use pool::ProcessPoolExecutor;
 pub(crate) use protocol::WORKER_ENV;
 pub(crate) use reader::handshake;
-pub(crate) use bell::Bell;
 pub(crate) use worker::mark_io_thread;
 pub(crate) use writer::INIT_HINT;

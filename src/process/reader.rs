@@ -9,9 +9,9 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::link::{Fate, Stage};
 use super::frame::Frame;
 use super::link::Sent;
+use super::link::{Fate, Stage};
 use super::protocol::{build_identity, read_frame, skip_to_magic, FromWorker, PROTOCOL_VERSION};
 use super::shared::{Exit, Shared};
 use super::worker::{mark_io_thread, Worker};

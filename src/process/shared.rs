@@ -169,7 +169,10 @@ impl Shared {
     pub(crate) fn add_bell(&self, bell: &Arc<Bell>) {
         let mut bells = self.bells.lock();
         bells.retain(|b| b.strong_count() > 0);
-        if !bells.iter().any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(bell))) {
+        if !bells
+            .iter()
+            .any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(bell)))
+        {
             bells.push(Arc::downgrade(bell));
         }
     }

@@ -223,7 +223,11 @@ fn a_killed_pool_leaves_no_agent_and_no_remote_worker_after_two_seconds() {
         // keepalive of every link, and the one that starts ssh clients).
         // With the test harness's own two: 2 + 2 x 3 + 2 (a writer, reader
         // and stderr thread per worker would be 24 more).
-        let threads: usize = child.line_after("THREADS ").trim().parse().expect("a count");
+        let threads: usize = child
+            .line_after("THREADS ")
+            .trim()
+            .parse()
+            .expect("a count");
         assert!(threads <= 10, "{threads} threads for 2 links of 4 workers");
         let agents: HashSet<u32> = workers.iter().filter_map(|w| parent_of(*w)).collect();
         assert_eq!(agents.len(), 2, "{agents:?}");

@@ -9,10 +9,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::agent::frames::{FromAgent, Stream};
 use crate::agent::link::{read_link, State};
-use crate::process::Bell;
 use crate::agent::pipe::{pipe, PipeReader, PipeWriter};
 use crate::process::frame::{read_frame, MAGIC};
 use crate::process::handshake;
+use crate::process::Bell;
 use crate::Error;
 
 /// The tags [`link_side`] gives: workers `0..LINK_LISTENING` listen, and
