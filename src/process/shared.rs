@@ -314,8 +314,17 @@ impl Shared {
             return Take::Jobs(Some(jobs));
         }
         if queued > 0 {
-            // Left for other workers; make sure one is awake.
-            self.notify_work(true, Some(worker));
+            // Left for other workers; make sure one is awake. Of the link
+            // drivers, only those with a free worker: a busy one would only
+            // pass the wake-up on, and two would pass it back and forth.
+            self.work.notify_all();
+            for w in &st.workers {
+                if let Some(bell) = &w.bell {
+                    if !std::ptr::eq(Arc::as_ptr(w), worker) && !w.leaving() && w.load().1 {
+                        bell.ring();
+                    }
+                }
+            }
         } else if st.closing {
             return Take::Jobs(None);
         } else if idle {

@@ -32,6 +32,18 @@ fn threads_of(pid: u32) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// The CPU time this process has used, user and system, in clock ticks
+/// (fields 14 and 15 of /proc/self/stat).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Field 3 (the state) is the first after the name.
+    let tick = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+    tick(14).unwrap_or(0) + tick(15).unwrap_or(0)
+}
+
 /// Sleeps `ms`, then says which process ran it.
 fn nap_pid(ms: u64) -> u32 {
     thread::sleep(Duration::from_millis(ms));
@@ -206,7 +218,34 @@ fn child_pool_to_be_killed() {
         .collect();
     println!("PIDS {}", pids.join(" "));
     println!("THREADS {}", threads_of(std::process::id()));
+    // Every worker idle: what the pool's threads burn in a second.
+    let before = cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    println!("IDLE_TICKS {}", cpu_ticks() - before);
     thread::sleep(LONG * 6);
+}
+
+#[test]
+fn a_link_costs_three_threads_whatever_its_workers_and_no_cpu_when_idle() {
+    over_ssh(|_config| {
+        let child = ChildRun::start(
+            &test_path(module_path!(), "child_pool_to_be_killed"),
+            &[("CF_CHILD_KILLED", "1")],
+        );
+        assert_eq!(parse_pids(&child.line_after("PIDS ")).len(), 8);
+        // A link costs three threads whatever its workers (its reader, its
+        // driver, the agent's stderr); two serve the whole process (the
+        // keepalive of every link, and the one that starts ssh clients).
+        // With the test harness's own two: 2 + 2 x 3 + 2 (a writer, reader
+        // and stderr thread per worker would be 24 more).
+        let threads: usize = child.line_after("THREADS ").parse().expect("a count");
+        assert!(threads <= 10, "{threads} threads for 2 links of 4 workers");
+        // Idle, the drivers wait for their bells: a second of it costs
+        // (far) less than a tenth of a second of CPU. A driver that polled
+        // in a loop would burn the whole second.
+        let ticks: u64 = child.line_after("IDLE_TICKS ").parse().expect("ticks");
+        assert!(ticks < 10, "{ticks} ticks of CPU in an idle second");
+    });
 }
 
 #[test]

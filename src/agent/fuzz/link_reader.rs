@@ -20,6 +20,9 @@ use crate::Error;
 const LINK_GIVEN: u32 = 4;
 /// See [`LINK_GIVEN`].
 const LINK_LISTENING: u32 = 3;
+/// The listening worker whose output goes to a rider (as the pool's
+/// driver takes it) rather than to pipes: it must get the same bytes.
+const DRIVEN_TAG: u32 = 1;
 
 /// What one worker got from a run of the link reader, or what it should
 /// have got.
@@ -64,18 +67,20 @@ fn run_link(data: &[u8], given: u32, listening: u32) -> LinkRun {
         for tag in listening..given {
             st.workers.remove(&tag);
         }
+        if let Some(slot) = st.workers.get_mut(&DRIVEN_TAG) {
+            slot.drive();
+        }
     }
     // A let-go worker's readers are gone with its handle.
     pipes.truncate(listening as usize);
     let mut r = data;
     let outcome = read_link(&mut r, "fuzz", &state, &changed, &Bell::default());
-    let st = state.lock();
+    let mut st = state.lock();
     let workers = pipes
         .into_iter()
         .enumerate()
         .map(|(tag, streams)| {
-            let slot = st.workers.get(&(tag as u32));
-            let output = streams.map(|(w, mut r)| {
+            let mut output = streams.map(|(w, mut r)| {
                 // What `lose` does when the reader stops.
                 w.close();
                 let mut bytes = Vec::new();
@@ -83,6 +88,13 @@ fn run_link(data: &[u8], given: u32, listening: u32) -> LinkRun {
                 let _ = r.read_to_end(&mut bytes);
                 bytes
             });
+            if tag as u32 == DRIVEN_TAG {
+                if let Some(slot) = st.workers.get_mut(&DRIVEN_TAG) {
+                    let out = slot.take_output();
+                    output = [out.stdout, out.stderr];
+                }
+            }
+            let slot = st.workers.get(&(tag as u32));
             Seen {
                 started: slot.and_then(|s| s.started.clone()),
                 status: slot.and_then(|s| s.status),
