@@ -4,15 +4,22 @@
 //! can run the state machines through every interleaving. Both sides have
 //! parking_lot's API: `lock()` returns the guard, `Condvar::wait(&mut guard)`,
 //! `wait_until(&mut guard, deadline)`, `MutexGuard::unlocked(&mut guard, f)`;
-//! and std's `current()`, `park()`, `park_timeout(d)`, `Thread::unpark()`.
+//! and std's `current()`, `park()`, `park_timeout(d)`, `Thread::unpark()`
+//! and `AtomicBool`. The process pool's queue and its workers' links use
+//! them too, for the model of a writer's wake-up in
+//! `src/process/loom_model.rs`.
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::AtomicBool;
 #[cfg(not(loom))]
 pub(crate) use std::thread::{current, park, park_timeout, Thread};
 
 #[cfg(loom)]
 pub(crate) use self::model::{park_timeout, Condvar, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicBool;
 #[cfg(loom)]
 pub(crate) use loom::thread::{current, park, Thread};
 

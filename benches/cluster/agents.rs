@@ -143,6 +143,25 @@ fn threads() -> usize {
         .unwrap_or(0)
 }
 
+/// This process's thread count once it has not changed for a second (at
+/// most 10 s): the threads of links closing meanwhile are gone.
+fn settled_threads() -> usize {
+    let mut last = threads();
+    let mut since = Instant::now();
+    let began = since;
+    while since.elapsed() < std::time::Duration::from_secs(1)
+        && began.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = threads();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
+}
+
 /// The processes under this one (children, theirs, ...) whose command
 /// name is `comm`, from /proc.
 fn descendants_named(comm: &str) -> usize {
@@ -263,7 +282,9 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
     // those it had before the pool; beside it, the same for 1 host x 1 slot
     // (one link, one worker: what a link costs whatever its slots).
     let cost = |hosts: &[(&str, usize)]| -> (usize, isize, Up) {
-        let before = threads();
+        // The links of the pools before close a second after their last
+        // worker; their threads end then.
+        let before = settled_threads();
         let launcher = hosts.iter().fold(ssh(config), |s, &(h, k)| s.host(h, k));
         let n = hosts.iter().map(|h| h.1).sum();
         let t = Instant::now();

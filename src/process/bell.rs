@@ -7,13 +7,21 @@
 
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 /// Rung any number of times; a wait returns once after one or more rings.
-#[derive(Debug, Default)]
 pub(crate) struct Bell {
     rung: Mutex<bool>,
     cond: Condvar,
+}
+
+impl Default for Bell {
+    fn default() -> Self {
+        Bell {
+            rung: Mutex::new(false),
+            cond: Condvar::new(),
+        }
+    }
 }
 
 impl Bell {
@@ -44,7 +52,7 @@ impl Bell {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

@@ -35,6 +35,8 @@ mod inbox;
 mod job;
 mod launcher;
 mod link;
+#[cfg(all(test, loom))]
+mod loom_model;
 mod pace;
 mod pool;
 mod protocol;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use super::bell::Bell;
 use super::builder::Config;
@@ -119,7 +119,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     seq: AtomicU64,
     /// Held while a `shutdown` joins the threads.
-    joining: Mutex<()>,
+    joining: parking_lot::Mutex<()>,
     pub(crate) timer: Timer,
     /// The bells of the host links whose driver threads serve workers of
     /// this pool: rung whenever `work` is signalled (empty for a pool
@@ -159,7 +159,7 @@ impl Shared {
             changed: Condvar::new(),
             counters: Arc::default(),
             seq: AtomicU64::new(0),
-            joining: Mutex::new(()),
+            joining: parking_lot::Mutex::new(()),
             timer: Timer::default(),
             bells: Mutex::new(Vec::new()),
         }
@@ -702,7 +702,7 @@ impl Pool for Shared {
         crate::agent::on_driver_thread() || self.state.lock().threads.include_current()
     }
 
-    fn joining(&self) -> &Mutex<()> {
+    fn joining(&self) -> &parking_lot::Mutex<()> {
         &self.joining
     }
 

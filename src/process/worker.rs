@@ -3,12 +3,14 @@
 //! the pool stops it or asks for a task back.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
+
+use crate::sync::{AtomicBool, Condvar};
 
 use super::bell::Bell;
 use super::launcher::StderrTail;
@@ -33,7 +35,7 @@ pub(crate) struct Worker {
     pub(crate) pid: Option<u32>,
     /// Where it runs (`None`: here), for error messages.
     pub(crate) label: Option<String>,
-    pub(crate) link: Mutex<Link>,
+    pub(crate) link: crate::sync::Mutex<Link>,
     /// Signalled when the stage changes or room opens.
     pub(crate) cond: Condvar,
     pub(crate) process: Mutex<Option<Box<dyn WorkerProcess>>>,
@@ -75,7 +77,7 @@ impl Worker {
             Worker {
                 pid: process.pid(),
                 label,
-                link: Mutex::new(Link::new()),
+                link: crate::sync::Mutex::new(Link::new()),
                 cond: Condvar::new(),
                 process: Mutex::new(Some(process)),
                 tail,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::MutexGuard;
+use crate::sync::MutexGuard;
 
 use super::job::Job;
 use super::link::{Fate, Link, Stage};
