@@ -305,6 +305,14 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
             up_figure(&[up], 64)
         ),
     );
+    // Hundreds of workers: 4 hosts (aliases of the two loopback sshds) x
+    // 64 slots, 256 workers on this machine.
+    let (clients, grown, up) = cost(&[("node1", 64), ("node2", 64), ("wide1", 64), ("wide2", 64)]);
+    row(
+        "ssh",
+        "4 hosts x 64 slots: ssh clients / parent threads",
+        format!("{clients} / +{grown} ({})", up_figure(&[up], 256)),
+    );
 
     // 3. Job steps of a Slurm pool.
     slurm_steps();
@@ -382,6 +390,30 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
             .collect(),
     );
     p.shutdown();
+    // The same pipelined round trips with 64 workers behind the one link:
+    // what one driver thread serving 64 workers costs.
+    let p = pool(ssh(config).host("node1", ROUND_SLOTS))
+        .build()
+        .expect("pool");
+    let up = gated_start(&p, ROUND_SLOTS, Instant::now());
+    let wide = median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                let fs: Vec<Future<u64>> =
+                    (0..PIPELINED).map(|i| p.submit(task!(noop), i)).collect();
+                let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
+                std::hint::black_box(s);
+                PIPELINED as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    p.shutdown();
+    row(
+        "ssh",
+        "round trips through one host link (64 slots), pipelined x10,000",
+        format!("{wide:.0}/s ({})", up_figure(&[up], ROUND_SLOTS)),
+    );
     row(
         "ssh",
         "round trips through one host link (2 slots), pipelined x10,000",
