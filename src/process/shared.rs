@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::sync::{AtomicBool, Condvar, Mutex, MutexGuard};
 
 use super::bell::Bell;
 use super::builder::Config;
@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     /// this pool: rung whenever `work` is signalled (empty for a pool
     /// whose workers have threads of their own).
     bells: Mutex<Vec<Weak<Bell>>>,
+    /// A bell was ever added: until then `notify_work` skips their lock.
+    any_bells: AtomicBool,
 }
 
 /// What [`Shared::poll_jobs`] found.
@@ -162,12 +164,14 @@ impl Shared {
             joining: parking_lot::Mutex::new(()),
             timer: Timer::default(),
             bells: Mutex::new(Vec::new()),
+            any_bells: AtomicBool::new(false),
         }
     }
 
     /// Rings `bell` too whenever writers are woken for work.
     pub(crate) fn add_bell(&self, bell: &Arc<Bell>) {
         let mut bells = self.bells.lock();
+        self.any_bells.store(true, Ordering::Release);
         bells.retain(|b| b.strong_count() > 0);
         if !bells
             .iter()
@@ -185,6 +189,9 @@ impl Shared {
             self.work.notify_all();
         } else {
             self.work.notify_one();
+        }
+        if !self.any_bells.load(Ordering::Acquire) {
+            return;
         }
         let bells = self.bells.lock();
         if bells.is_empty() {
