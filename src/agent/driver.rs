@@ -17,7 +17,8 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::link::{Link, Slot};
+use super::link::Link;
+use super::slots::Slot;
 
 /// The output one worker's agent relayed since the rider last looked.
 #[derive(Debug, Default)]

@@ -20,6 +20,7 @@ mod keeper;
 mod link;
 mod pipe;
 pub(crate) mod serve;
+mod slots;
 mod worker;
 
 pub(crate) use driver::{on_driver_thread, Output, Polled, Rider};

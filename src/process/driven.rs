@@ -16,13 +16,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dispatch::Take;
 use super::frame::{find_magic, frame_buffered, read_frame};
 use super::launcher::relay_stderr_line;
 use super::reader::{
     check_hello, closed_in_handshake, failed, greeted, kill, on_frame, try_reap, Ending, Reaped,
     REAP_GRACE,
 };
-use super::shared::{Shared, Take};
+use super::shared::Shared;
 use super::worker::Worker;
 use super::writer::{handshake_state, poll_step, retire, Handshake, Sender, Step, INIT_HINT};
 use crate::agent::{Output, Polled, Rider};

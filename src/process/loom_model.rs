@@ -25,10 +25,11 @@ use loom::thread;
 
 use super::bell::Bell;
 use super::builder::Config;
+use super::dispatch::Take;
 use super::job::{Job, Payload, Place, Ticket};
 use super::launcher::StderrTail;
 use super::link::Stage;
-use super::shared::{Shared, Take};
+use super::shared::Shared;
 use super::worker::Worker;
 use crate::launch::{Local, WorkerProcess, WorkerSpec};
 use crate::stats::Counters;

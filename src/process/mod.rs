@@ -27,6 +27,7 @@
 mod bell;
 mod builder;
 mod child;
+mod dispatch;
 mod driven;
 pub(crate) mod frame;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -1,7 +1,8 @@
 //! What a process pool's handle, writers and readers share: the queue of
 //! tasks no worker holds yet, the workers, and the rules for a worker's
 //! end (break the pool, or replace the worker and send what it had not
-//! started elsewhere).
+//! started elsewhere). How much of the queue a worker takes, and the
+//! wake-ups around it, are `dispatch.rs`.
 //!
 //! Lock order: the pool's `state`, then a worker's `link`, then the
 //! timer's. Nothing takes `state` while holding a `link`.
@@ -29,9 +30,6 @@ use crate::{Error, Shutdown};
 /// The pause before another launch after workers in a row died before
 /// they were ready (while others live): 0.1 s, doubling to 30 s.
 const LAUNCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-
-/// A writer takes at most this many bytes of arguments at once.
-const BATCH_BYTES: usize = 1 << 20;
 
 /// Where a worker runs, for events and `stats()`: its launcher's label, or
 /// `localhost`.
@@ -106,7 +104,7 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Signalled when tasks are queued, shutdown begins or a worker goes:
     /// what writers waiting for tasks wait on.
-    work: Condvar,
+    pub(super) work: Condvar,
     /// Signalled when a worker goes or a launch ends: what a shutdown
     /// with a deadline waits on.
     pub(super) changed: Condvar,
@@ -124,17 +122,9 @@ pub(crate) struct Shared {
     /// The bells of the host links whose driver threads serve workers of
     /// this pool: rung whenever `work` is signalled (empty for a pool
     /// whose workers have threads of their own).
-    bells: Mutex<Vec<Weak<Bell>>>,
+    pub(super) bells: Mutex<Vec<Weak<Bell>>>,
     /// A bell was ever added: until then `notify_work` skips their lock.
-    any_bells: AtomicBool,
-}
-
-/// What [`Shared::poll_jobs`] found.
-pub(crate) enum Take {
-    /// As [`Shared::take_jobs`] returns.
-    Jobs(Option<Vec<Job>>),
-    /// Nothing to take yet: poll again when rung, or at this time.
-    Wait(Option<Instant>),
+    pub(super) any_bells: AtomicBool,
 }
 
 impl Shared {
@@ -168,51 +158,8 @@ impl Shared {
         }
     }
 
-    /// Rings `bell` too whenever writers are woken for work.
-    pub(crate) fn add_bell(&self, bell: &Arc<Bell>) {
-        let mut bells = self.bells.lock();
-        self.any_bells.store(true, Ordering::Release);
-        bells.retain(|b| b.strong_count() > 0);
-        if !bells
-            .iter()
-            .any(|b| std::ptr::eq(b.as_ptr(), Arc::as_ptr(bell)))
-        {
-            bells.push(Arc::downgrade(bell));
-        }
-    }
-
-    /// Wakes the writers waiting for work (one, unless `all`), and every
-    /// link driver but the one of `except`'s bell: a driver that passes on
-    /// a wake-up must not wake itself, or it would never rest.
-    fn notify_work(&self, all: bool, except: Option<&Worker>) {
-        if all {
-            self.work.notify_all();
-        } else {
-            self.work.notify_one();
-        }
-        if !self.any_bells.load(Ordering::Acquire) {
-            return;
-        }
-        let bells = self.bells.lock();
-        if bells.is_empty() {
-            return;
-        }
-        let own = except.and_then(|w| w.bell.as_ref()).map(Arc::as_ptr);
-        for bell in bells.iter().filter_map(Weak::upgrade) {
-            if Some(Arc::as_ptr(&bell)) != own {
-                bell.ring();
-            }
-        }
-    }
-
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Wakes the writers for `n` jobs queued with `enqueue(.., false)`.
-    pub(crate) fn wake_writers(&self, n: usize) {
-        let _st = self.state.lock();
-        self.notify_work(n != 1, None);
     }
 
     /// Queues a job (or fails it if the pool refuses work) and starts a
@@ -246,176 +193,6 @@ impl Shared {
             self.notify_work(false, None);
         }
         self.start_if_needed(st);
-    }
-
-    /// Queued jobs for `worker`, as many as its window has room for (at
-    /// most `left`), waiting until there are any. While other workers wait
-    /// idle, a worker takes only its share: a busy one leaves each idle one
-    /// at least as many, so a job never queues behind a running task while
-    /// a worker is idle, and a burst is split evenly.
-    /// `Some` of nothing if the room closed meanwhile; `None` once the
-    /// worker is gone, or the pool is shutting down and nothing is queued.
-    pub(crate) fn take_jobs(&self, worker: &Worker, left: Option<usize>) -> Option<Vec<Job>> {
-        let mut st = self.state.lock();
-        let taken = loop {
-            match self.try_take(&mut st, worker, left) {
-                Take::Jobs(taken) => break taken,
-                Take::Wait(Some(t)) => {
-                    self.work.wait_until(&mut st, t);
-                }
-                Take::Wait(None) => self.work.wait(&mut st),
-            }
-        };
-        self.took(&st, worker);
-        taken
-    }
-
-    /// [`take_jobs`](Self::take_jobs) without the wait, for a worker that
-    /// a host link's driver serves: the driver is rung when it may try
-    /// again.
-    pub(crate) fn poll_jobs(&self, worker: &Worker, left: Option<usize>) -> Take {
-        let mut st = self.state.lock();
-        let take = self.try_take(&mut st, worker, left);
-        if let Take::Jobs(_) = &take {
-            self.took(&st, worker);
-        }
-        take
-    }
-
-    /// One look at the queue for [`take_jobs`](Self::take_jobs).
-    fn try_take(&self, st: &mut State, worker: &Worker, left: Option<usize>) -> Take {
-        if worker.leaving() {
-            return Take::Jobs(None);
-        }
-        // Set before this worker's tasks are counted: a reader that then
-        // takes an answer off them sees the flag and wakes us (see
-        // `answered`), so a share that grows is never missed.
-        worker.waiting.store(true, Ordering::SeqCst);
-        let (room, held, idle, stranded) = {
-            let link = worker.link.lock();
-            let now = Instant::now();
-            let stranded = link.stranded_at();
-            if !link.to_send.is_empty() || stranded.is_some_and(|t| t <= now) {
-                // Recalls to send: the writer's own loop does it.
-                return Take::Jobs(Some(Vec::new()));
-            }
-            (link.room(now), link.held.len(), link.idle(), stranded)
-        };
-        let room = left.map_or(room, |l| room.min(l));
-        if room == 0 {
-            return Take::Jobs(Some(Vec::new()));
-        }
-        let queued = st.queue.len();
-        let share = self.share(st, worker, held, idle);
-        let take = room.min(share);
-        if take > 0 {
-            let mut jobs = Vec::with_capacity(take);
-            let mut bytes = 0;
-            while jobs.len() < take && bytes < BATCH_BYTES {
-                let Some(job) = st.queue.pop_front() else {
-                    break;
-                };
-                bytes += job.payload.bytes().len();
-                jobs.push(job);
-            }
-            return Take::Jobs(Some(jobs));
-        }
-        if queued > 0 {
-            // Left for other workers; make sure one is awake. Of the link
-            // drivers, only those with a free worker: a busy one would only
-            // pass the wake-up on, and two would pass it back and forth.
-            self.work.notify_all();
-            for w in &st.workers {
-                if let Some(bell) = &w.bell {
-                    if !std::ptr::eq(Arc::as_ptr(w), worker) && !w.leaving() && w.load().1 {
-                        bell.ring();
-                    }
-                }
-            }
-        } else if st.closing {
-            return Take::Jobs(None);
-        } else if idle {
-            // Out of work: a worker holding tasks behind one that runs
-            // long may now give them to us.
-            for w in &st.workers {
-                if !std::ptr::eq(Arc::as_ptr(w), worker) {
-                    w.wake_if_stranded();
-                }
-            }
-        }
-        // What this worker holds behind its running task is recalled once
-        // that task has run long: wake up then.
-        Take::Wait(stranded)
-    }
-
-    /// `worker` took what it could: it waits no more.
-    fn took(&self, st: &State, worker: &Worker) {
-        worker.waiting.store(false, Ordering::SeqCst);
-        if !st.queue.is_empty() {
-            // Jobs are left: for idle workers (which nobody else wakes if
-            // the wake-up that brought us here was theirs), or beyond what
-            // we could take. Pass the wake-up on to a writer that can.
-            self.notify_work(true, Some(worker));
-        }
-    }
-
-    /// How many queued jobs `worker` (holding `held`) may take. Each
-    /// worker that takes tasks, starting ones included, gets an even share
-    /// of everything outstanding (queued and held), less what it holds. A
-    /// worker that holds tasks takes nothing while another worker is free
-    /// (ready and holding nothing, or starting): a job never queues behind
-    /// a running task, whose length nobody knows yet, while a worker could
-    /// start it; a free worker takes its part of the queue. So a burst is
-    /// split evenly however deep a window a worker learned on earlier
-    /// tasks, and a starting worker gets its part.
-    fn share(&self, st: &State, worker: &Worker, held: usize, idle: bool) -> usize {
-        let queued = st.queue.len();
-        let (mut places, mut outstanding) = (1 + st.starting, queued + held);
-        let mut others_free = st.starting;
-        for w in &st.workers {
-            if std::ptr::eq(Arc::as_ptr(w), worker) || w.leaving() {
-                continue;
-            }
-            let (held, free) = w.load();
-            places += 1;
-            outstanding += held;
-            others_free += usize::from(free);
-        }
-        let even = outstanding.div_ceil(places).saturating_sub(held);
-        let for_free = if idle {
-            queued.div_ceil(others_free + 1)
-        } else if others_free > 0 {
-            0
-        } else {
-            queued
-        };
-        even.min(for_free)
-    }
-
-    /// True if a worker other than `worker` could start a task now: it is
-    /// ready and holds nothing, or it is starting.
-    pub(crate) fn another_is_free(&self, worker: &Worker) -> bool {
-        let st = self.state.lock();
-        st.starting > 0
-            || st
-                .workers
-                .iter()
-                .any(|w| !std::ptr::eq(Arc::as_ptr(w), worker) && !w.leaving() && w.load().1)
-    }
-
-    /// A reader took an answer off `worker`'s tasks: if its writer waits
-    /// for work, its share may have grown; wake it.
-    pub(crate) fn answered(&self, worker: &Worker) {
-        if worker.waiting.load(Ordering::SeqCst) && !self.state.lock().queue.is_empty() {
-            self.notify_work(true, None);
-        }
-    }
-
-    /// Wakes the writers waiting for work, so that `worker`'s sees the
-    /// recalls it is to send.
-    pub(crate) fn wake_for_recall(&self) {
-        let _st = self.state.lock();
-        self.notify_work(true, None);
     }
 
     /// A worker gave back a task it held: `cancelled`, whose future is

@@ -8,8 +8,8 @@ use std::io::Read;
 use parking_lot::{Condvar, Mutex};
 
 use crate::agent::frames::{FromAgent, Stream};
-use crate::agent::link::{read_link, State};
 use crate::agent::pipe::{pipe, PipeReader, PipeWriter};
+use crate::agent::slots::{read_link, State};
 use crate::process::frame::{read_frame, MAGIC};
 use crate::process::handshake;
 use crate::process::Bell;
