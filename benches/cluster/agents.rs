@@ -143,6 +143,24 @@ fn threads() -> usize {
         .unwrap_or(0)
 }
 
+/// Pipelined round trips per second through `pool`, the median of `reps`
+/// runs: `PIPELINED` no-ops submitted, then their results.
+fn pipelined_round_trips(pool: &ProcessPoolExecutor, reps: usize) -> f64 {
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                let fs: Vec<Future<u64>> = (0..PIPELINED)
+                    .map(|i| pool.submit(task!(noop), i))
+                    .collect();
+                let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
+                std::hint::black_box(s);
+                PIPELINED as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
 /// This process's thread count once it has not changed for a second (at
 /// most 10 s): the threads of links closing meanwhile are gone.
 fn settled_threads() -> usize {
@@ -366,18 +384,7 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
     for f in warm {
         f.result().expect("warm");
     }
-    let pipelined = median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                let fs: Vec<Future<u64>> =
-                    (0..PIPELINED).map(|i| p.submit(task!(noop), i)).collect();
-                let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
-                std::hint::black_box(s);
-                PIPELINED as f64 / t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
+    let pipelined = pipelined_round_trips(&p, reps);
     let sequential = median(
         (0..reps)
             .map(|_| {
@@ -396,18 +403,7 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
         .build()
         .expect("pool");
     let up = gated_start(&p, ROUND_SLOTS, Instant::now());
-    let wide = median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                let fs: Vec<Future<u64>> =
-                    (0..PIPELINED).map(|i| p.submit(task!(noop), i)).collect();
-                let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
-                std::hint::black_box(s);
-                PIPELINED as f64 / t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
+    let wide = pipelined_round_trips(&p, reps);
     p.shutdown();
     row(
         "ssh",
