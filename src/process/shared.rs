@@ -45,6 +45,22 @@ pub(crate) fn pid_of(worker: &Worker) -> Option<u32> {
     worker.pid.or_else(|| worker.link.lock().hello_pid)
 }
 
+/// What the pool does about a worker's end, decided under its lock.
+enum Verdict {
+    /// The pool was already broken, for this reason.
+    Broken(String),
+    /// It retired or the pool shut down.
+    Clean,
+    /// The pool stopped it on purpose.
+    Stopped,
+    /// A replacement takes over (a time limit, a retry, `restart_workers`).
+    Replace,
+    /// It never became ready while others live: launches wait this long.
+    BackOff(Duration),
+    /// Its death breaks the pool: the queued jobs and workers to end.
+    Break(VecDeque<Job>, Vec<Arc<Worker>>),
+}
+
 /// A worker's end, as its reader reports it to the pool.
 pub(crate) struct Exit {
     /// What it held: the front may have started, the rest never did.
@@ -255,12 +271,23 @@ impl Shared {
             if st.broken.is_some() {
                 return;
             }
-            st.broken = Some(reason.clone());
-            self.notify_work(true, None);
-            (std::mem::take(&mut st.queue), st.workers.clone())
+            self.mark_broken(&mut st, &reason)
         };
+        self.broke(&reason, queued, workers);
+    }
+
+    /// Marks the pool broken (it is not yet) and takes what it must end:
+    /// the queued jobs and the workers, for [`broke`](Self::broke).
+    fn mark_broken(&self, st: &mut State, reason: &str) -> (VecDeque<Job>, Vec<Arc<Worker>>) {
+        st.broken = Some(reason.to_string());
+        self.notify_work(true, None);
+        (std::mem::take(&mut st.queue), st.workers.clone())
+    }
+
+    /// The pool just broke: fails what was queued and stops the workers.
+    fn broke(&self, reason: &str, queued: VecDeque<Job>, workers: Vec<Arc<Worker>>) {
         tracing::error!(target: "concurrent_futures", %reason, "pool broken");
-        fail_all(queued, &Error::BrokenPool(reason));
+        fail_all(queued, &Error::BrokenPool(reason.to_string()));
         for w in workers {
             w.stop(
                 Fate::Stopped("stopped because the pool broke".into()),
@@ -302,34 +329,6 @@ impl Shared {
         }
         held = kept;
         lifecycle::cancel_all(cancelled);
-        let broken = {
-            let mut st = self.state.lock();
-            st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
-            if !clean {
-                st.last_error = Some(reason.clone());
-            }
-            self.notify_work(true, None);
-            self.changed.notify_all();
-            st.broken.clone()
-        };
-        let (host, pid) = (host_of(worker), pid_of(worker));
-        // What it held and did not answer, as jobs (the front may have run:
-        // it is failed, never run again).
-        let jobs = |held: VecDeque<Sent>| held.into_iter().map(|s| s.job);
-        if let Some(b) = broken {
-            tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
-            return fail_all(jobs(held), &Error::BrokenPool(b));
-        }
-        if clean {
-            // Retired or shut down: a successor takes what is queued.
-            let st = self.state.lock();
-            if st.closing {
-                tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
-            } else {
-                tracing::info!(target: "concurrent_futures", host, pid, %status, "worker retired");
-            }
-            return self.start_if_needed(st);
-        }
         let ran_past_limit = matches!(
             (&fate, held.front()),
             (Some(Fate::TimeLimit { seq, .. }), Some(front)) if front.seq == *seq
@@ -338,79 +337,134 @@ impl Shared {
         // the kill landed (then the front, if any, is the task after it):
         // not a crash, so never a broken pool.
         let time_limit = matches!(fate, Some(Fate::TimeLimit { .. }));
-        if matches!(fate, Some(Fate::Stopped(_))) {
-            // Stopped on purpose (kill_workers, terminate_workers).
-            tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
-            return fail_all(jobs(held), &Error::BrokenPool(reason));
-        }
+        // Stopped on purpose (kill_workers, terminate_workers).
+        let stopped = matches!(fate, Some(Fate::Stopped(_)));
         let became_ready = matches!(was, Stage::Ready | Stage::Retiring);
         // A ready worker died on its own under a task with a retry left:
         // the task runs again elsewhere, so the pool goes on.
         let retry =
             fate.is_none() && became_ready && held.front().is_some_and(|s| s.job.retries_left > 0);
-        if time_limit || retry || (self.config.restart_workers && became_ready) {
-            let c = self.counters.ends();
-            c.restarts.fetch_add(1, Ordering::Relaxed);
-            if let Some(Fate::TimeLimit { limit, .. }) = fate {
-                c.time_limit_kills.fetch_add(1, Ordering::Relaxed);
-                let limit_ms = limit.as_millis() as u64;
-                tracing::warn!(target: "concurrent_futures", host, pid, limit_ms, "worker killed at a time limit; replacing it");
-            } else {
-                tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker replaced");
+        let replace = time_limit || retry || (self.config.restart_workers && became_ready);
+        // Decided under the same lock that takes the worker out: once it is
+        // gone from the pool's workers, a submit sees the pool broken if
+        // its death breaks it, never a fresh worker in between.
+        let verdict = {
+            let mut st = self.state.lock();
+            st.workers.retain(|w| !std::ptr::eq(Arc::as_ptr(w), worker));
+            if !clean {
+                st.last_error = Some(reason.clone());
             }
-            // Only the task that ran fails (or runs again); the others
-            // never started. The pool goes on: a death is `WorkerDied`.
-            let again = match (held.pop_front(), fate) {
-                (Some(front), Some(Fate::TimeLimit { limit, .. })) if ran_past_limit => {
-                    let error = front.job.limit_error(limit);
-                    front.job.finish(Err(error));
-                    None
+            self.notify_work(true, None);
+            self.changed.notify_all();
+            if let Some(b) = st.broken.clone() {
+                Verdict::Broken(b)
+            } else if clean {
+                Verdict::Clean
+            } else if stopped {
+                Verdict::Stopped
+            } else if replace {
+                Verdict::Replace
+            } else if let Some(delay) = self
+                .config
+                .restart_workers
+                .then(|| Self::back_off(&mut st))
+                .flatten()
+            {
+                Verdict::BackOff(delay)
+            } else {
+                let (queued, workers) = self.mark_broken(&mut st, &others);
+                Verdict::Break(queued, workers)
+            }
+        };
+        let (host, pid) = (host_of(worker), pid_of(worker));
+        // What it held and did not answer, as jobs (the front may have run:
+        // it is failed, never run again).
+        let jobs = |held: VecDeque<Sent>| held.into_iter().map(|s| s.job);
+        match verdict {
+            Verdict::Broken(b) => {
+                tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
+                fail_all(jobs(held), &Error::BrokenPool(b));
+            }
+            Verdict::Clean => {
+                // Retired or shut down: a successor takes what is queued.
+                let st = self.state.lock();
+                if st.closing {
+                    tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
+                } else {
+                    tracing::info!(target: "concurrent_futures", host, pid, %status, "worker retired");
                 }
-                (Some(front), None) => front.job.died(reason, lost),
-                (Some(front), _) => {
-                    let error = front.job.died_error(reason, true, lost);
-                    front.job.finish(Err(error));
-                    None
+                self.start_if_needed(st);
+            }
+            Verdict::Stopped => {
+                tracing::debug!(target: "concurrent_futures", host, pid, %status, "worker exited");
+                fail_all(jobs(held), &Error::BrokenPool(reason));
+            }
+            Verdict::Replace => {
+                let c = self.counters.ends();
+                c.restarts.fetch_add(1, Ordering::Relaxed);
+                if let Some(Fate::TimeLimit { limit, .. }) = fate {
+                    c.time_limit_kills.fetch_add(1, Ordering::Relaxed);
+                    let limit_ms = limit.as_millis() as u64;
+                    tracing::warn!(target: "concurrent_futures", host, pid, limit_ms, "worker killed at a time limit; replacing it");
+                } else {
+                    tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker replaced");
                 }
-                (None, _) => None,
-            };
-            return self.reroute(again.into_iter().chain(jobs(held)));
+                // Only the task that ran fails (or runs again); the others
+                // never started. The pool goes on: a death is `WorkerDied`.
+                let again = match (held.pop_front(), fate) {
+                    (Some(front), Some(Fate::TimeLimit { limit, .. })) if ran_past_limit => {
+                        let error = front.job.limit_error(limit);
+                        front.job.finish(Err(error));
+                        None
+                    }
+                    (Some(front), None) => front.job.died(reason, lost),
+                    (Some(front), _) => {
+                        let error = front.job.died_error(reason, true, lost);
+                        front.job.finish(Err(error));
+                        None
+                    }
+                    (None, _) => None,
+                };
+                self.reroute(again.into_iter().chain(jobs(held)));
+            }
+            Verdict::BackOff(delay) => {
+                // Never ready, but other workers live (another host may be
+                // down while this one works): try again later.
+                tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker died");
+                let delay_ms = delay.as_millis() as u64;
+                tracing::warn!(target: "concurrent_futures", %reason, delay_ms, "a worker failed before it was ready; the pool goes on with its other workers and launches again after a backoff");
+                fail_all(jobs(held), &Error::BrokenPool(reason));
+            }
+            Verdict::Break(queued, workers) => {
+                // A worker that was never ready, alone, breaks the pool
+                // under either policy: its replacement would fail the same
+                // way, and restarting would start processes without end. A
+                // worker that died in a task fails that task with its
+                // reason; everything else hears that it died under another
+                // task, and which.
+                tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker died");
+                self.broke(&others, queued, workers);
+                if let Some(front) = held.pop_front() {
+                    let error = front.job.died_error(reason, false, lost);
+                    front.job.finish(Err(error));
+                }
+                fail_all(jobs(held), &Error::BrokenPool(others));
+            }
         }
-        tracing::warn!(target: "concurrent_futures", host, pid, %status, %reason, "worker died");
-        if self.config.restart_workers && self.backs_off(&reason) {
-            // Never ready, but other workers live (another host may be
-            // down while this one works): try again later.
-            return fail_all(jobs(held), &Error::BrokenPool(reason));
-        }
-        // A worker that was never ready, alone, breaks the pool under
-        // either policy: its replacement would fail the same way, and
-        // restarting would start processes without end. A worker that
-        // died in a task fails that task with its reason; everything else
-        // hears that it died under another task, and which.
-        self.break_pool(others);
-        if let Some(front) = held.pop_front() {
-            let error = front.job.died_error(reason.clone(), false, lost);
-            front.job.finish(Err(error));
-        }
-        let broke = self.state.lock().broken.clone().unwrap_or(reason);
-        fail_all(jobs(held), &Error::BrokenPool(broke));
     }
 
     /// A worker died before it was ready. If other workers live, the pool
     /// goes on without it and launches no other before a backoff (0.1 s,
-    /// doubling to 30 s; a worker that becomes ready resets it): true.
-    /// False if no worker is left.
-    fn backs_off(&self, reason: &str) -> bool {
-        let mut st = self.state.lock();
+    /// doubling to 30 s; a worker that becomes ready resets it): the
+    /// backoff. `None` if no worker is left.
+    fn back_off(st: &mut State) -> Option<Duration> {
         if st.workers.is_empty() && st.starting == 0 {
-            return false;
+            return None;
         }
         st.failed_starts = st.failed_starts.saturating_add(1);
         let delay = LAUNCH_BACKOFF.after(st.failed_starts);
         st.launch_after = Some(Instant::now() + delay);
-        let delay_ms = delay.as_millis() as u64;
-        tracing::warn!(target: "concurrent_futures", %reason, delay_ms, "a worker failed before it was ready; the pool goes on with its other workers and launches again after a backoff");
-        true
+        Some(delay)
     }
 
     /// A worker a link's driver served is settled, or was never served.
