@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use concurrent_futures::task;
+use concurrent_futures::{task, Error};
 
 use crate::cluster_common::{
     assert_host_lost, busy_worker, fresh_cache, over_ssh, parent_of, ssh, ssh_clients, write_script,
@@ -151,6 +151,49 @@ fn a_silent_link_is_lost_and_its_agent_goes() {
         // The host is checked again before its next link.
         assert_eq!(pool.submit(task!(square), 4).result_timeout(LONG), Ok(16));
         assert_eq!(count(), 2);
+    });
+}
+
+/// Takes its argument's length: a task whose argument is what counts.
+fn length(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+#[test]
+fn a_frozen_agent_is_lost_to_silence_while_the_pool_is_blocked_writing_to_it() {
+    over_ssh(|config| {
+        let launcher = ssh(&config, &[("frozen1", 1)]).keepalive(Duration::from_millis(100));
+        let pool = builder().launcher(launcher).build().expect("pool");
+        let worker = pool
+            .submit(task!(crate::process_common::pid), ())
+            .result_timeout(LONG)
+            .expect("the worker's pid");
+        let agent = parent_of(worker).expect("the agent");
+        send_signal(agent, libc::SIGSTOP);
+        // 32 MB of arguments for an idle worker: more than the pipes and
+        // socket buffers between here and the frozen agent hold, so the
+        // link's driver blocks in a write. The keepalive, on a thread of
+        // its own, still sees the silence and ends the link, which ends
+        // the write.
+        let mut futs: Vec<_> = (0..2)
+            .map(|_| pool.submit(task!(length), vec![7u8; 16 << 20]))
+            .collect();
+        let first = futs.remove(0).result_timeout(LONG);
+        let Err(Error::HostLost(why)) = &first else {
+            panic!("expected HostLost, got {first:?}");
+        };
+        assert!(why.contains("was silent for 600ms"), "{why}");
+        // The default policy: the pool broke with it, for the same reason.
+        for mut f in futs {
+            let next = f.result_timeout(LONG);
+            assert!(
+                matches!(&next, Err(Error::BrokenPool(m)) if m.contains("was silent for 600ms")),
+                "{next:?}"
+            );
+        }
+        send_signal(agent, libc::SIGCONT);
+        eventually("the agent exits", || !alive(agent));
+        eventually("its worker exits", || !alive(worker));
     });
 }
 
