@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -166,11 +166,14 @@ impl Worker {
         self.notify();
     }
 
-    /// Wakes its writer if tasks wait behind one it runs long: another
-    /// worker ran out of work and could take them.
+    /// Wakes its writer if tasks wait behind one it has run long: another
+    /// worker ran out of work and could take them. Not before the task
+    /// counts as long: the writer looks again then anyway (its timed
+    /// wait), and a link driver woken sooner would only look in vain, over
+    /// and over while the other worker stays idle.
     pub(crate) fn wake_if_stranded(&self) {
         let link = self.link.lock();
-        if link.stranded_at().is_some() {
+        if link.stranded_at().is_some_and(|t| t <= Instant::now()) {
             self.notify();
         }
     }
