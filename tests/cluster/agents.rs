@@ -97,6 +97,36 @@ fn two_hosts_of_sixteen_take_two_connections() {
 }
 
 #[test]
+fn a_hundred_and_twenty_eight_workers_on_two_hosts_take_two_connections() {
+    over_ssh(|config| {
+        let scratch = Scratch::new("agents-128");
+        let pool = builder()
+            .launcher(ssh(&config, &[("many1", 64), ("many2", 64)]))
+            .build()
+            .expect("pool");
+        assert_eq!(pool.max_workers(), 128);
+        // Each task holds its worker until all 128 run at once.
+        let futs: Vec<_> = (0..128)
+            .map(|_| pool.submit(task!(gate), scratch.dir()))
+            .collect();
+        scratch.wait_started(128);
+        assert_eq!(ssh_clients("many1").len(), 1);
+        assert_eq!(ssh_clients("many2").len(), 1);
+        let per_host: Vec<usize> = pool.stats().hosts.iter().map(|h| h.workers).collect();
+        assert_eq!(per_host, [64, 64]);
+        scratch.open();
+        let pids: HashSet<u32> = futs
+            .into_iter()
+            .map(|mut f| f.result_timeout(LONG).expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), 128);
+        // Two agents, each the parent of its host's 64.
+        let parents: HashSet<Option<u32>> = pids.iter().map(|p| parent_of(*p)).collect();
+        assert_eq!(parents.len(), 2, "{parents:?}");
+    });
+}
+
+#[test]
 fn a_killed_remote_worker_is_replaced_through_the_same_connection() {
     over_ssh(|config| {
         let scratch = Scratch::new("agent-kill-worker");
