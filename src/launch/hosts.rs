@@ -229,6 +229,9 @@ fn all_down(slots: &[(String, usize)], table: &[HostState]) -> String {
     out
 }
 
+/// How long a host check's stderr may trail its exit.
+const STDERR_GRACE: Duration = Duration::from_millis(200);
+
 /// Runs one host check; `Err` holds ssh's own message. Out of the
 /// terminal's process group, as the clients are: a Ctrl-C that the
 /// program catches must not fail the check and take the host out.
@@ -241,13 +244,17 @@ pub(crate) fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cmd.get_program().to_string_lossy()))?;
     let words = Arc::new(LastWords::default());
-    let reader = child.stderr.take().map(|mut stderr| {
+    // The reader says when it is done; it is not joined: a process the
+    // client left behind may hold its stderr open long after it exited.
+    let (done_tx, done) = crossbeam_channel::bounded::<()>(1);
+    let reading = child.stderr.take().map(|mut stderr| {
         let words = Arc::clone(&words);
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = io::Read::read(&mut stderr, &mut buf) {
                 words.push(&buf[..n]);
             }
+            let _ = done_tx.send(());
         })
     });
     let deadline = Instant::now().checked_add(timeout);
@@ -264,8 +271,10 @@ pub(crate) fn check(mut cmd: Command, host: &str, timeout: Duration) -> Result<(
             }
         }
     };
-    if let Some(r) = reader {
-        let _ = r.join();
+    if reading.is_some() {
+        // Its last words come right after its exit; what holds the stream
+        // beyond that is not waited for.
+        let _ = done.recv_timeout(STDERR_GRACE);
     }
     match status {
         Some(s) if s.success() => Ok(()),
