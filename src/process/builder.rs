@@ -37,6 +37,10 @@ pub(crate) struct Config {
     pub(crate) restart_workers: bool,
     pub(crate) task_time_limit: Option<Duration>,
     pub(crate) task_retries: u32,
+    /// Launches run on a thread of their own, so that a `submit` never
+    /// waits for a connection, a copy of the binary or a job to start:
+    /// every launcher but [`Local`], whose launch is a fork and exec.
+    pub(crate) launch_apart: bool,
 }
 
 /// The options of a [`ProcessPoolExecutor`], set by value and checked by
@@ -69,6 +73,8 @@ pub struct ProcessPoolBuilder {
     max_tasks_per_child: Option<usize>,
     initializer: Option<Result<ProcessInitializer, Error>>,
     launcher: Option<Arc<dyn Launcher>>,
+    /// The launcher is not [`Local`] (see `Config::launch_apart`).
+    launch_apart: bool,
     spec: WorkerSpec,
     handshake_timeout: Duration,
     restart_workers: bool,
@@ -90,6 +96,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: None,
             initializer: None,
             launcher: None,
+            launch_apart: false,
             spec: WorkerSpec::new(),
             handshake_timeout: Duration::from_secs(10),
             restart_workers: false,
@@ -234,7 +241,8 @@ impl ProcessPoolBuilder {
     /// let pool = ProcessPoolExecutor::builder().launcher(Local::new()).build()?;
     /// # Ok::<(), concurrent_futures::Error>(())
     /// ```
-    pub fn launcher(mut self, launcher: impl Launcher) -> Self {
+    pub fn launcher<L: Launcher>(mut self, launcher: L) -> Self {
+        self.launch_apart = std::any::TypeId::of::<L>() != std::any::TypeId::of::<Local>();
         self.launcher = Some(Arc::new(launcher));
         self
     }
@@ -395,6 +403,7 @@ impl ProcessPoolBuilder {
             restart_workers: self.restart_workers,
             task_time_limit: self.task_time_limit,
             task_retries: self.task_retries,
+            launch_apart: self.launch_apart,
         }))
     }
 }

@@ -80,6 +80,7 @@ fn config() -> Config {
         restart_workers: false,
         task_time_limit: None,
         task_retries: 0,
+        launch_apart: false,
     }
 }
 

@@ -20,9 +20,12 @@ use crate::lifecycle::fail_all;
 /// it cannot start and no worker is left to take the queued jobs, they
 /// fail with the reason.
 pub(super) fn start_worker(shared: &Arc<Shared>) {
-    if crate::agent::on_driver_thread() {
-        // A link's driver serves every worker on its host: it must not
-        // wait for a launch, which may connect to another host.
+    if shared.config.launch_apart || crate::agent::on_driver_thread() {
+        // A launch elsewhere may connect to a host, copy the binary there
+        // or wait for a job to start: not on the thread of a `submit`,
+        // which returns at once, and never on a link's driver, which
+        // serves every worker on its host. A local launch (a fork and
+        // exec) runs where it is asked for.
         let s = Arc::clone(shared);
         let launcher = thread::Builder::new()
             .name("concurrent-futures-launch".to_string())

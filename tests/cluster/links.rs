@@ -154,6 +154,38 @@ fn a_silent_link_is_lost_and_its_agent_goes() {
     });
 }
 
+#[test]
+fn submit_returns_before_the_host_is_connected() {
+    over_ssh(|config| {
+        // An ssh that waits for a go-ahead the test gives only after
+        // `submit` returned: a `submit` that waited for the connection
+        // would never return.
+        let dir = Scratch::new("go-ahead");
+        let go = dir.path().join("go");
+        let wrapper = dir.path().join("ssh");
+        write_script(
+            &wrapper,
+            &format!(
+                "#!/bin/sh\nwhile [ ! -e '{g}' ]; do sleep 0.01; done\nexec ssh \"$@\"\n",
+                g = go.display()
+            ),
+        );
+        let launcher = ssh(&config, &[("node1", 1)]).ssh_program(wrapper.as_os_str());
+        let pool = builder().launcher(launcher).build().expect("pool");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let submitter = thread::spawn(move || {
+            let fut = pool.submit(task!(square), 9);
+            tx.send(()).expect("the test waits");
+            (pool, fut)
+        });
+        rx.recv_timeout(LONG).expect("submit returned");
+        let (_pool, mut fut) = submitter.join().expect("submitter");
+        assert!(!fut.done());
+        fs::write(&go, b"").expect("go ahead");
+        assert_eq!(fut.result_timeout(LONG), Ok(81));
+    });
+}
+
 /// Takes its argument's length: a task whose argument is what counts.
 fn length(bytes: Vec<u8>) -> usize {
     bytes.len()
