@@ -116,22 +116,8 @@ fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder, serial: f64) {
     for f in warm {
         f.result().expect("warm");
     }
-    let rates: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            let fs: Vec<Future<u64>> = (0..ROUND_TRIPS)
-                .map(|i| pool.submit(task!(noop), i))
-                .collect();
-            let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
-            black_box(s);
-            ROUND_TRIPS as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    row(
-        name,
-        "submit+result noop x10,000",
-        format!("{:.0}/s", median(rates)),
-    );
+    let rate = agents::pipelined_round_trips(&pool, ROUND_TRIPS, reps);
+    row(name, "submit+result noop x10,000", format!("{rate:.0}/s"));
 
     let rates: Vec<f64> = (0..reps)
         .map(|_| {

@@ -144,18 +144,17 @@ fn threads() -> usize {
 }
 
 /// Pipelined round trips per second through `pool`, the median of `reps`
-/// runs: `PIPELINED` no-ops submitted, then their results.
-fn pipelined_round_trips(pool: &ProcessPoolExecutor, reps: usize) -> f64 {
+/// runs: `n` no-ops submitted, then their results (`benches/process_pool.rs`'s
+/// definition).
+pub(crate) fn pipelined_round_trips(pool: &ProcessPoolExecutor, n: u64, reps: usize) -> f64 {
     median(
         (0..reps)
             .map(|_| {
                 let t = Instant::now();
-                let fs: Vec<Future<u64>> = (0..PIPELINED)
-                    .map(|i| pool.submit(task!(noop), i))
-                    .collect();
+                let fs: Vec<Future<u64>> = (0..n).map(|i| pool.submit(task!(noop), i)).collect();
                 let s: u64 = fs.into_iter().map(|f| f.result().expect("noop")).sum();
                 std::hint::black_box(s);
-                PIPELINED as f64 / t.elapsed().as_secs_f64()
+                n as f64 / t.elapsed().as_secs_f64()
             })
             .collect(),
     )
@@ -384,7 +383,7 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
     for f in warm {
         f.result().expect("warm");
     }
-    let pipelined = pipelined_round_trips(&p, reps);
+    let pipelined = pipelined_round_trips(&p, PIPELINED, reps);
     let sequential = median(
         (0..reps)
             .map(|_| {
@@ -403,7 +402,7 @@ pub(crate) fn rows(config: Option<&OsString>) -> Option<(f64, f64)> {
         .build()
         .expect("pool");
     let up = gated_start(&p, ROUND_SLOTS, Instant::now());
-    let wide = pipelined_round_trips(&p, reps);
+    let wide = pipelined_round_trips(&p, PIPELINED, reps);
     p.shutdown();
     row(
         "ssh",
