@@ -111,10 +111,16 @@ fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder, serial: f64) {
     );
 
     let pool = make().build().expect("pool");
-    // Warm: every worker started.
+    // Warm: every worker started. Launches over ssh and srun run apart
+    // from the submits, so the first worker may answer all 64 no-ops
+    // before the second is up: wait for it too.
     let warm: Vec<Future<u64>> = (0..64).map(|i| pool.submit(task!(noop), i)).collect();
     for f in warm {
         f.result().expect("warm");
+    }
+    let until = Instant::now() + std::time::Duration::from_secs(30);
+    while pool.worker_pids().len() < WORKERS && Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let rate = agents::pipelined_round_trips(&pool, ROUND_TRIPS, reps);
     row(name, "submit+result noop x10,000", format!("{rate:.0}/s"));
