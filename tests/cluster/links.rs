@@ -166,8 +166,9 @@ fn submit_returns_before_the_host_is_connected() {
         write_script(
             &wrapper,
             &format!(
-                "#!/bin/sh\nwhile [ ! -e '{g}' ]; do sleep 0.01; done\nexec ssh \"$@\"\n",
-                g = go.display()
+                "#!/bin/sh\nwhile [ ! -e '{g}' ]; do [ -d '{d}' ] || exit 1; sleep 0.01; done\nexec ssh \"$@\"\n",
+                g = go.display(),
+                d = dir.path().display()
             ),
         );
         let launcher = ssh(&config, &[("node1", 1)]).ssh_program(wrapper.as_os_str());
