@@ -32,13 +32,12 @@ const PIPELINED: u64 = 10_000;
 const SEQUENTIAL: u64 = 1_000;
 
 /// A barrier across workers: each task creates `dir/<its pid>`, then waits
-/// until `n` files are there (or the timeout), so no worker can take two
-/// gate tasks, and the bench learns the moment the `n`-th worker started a
-/// task by watching the directory.
+/// until the bench opens the gate once `n` files are there (or the
+/// timeout), so no worker can take two gate tasks, and the bench learns the
+/// moment the `n`-th worker started a task by watching the directory.
 #[derive(Serialize, Deserialize, Clone)]
 pub(crate) struct Gate {
     dir: String,
-    n: usize,
     timeout_ms: u64,
 }
 
@@ -47,11 +46,19 @@ fn gate(g: Gate) -> u32 {
     let dir = Path::new(&g.dir);
     std::fs::write(dir.join(pid.to_string()), b"").expect("gate file");
     let end = Instant::now() + Duration::from_millis(g.timeout_ms);
-    while Instant::now() < end && count(dir) < g.n {
-        std::thread::sleep(Duration::from_millis(1));
+    // The bench opens the gate (`OPEN`) once all n are in. Each gate
+    // only looks for that one file: n gates each listing the directory
+    // every millisecond kept 2 cores busy at 256 workers and slowed the
+    // starts being measured.
+    let open = dir.join(OPEN);
+    while Instant::now() < end && !open.exists() {
+        std::thread::sleep(Duration::from_millis(2));
     }
     pid
 }
+
+/// The file that opens the gates.
+const OPEN: &str = "open";
 
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -85,7 +92,6 @@ fn gated_start(pool: &ProcessPoolExecutor, n: usize, since: Instant) -> Up {
     let dir = scratch("gate");
     let g = Gate {
         dir: dir.to_string_lossy().into_owned(),
-        n,
         timeout_ms: GATE_TIMEOUT.as_millis() as u64,
     };
     let fs: Vec<Future<u32>> = (0..n)
@@ -103,6 +109,7 @@ fn gated_start(pool: &ProcessPoolExecutor, n: usize, since: Instant) -> Up {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let _ = std::fs::write(dir.join(OPEN), b"");
     let mut pids = HashSet::new();
     let mut error = None;
     for f in fs {
