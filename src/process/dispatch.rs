@@ -12,6 +12,7 @@ use super::bell::Bell;
 use super::job::Job;
 use super::shared::{Shared, State};
 use super::worker::Worker;
+use crate::sync::MutexGuard;
 
 /// A writer takes at most this many bytes of arguments at once.
 const BATCH_BYTES: usize = 1 << 20;
@@ -38,14 +39,24 @@ impl Shared {
         }
     }
 
-    /// Wakes the writers waiting for work (one, unless `all`), and every
-    /// link driver but the one of `except`'s bell: a driver that passes on
-    /// a wake-up must not wake itself, or it would never rest.
-    pub(super) fn notify_work(&self, all: bool, except: Option<&Worker>) {
+    /// Wakes the writers waiting for work (one, unless `all`: a free one if
+    /// any waits), and every link driver but the one of `except`'s bell: a
+    /// driver that passes on a wake-up must not wake itself, or it would
+    /// never rest. Call under the pool's lock (`st`).
+    pub(super) fn notify_work(&self, st: &State, all: bool, except: Option<&Worker>) {
+        let others = || {
+            st.workers.iter().filter(|w| {
+                !except.is_some_and(|e| std::ptr::eq(Arc::as_ptr(w), e))
+                    && w.bell.is_none()
+                    && w.waiting.load(Ordering::SeqCst)
+            })
+        };
         if all {
-            self.work.notify_all();
-        } else {
-            self.work.notify_one();
+            for w in others() {
+                w.work_bell.ring();
+            }
+        } else if let Some(w) = others().find(|w| w.load().1).or_else(|| others().next()) {
+            w.work_bell.ring();
         }
         if !self.any_bells.load(Ordering::Acquire) {
             return;
@@ -62,10 +73,35 @@ impl Shared {
         }
     }
 
+    /// Wakes the writers (or link drivers) of the workers other than
+    /// `except` that are free: they take jobs left in the queue that a busy
+    /// worker may not. A busy one woken would only pass the wake-up on. If
+    /// none is free (or being launched), every writer waiting for work: one
+    /// with room may take its even share.
+    fn wake_free(&self, st: &State, except: &Worker) {
+        let mut free = false;
+        for w in &st.workers {
+            if std::ptr::eq(Arc::as_ptr(w), except) || w.leaving() || !w.load().1 {
+                continue;
+            }
+            free = true;
+            match &w.bell {
+                Some(bell) => bell.ring(),
+                None => w.work_bell.ring(),
+            }
+        }
+        // A worker being launched takes its part once it is up; until
+        // then a busy one takes none, and waking them would only have them
+        // wake each other.
+        if !free && st.starting == 0 {
+            self.notify_work(st, true, Some(except));
+        }
+    }
+
     /// Wakes the writers for `n` jobs queued with `enqueue(.., false)`.
     pub(crate) fn wake_writers(&self, n: usize) {
-        let _st = self.state.lock();
-        self.notify_work(n != 1, None);
+        let st = self.state.lock();
+        self.notify_work(&st, n != 1, None);
     }
 
     /// Queued jobs for `worker`, as many as its window has room for (at
@@ -80,10 +116,9 @@ impl Shared {
         let taken = loop {
             match self.try_take(&mut st, worker, left) {
                 Take::Jobs(taken) => break taken,
-                Take::Wait(Some(t)) => {
-                    self.work.wait_until(&mut st, t);
-                }
-                Take::Wait(None) => self.work.wait(&mut st),
+                // A ring between the look and the wait is not lost: the
+                // bell keeps it.
+                Take::Wait(until) => MutexGuard::unlocked(&mut st, || worker.work_bell.wait(until)),
             }
         };
         self.took(&st, worker);
@@ -141,17 +176,11 @@ impl Shared {
             return Take::Jobs(Some(jobs));
         }
         if queued > 0 {
-            // Left for other workers; make sure one is awake. Of the link
-            // drivers, only those with a free worker: a busy one would only
-            // pass the wake-up on, and two would pass it back and forth.
-            self.work.notify_all();
-            for w in &st.workers {
-                if let Some(bell) = &w.bell {
-                    if !std::ptr::eq(Arc::as_ptr(w), worker) && !w.leaving() && w.load().1 {
-                        bell.ring();
-                    }
-                }
-            }
+            // Left for other workers; make sure the free ones are awake
+            // (only those: a busy one would only pass the wake-up on, and
+            // two would pass it back and forth), or, with none free, the
+            // writers that wait (one of them has room for its even share).
+            self.wake_free(st, worker);
         } else if st.closing {
             return Take::Jobs(None);
         } else if idle {
@@ -174,8 +203,8 @@ impl Shared {
         if !st.queue.is_empty() {
             // Jobs are left: for idle workers (which nobody else wakes if
             // the wake-up that brought us here was theirs), or beyond what
-            // we could take. Pass the wake-up on to a writer that can.
-            self.notify_work(true, Some(worker));
+            // we could take. Pass the wake-up on to writers that can.
+            self.wake_free(st, worker);
         }
     }
 
@@ -226,15 +255,22 @@ impl Shared {
     /// A reader took an answer off `worker`'s tasks: if its writer waits
     /// for work, its share may have grown; wake it.
     pub(crate) fn answered(&self, worker: &Worker) {
-        if worker.waiting.load(Ordering::SeqCst) && !self.state.lock().queue.is_empty() {
-            self.notify_work(true, None);
+        // Its own writer only: another worker's share does not grow when
+        // this one holds less. The flag is set before the writer counts
+        // what its worker holds (`try_take`), so a writer that counted
+        // before this answer sees the flag here.
+        if worker.waiting.load(Ordering::SeqCst) {
+            worker.work_bell.ring();
+            if let Some(bell) = &worker.bell {
+                bell.ring();
+            }
         }
     }
 
     /// Wakes the writers waiting for work, so that `worker`'s sees the
     /// recalls it is to send.
     pub(crate) fn wake_for_recall(&self) {
-        let _st = self.state.lock();
-        self.notify_work(true, None);
+        let st = self.state.lock();
+        self.notify_work(&st, true, None);
     }
 }

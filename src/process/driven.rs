@@ -10,7 +10,7 @@
 //! What a thread would wait for, it says when to be polled again: the
 //! handshake deadline, a task stranded behind a long one, a lingering
 //! worker's grace. Everything that would wake a writer thread (its link's
-//! condvar, the pool's `work` condvar) rings the link's bell.
+//! condvar, `Shared::notify_work`) rings the link's bell.
 
 use std::io::Write;
 use std::sync::Arc;

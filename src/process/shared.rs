@@ -118,9 +118,6 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) state: Mutex<State>,
-    /// Signalled when tasks are queued, shutdown begins or a worker goes:
-    /// what writers waiting for tasks wait on.
-    pub(super) work: Condvar,
     /// Signalled when a worker goes or a launch ends: what a shutdown
     /// with a deadline waits on.
     pub(super) changed: Condvar,
@@ -136,7 +133,7 @@ pub(crate) struct Shared {
     joining: parking_lot::Mutex<()>,
     pub(crate) timer: Timer,
     /// The bells of the host links whose driver threads serve workers of
-    /// this pool: rung whenever `work` is signalled (empty for a pool
+    /// this pool: rung whenever writers are woken for work (empty for a pool
     /// whose workers have threads of their own).
     pub(super) bells: Mutex<Vec<Weak<Bell>>>,
     /// A bell was ever added: until then `notify_work` skips their lock.
@@ -163,7 +160,6 @@ impl Shared {
                 threads: Threads::default(),
                 driven: 0,
             }),
-            work: Condvar::new(),
             changed: Condvar::new(),
             counters: Arc::default(),
             seq: AtomicU64::new(0),
@@ -206,7 +202,7 @@ impl Shared {
         }
         st.queue.push_back(job);
         if wake {
-            self.notify_work(false, None);
+            self.notify_work(&st, false, None);
         }
         self.start_if_needed(st);
     }
@@ -260,7 +256,7 @@ impl Shared {
             };
             st.queue.insert(at, job);
         }
-        self.notify_work(true, None);
+        self.notify_work(&st, true, None);
         self.start_if_needed(st);
     }
 
@@ -280,7 +276,7 @@ impl Shared {
     /// the queued jobs and the workers, for [`broke`](Self::broke).
     fn mark_broken(&self, st: &mut State, reason: &str) -> (VecDeque<Job>, Vec<Arc<Worker>>) {
         st.broken = Some(reason.to_string());
-        self.notify_work(true, None);
+        self.notify_work(st, true, None);
         (std::mem::take(&mut st.queue), st.workers.clone())
     }
 
@@ -354,7 +350,7 @@ impl Shared {
             if !clean {
                 st.last_error = Some(reason.clone());
             }
-            self.notify_work(true, None);
+            self.notify_work(&st, true, None);
             self.changed.notify_all();
             if let Some(b) = st.broken.clone() {
                 Verdict::Broken(b)
@@ -518,7 +514,7 @@ impl Pool for Shared {
     fn close(&self, cancel: bool) -> Vec<Job> {
         let mut st = self.state.lock();
         st.closing = true;
-        self.notify_work(true, None);
+        self.notify_work(&st, true, None);
         if !cancel {
             return Vec::new();
         }

@@ -55,6 +55,10 @@ pub(crate) struct Worker {
     /// The bell of the host link whose driver thread writes to and reads
     /// from this worker (`driven.rs`), instead of threads of its own.
     pub(crate) bell: Option<Arc<Bell>>,
+    /// What its writer thread waits on in `Shared::take_jobs`: a bell of
+    /// its own, so that the pool wakes the writers that can take work, not
+    /// every writer at once.
+    pub(crate) work_bell: Bell,
 }
 
 impl Worker {
@@ -87,6 +91,7 @@ impl Worker {
                 holder,
                 wake_writer,
                 bell,
+                work_bell: Bell::default(),
             }
         })
     }
@@ -208,11 +213,15 @@ impl Worker {
     }
 
     /// Wakes whoever waits on its link: its writer (or the driver of the
-    /// host link it runs on), cancels waiting for an answer.
+    /// host link it runs on), wherever it waits, and cancels waiting for an
+    /// answer.
     pub(crate) fn notify(&self) {
         self.cond.notify_all();
-        if let Some(bell) = &self.bell {
-            bell.ring();
+        match &self.bell {
+            Some(bell) => bell.ring(),
+            // Its writer may wait for work instead (its worker ended, or
+            // has recalls to send).
+            None => self.work_bell.ring(),
         }
     }
 
