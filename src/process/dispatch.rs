@@ -85,10 +85,7 @@ impl Shared {
                 continue;
             }
             free = true;
-            match &w.bell {
-                Some(bell) => bell.ring(),
-                None => w.work_bell.ring(),
-            }
+            w.ring();
         }
         // A worker being launched takes its part once it is up; until
         // then a busy one takes none, and waking them would only have them
@@ -260,10 +257,7 @@ impl Shared {
         // what its worker holds (`try_take`), so a writer that counted
         // before this answer sees the flag here.
         if worker.waiting.load(Ordering::SeqCst) {
-            worker.work_bell.ring();
-            if let Some(bell) = &worker.bell {
-                bell.ring();
-            }
+            worker.ring();
         }
     }
 

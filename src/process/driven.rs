@@ -55,8 +55,6 @@ enum Reading {
     Magic,
     Hello,
     Frames,
-    /// The output ended (or broke the protocol).
-    Ended,
 }
 
 /// The worker's end, while it is settled.
@@ -192,7 +190,6 @@ impl Driven {
 
     /// The worker's output ended: it is gone; settle it once reaped.
     fn output_ended(&mut self) {
-        self.reading = Reading::Ended;
         self.stdout = Vec::new();
         self.at = 0;
         self.end = Some(End {
@@ -333,7 +330,8 @@ impl Rider for Driven {
         } = output;
         self.relay_stderr(&stderr, stderr_end);
         let mut progress = false;
-        if self.reading != Reading::Ended {
+        // Until its output ended (or broke the protocol).
+        if self.end.is_none() {
             if !stdout.is_empty() {
                 self.take_stdout(stdout);
                 progress = true;

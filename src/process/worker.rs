@@ -217,10 +217,16 @@ impl Worker {
     /// answer.
     pub(crate) fn notify(&self) {
         self.cond.notify_all();
+        // Its writer may wait for work instead (its worker ended, or has
+        // recalls to send).
+        self.ring();
+    }
+
+    /// Wakes what serves this worker if it waits for work: its link's
+    /// driver, or its writer thread.
+    pub(crate) fn ring(&self) {
         match &self.bell {
             Some(bell) => bell.ring(),
-            // Its writer may wait for work instead (its worker ended, or
-            // has recalls to send).
             None => self.work_bell.ring(),
         }
     }
