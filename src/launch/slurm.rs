@@ -60,6 +60,7 @@ pub struct Slurm {
 }
 
 mod nodes;
+mod quick_acks;
 
 impl Slurm {
     /// Job steps inside an allocation (when `SLURM_JOB_ID` is set), jobs

@@ -20,6 +20,7 @@ mod faults;
 mod launch;
 mod links;
 mod node_down;
+mod srun_io;
 
 // Pools that set no `worker_args` (`launch`'s) run this entry; the others
 // (`process_common::builder`) run `worker_entry`.

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use super::super::client::spawn_client;
 use super::super::local::current_executable;
 use super::super::{Spawned, WorkerSpec};
+use super::quick_acks::QuickAcks;
 use super::{Slurm, Step};
 use crate::agent::{agent_env, AgentLink, HostLinks, LinkOptions};
 use crate::launch::backoff::Backoff;
@@ -28,15 +29,13 @@ const HANDSHAKE: Duration = Duration::from_secs(60);
 const NODE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// How long a node's step stays without workers before it ends.
 const LINGER: Duration = Duration::from_secs(1);
-/// The most bytes of a worker's output in one frame (the input is not
-/// cut: `srun` reads what its stdin holds at once and sends it as one
-/// message however we cut it; measured, `map` fell from 13.4M to 5.1M
-/// items/s with the input cut). Slurm's I/O forwarding between
-/// `srun` and `slurmstepd` writes a message over about 2.5 KB in two
-/// pieces, and Nagle's algorithm holds the second until the first is
-/// acknowledged (40 ms, the delayed-ACK timer); messages under it pass in
-/// 0.2 ms (`docs/performance.md`). `map` over srun went from 1.1M to
-/// 13.4M items/s with frames cut at this size.
+/// The most bytes of a worker's output in one frame over srun. Where the
+/// pool cannot set `TCP_NODELAY` and `TCP_QUICKACK` on srun's I/O
+/// connection (`quick_acks.rs`), Slurm's forwarding holds the second
+/// message of a burst for the delayed-ACK timer (40 ms), and frames this
+/// small made `map` over srun 1.1M to 13.4M items/s in its luckier runs.
+/// Where it can, this size and 64 KiB measured the same
+/// (`docs/performance.md`, "srun's acknowledgements").
 const SRUN_CHUNK: usize = 2000;
 
 /// The allocation's nodes as the launcher learns them at its first
@@ -115,8 +114,10 @@ impl Slurm {
                 node.name
             ))
         })?;
+        let pid = child.id();
         let mut spawned = Spawned::from_child(child, Some(node.name.clone()))?;
         spawned.process = Box::new(Step(spawned.process));
+        spawned.stdout = Box::new(QuickAcks::new(pid, spawned.stdout));
         let options = LinkOptions {
             ping: KEEPALIVE,
             handshake: HANDSHAKE,
