@@ -353,6 +353,32 @@ fn salloc_of_sixteen_runs_one_step_per_node() {
     });
 }
 
+#[test]
+fn a_slurm_launcher_dropped_with_its_pool_ends_its_step_at_once() {
+    over_slurm(|| {
+        let pool = builder()
+            .launcher(Slurm::new())
+            .max_workers(1)
+            .build()
+            .expect("pool");
+        let worker = pool
+            .submit(task!(nap_pid), 0)
+            .result_timeout(LONG)
+            .expect("a pid");
+        let agent = parent_of(worker).expect("the node's agent");
+        // Nobody else holds the launcher: dropping the pool closes the link
+        // now. An idle link that its launcher may still use lingers 1 s for
+        // the next worker (a link that kept its launcher alive did so here).
+        let dropped = Instant::now();
+        drop(pool);
+        assert!(
+            within(Duration::from_millis(500), || !alive(agent)),
+            "the agent still ran {:?} after its launcher was dropped",
+            dropped.elapsed()
+        );
+    });
+}
+
 /// The first try marks `{dir}/tried` and blocks until `{dir}/open` exists
 /// (its host is lost meanwhile); a later try returns at once. Returns the
 /// pid of the try that finished.

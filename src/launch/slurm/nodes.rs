@@ -123,9 +123,16 @@ impl Slurm {
             linger: LINGER,
         };
         // A step lost after its agent answered (cancelled, its node set
-        // DOWN) has the node passed over for a while.
-        let nodes = Arc::clone(&self.nodes);
-        let on_lost = Box::new(move || nodes.record(i, false));
+        // DOWN) has the node passed over for a while. Weak: the nodes hold
+        // their links, so a strong reference from a link would keep both
+        // alive once the launcher is gone, and its step would last until
+        // the link's linger instead of closing with the launcher.
+        let nodes = Arc::downgrade(&self.nodes);
+        let on_lost = Box::new(move || {
+            if let Some(nodes) = nodes.upgrade() {
+                nodes.record(i, false);
+            }
+        });
         AgentLink::open(spawned, node.name.clone(), options, on_lost, &|| true)
     }
 
