@@ -13,7 +13,8 @@ use concurrent_futures::launch::Slurm;
 use concurrent_futures::{task, Error};
 
 use crate::cluster_common::{
-    assert_host_lost, busy_worker, over_slurm, over_ssh, parent_of, ssh, ssh_clients,
+    assert_host_lost, busy_worker, one_slurm_worker, over_slurm, over_ssh, parent_of, ssh,
+    ssh_clients,
 };
 use crate::process_common::{
     alive, builder, eventually, gate, parse_pids, pid, send_signal, sleep_ms, square, test_path,
@@ -356,15 +357,7 @@ fn salloc_of_sixteen_runs_one_step_per_node() {
 #[test]
 fn a_slurm_launcher_dropped_with_its_pool_ends_its_step_at_once() {
     over_slurm(|| {
-        let pool = builder()
-            .launcher(Slurm::new())
-            .max_workers(1)
-            .build()
-            .expect("pool");
-        let worker = pool
-            .submit(task!(nap_pid), 0)
-            .result_timeout(LONG)
-            .expect("a pid");
+        let (pool, worker) = one_slurm_worker();
         let agent = parent_of(worker).expect("the node's agent");
         // Nobody else holds the launcher: dropping the pool closes the link
         // now. An idle link that its launcher may still use lingers 1 s for

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cluster_common::{
-    assert_fails_naming, busy_worker, fresh_cache, over_slurm, over_ssh, slurm_node, ssh,
-    ssh_config, write_script,
+    assert_fails_naming, busy_worker, fresh_cache, one_slurm_worker, over_slurm, over_ssh,
+    slurm_node, ssh, ssh_config, write_script,
 };
 use crate::process_common::*;
 use concurrent_futures::launch::Slurm;
@@ -346,15 +346,7 @@ fn worker_pids_are_the_remote_workers() {
 #[test]
 fn slurm_worker_pids_and_start_failures_name_the_workers() {
     over_slurm(|| {
-        let pool = builder()
-            .launcher(Slurm::new())
-            .max_workers(1)
-            .build()
-            .expect("pool");
-        let worker = pool
-            .submit(task!(pid), ())
-            .result_timeout(LONG)
-            .expect("pid");
+        let (pool, worker) = one_slurm_worker();
         assert_eq!(pool.worker_pids(), [worker], "not srun's pid");
         drop(pool);
         // An srun that cannot start the step.

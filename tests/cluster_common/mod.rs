@@ -154,6 +154,21 @@ pub fn over(via: Via, test: impl FnOnce(ProcessPoolBuilder) + Send + 'static) {
     with_timeout(LIMIT, move || test(b));
 }
 
+/// A pool of one worker over `Slurm::new()` (a step of this allocation),
+/// and that worker's pid once it answered.
+pub fn one_slurm_worker() -> (ProcessPoolExecutor, u32) {
+    let pool = builder()
+        .launcher(Slurm::new())
+        .max_workers(1)
+        .build()
+        .expect("pool");
+    let worker = pool
+        .submit(task!(pid), ())
+        .result_timeout(LONG)
+        .expect("the worker's pid");
+    (pool, worker)
+}
+
 /// A pool of one worker started by `launcher` under `restart_workers`, the
 /// worker's pid, and a `gate` task (on `scratch`) running there.
 pub fn busy_worker(
