@@ -8,7 +8,7 @@
 //!
 //! Rows per launcher: pool start to first result; pipelined round trips
 //! (10,000 no-ops submitted, then the results); map of 100,000 no-ops;
-//! heavy_compute(1e7) x8 speedup over serial. A launcher whose daemons are
+//! heavy_compute(1e7) x8 speedup over serial (serial runs taken in turn with the pool's). A launcher whose daemons are
 //! not there (no `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note.
 //!
 //! Then the figures of one agent per host (issue 14), against the loopback
@@ -90,7 +90,7 @@ pub(crate) fn row(launcher: &str, name: &str, value: String) {
     println!("| {launcher} | {name} | {value} |");
 }
 
-fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder, serial: f64) {
+fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder) {
     let reps = reps();
     // Start to first result: a fresh pool each time (the ssh cache is warm
     // after the first).
@@ -142,22 +142,35 @@ fn bench(name: &str, make: impl Fn() -> ProcessPoolBuilder, serial: f64) {
         format!("{:.1}M items/s", median(rates) / 1e6),
     );
 
-    let times: Vec<f64> = (0..reps)
+    // The serial runs alternate with the pool's: the machine's speed
+    // drifts over a run of several minutes, and a serial time taken once at
+    // the start misstated rows taken minutes later by a fifth either way.
+    let (serials, times): (Vec<f64>, Vec<f64>) = (0..reps)
         .map(|_| {
+            let serial = serial_time();
             let t = Instant::now();
             let s: Vec<u64> = pool
                 .map(task!(heavy_compute), vec![HEAVY_N; HEAVY_TASKS])
                 .collect::<Result<_, _>>()
                 .expect("heavy");
             black_box(s);
-            t.elapsed().as_secs_f64()
+            (serial, t.elapsed().as_secs_f64())
         })
-        .collect();
+        .unzip();
     row(
         name,
         "heavy_compute(1e7) x8: speedup vs serial",
-        format!("{:.2}x", serial / median(times)),
+        format!("{:.2}x", median(serials) / median(times)),
     );
+}
+
+/// heavy_compute(1e7) x8 on this thread, in seconds.
+fn serial_time() -> f64 {
+    let t = Instant::now();
+    for _ in 0..HEAVY_TASKS {
+        black_box(heavy_compute(black_box(HEAVY_N)));
+    }
+    t.elapsed().as_secs_f64()
 }
 
 fn dask(ours: Option<(f64, f64)>) {
@@ -180,22 +193,10 @@ fn dask(ours: Option<(f64, f64)>) {
 
 fn main() {
     concurrent_futures::init();
-    let reps = reps();
-    let serial = median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..HEAVY_TASKS {
-                    black_box(heavy_compute(black_box(HEAVY_N)));
-                }
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
     println!("| launcher | row | figure |\n|---|---|---|");
     for (name, builder) in launchers() {
         match builder {
-            Some(make) => bench(name, make, serial),
+            Some(make) => bench(name, make),
             None => println!("| {name} | skipped: daemons not running (scripts/test-cluster) | |"),
         }
     }
