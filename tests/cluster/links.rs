@@ -195,32 +195,34 @@ fn length(bytes: Vec<u8>) -> usize {
 #[test]
 fn a_frozen_agent_is_lost_to_silence_while_the_pool_is_blocked_writing_to_it() {
     over_ssh(|config| {
-        let launcher = ssh(&config, &[("frozen1", 1)]).keepalive(Duration::from_millis(100));
+        let launcher = ssh(&config, &[("frozen1", 1)]).keepalive(Duration::from_millis(200));
         let pool = builder().launcher(launcher).build().expect("pool");
         let worker = pool
             .submit(task!(crate::process_common::pid), ())
             .result_timeout(LONG)
             .expect("the worker's pid");
         let agent = parent_of(worker).expect("the agent");
-        send_signal(agent, libc::SIGSTOP);
         // 32 MB of arguments for an idle worker: more than the pipes and
         // socket buffers between here and the frozen agent hold, so the
         // link's driver blocks in a write. The keepalive, on a thread of
         // its own, still sees the silence and ends the link, which ends
-        // the write.
-        let mut futs: Vec<_> = (0..2)
-            .map(|_| pool.submit(task!(length), vec![7u8; 16 << 20]))
-            .collect();
-        let first = futs.remove(0).result_timeout(LONG);
+        // the write. The first is submitted before the agent freezes, so
+        // that its 16 MB are encoded and on their way (running) well before
+        // the silence is up, however loaded the machine; it cannot finish
+        // first, as its bytes take longer to pass than the signal.
+        let mut first = pool.submit(task!(length), vec![7u8; 16 << 20]);
+        send_signal(agent, libc::SIGSTOP);
+        let second = pool.submit(task!(length), vec![7u8; 16 << 20]);
+        let (first, futs) = (first.result_timeout(LONG), [second]);
         let Err(Error::HostLost(why)) = &first else {
             panic!("expected HostLost, got {first:?}");
         };
-        assert!(why.contains("was silent for 600ms"), "{why}");
+        assert!(why.contains("was silent for 1.2s"), "{why}");
         // The default policy: the pool broke with it, for the same reason.
         for mut f in futs {
             let next = f.result_timeout(LONG);
             assert!(
-                matches!(&next, Err(Error::BrokenPool(m)) if m.contains("was silent for 600ms")),
+                matches!(&next, Err(Error::BrokenPool(m)) if m.contains("was silent for 1.2s")),
                 "{next:?}"
             );
         }
