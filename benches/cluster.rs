@@ -8,8 +8,9 @@
 //!
 //! Rows per launcher: pool start to first result; pipelined round trips
 //! (10,000 no-ops submitted, then the results); map of 100,000 no-ops;
-//! heavy_compute(1e7) x8 speedup over serial (serial runs taken in turn with the pool's). A launcher whose daemons are
-//! not there (no `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note.
+//! heavy_compute(1e7) x8 speedup over serial (serial runs taken in turn
+//! with the pool's). A launcher whose daemons are not there (no
+//! `CF_SSH_CONFIG`, no `SLURM_JOB_ID`) is skipped with a note.
 //!
 //! Then the figures of one agent per host (issue 14), against the loopback
 //! sshds at stock settings (`MaxStartups 10:30:100`, `MaxSessions 10`):

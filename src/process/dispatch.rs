@@ -260,11 +260,4 @@ impl Shared {
             worker.ring();
         }
     }
-
-    /// Wakes the writers waiting for work, so that `worker`'s sees the
-    /// recalls it is to send.
-    pub(crate) fn wake_for_recall(&self) {
-        let st = self.state.lock();
-        self.notify_work(&st, true, None);
-    }
 }

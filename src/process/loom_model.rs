@@ -106,7 +106,6 @@ fn worker(bell: Option<Arc<Bell>>) -> Arc<Worker> {
         None,
         Arc::new(StderrTail::default()),
         None,
-        Arc::new(|| {}),
         bell,
     )
 }

@@ -63,7 +63,6 @@ fn launch_worker(shared: &Arc<Shared>) {
         }
     };
     st.threads.join_finished();
-    let me = Arc::downgrade(shared);
     let Launched {
         process,
         stdin,
@@ -77,18 +76,7 @@ fn launch_worker(shared: &Arc<Shared>) {
     if let Some(bell) = &bell {
         shared.add_bell(bell);
     }
-    let worker = Worker::new(
-        process,
-        label,
-        tail,
-        stderr_thread,
-        Arc::new(move || {
-            if let Some(shared) = me.upgrade() {
-                shared.wake_for_recall();
-            }
-        }),
-        bell,
-    );
+    let worker = Worker::new(process, label, tail, stderr_thread, bell);
     st.workers.push(Arc::clone(&worker));
     st.driven += usize::from(linked.is_some());
     let broken = st.broken.is_some();

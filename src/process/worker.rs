@@ -50,8 +50,6 @@ pub(crate) struct Worker {
     stderr_thread: Mutex<Option<JoinHandle<()>>>,
     /// What the futures of the tasks it holds ask to be cancelled.
     pub(crate) holder: Arc<Holder>,
-    /// Wakes its writer when it waits for work in the pool's queue.
-    wake_writer: Arc<dyn Fn() + Send + Sync>,
     /// The bell of the host link whose driver thread writes to and reads
     /// from this worker (`driven.rs`), instead of threads of its own.
     pub(crate) bell: Option<Arc<Bell>>,
@@ -62,14 +60,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// A worker; `wake_writer` wakes its writer when it waits for work in
-    /// the pool's queue.
+    /// A worker, served by its own writer thread, or by the driver of the
+    /// host link whose `bell` is given.
     pub(crate) fn new(
         process: Box<dyn WorkerProcess>,
         label: Option<String>,
         tail: Arc<StderrTail>,
         stderr_thread: Option<JoinHandle<()>>,
-        wake_writer: Arc<dyn Fn() + Send + Sync>,
         bell: Option<Arc<Bell>>,
     ) -> Arc<Worker> {
         Arc::new_cyclic(|me: &Weak<Worker>| {
@@ -89,7 +86,6 @@ impl Worker {
                 waiting: AtomicBool::new(false),
                 stderr_thread: Mutex::new(stderr_thread),
                 holder,
-                wake_writer,
                 bell,
                 work_bell: Bell::default(),
             }
@@ -115,10 +111,9 @@ impl Worker {
                 return true;
             }
         }
+        // Wakes its writer (or link driver) wherever it waits, the pool's
+        // queue included.
         self.notify();
-        // Its writer may wait in the pool's queue instead (not under the
-        // link's lock: the pool's lock comes first).
-        (self.wake_writer)();
         let mut link = self.link.lock();
         while still_held() {
             self.cond.wait(&mut link);
@@ -141,8 +136,6 @@ impl Worker {
         }
         if asked {
             self.notify();
-            drop(link);
-            (self.wake_writer)();
         }
         asked
     }
